@@ -1,0 +1,97 @@
+//! Wiring: turns a validated [`Config`] into running parts. The binary only calls this.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orrery_indexer::bus::{LocalBus, RedisBus, SharedBus};
+use orrery_indexer::config_store;
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+use crate::db;
+use crate::graphql;
+use crate::server;
+use crate::state::AppState;
+
+/// Why the server could not start. Each variant is one clear line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Database connection or migration.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// The event bus.
+    #[error("cannot start event bus: {0}")]
+    Bus(#[from] orrery_indexer::bus::BusError),
+    /// Seeding config defaults.
+    #[error("cannot seed runtime config: {0}")]
+    ConfigStore(#[from] config_store::ConfigStoreError),
+    /// Binding the listen address.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Connects the database (migrating when configured) and the event bus.
+pub async fn open(config: &Config) -> Result<(DatabaseConnection, SharedBus), StartError> {
+    let db = db::connect(config).await?;
+    if config.database.migrate_on_start {
+        db::migrate(&db).await?;
+        config_store::seed_defaults(&db).await?;
+    }
+    let bus = open_bus(config).await?;
+    Ok((db, bus))
+}
+
+/// The Redis bus when `redis_url` is set, else the in-process one.
+pub async fn open_bus(config: &Config) -> Result<SharedBus, StartError> {
+    Ok(match &config.redis_url {
+        Some(url) => Arc::new(RedisBus::connect(url, Duration::from_secs(5)).await?),
+        None => Arc::new(LocalBus::new()),
+    })
+}
+
+/// Runs the server until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let (db, bus) = open(&config).await?;
+    tracing::info!(
+        database = %db::redact(&config.database_url),
+        bus = bus.kind(),
+        "storage ready"
+    );
+    let state = AppState {
+        config: config.clone(),
+        db,
+        bus,
+        started_at: Instant::now(),
+    };
+    let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
+    let app = server::router(state, schema);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(StartError::Serve)?;
+    // One machine-readable line on stdout (tests and scripts read it); logs go to stderr.
+    println!("orrery listening on http://{addr}");
+    tracing::info!(%addr, "listening");
+    server::serve(
+        listener,
+        app,
+        server::shutdown_signal(),
+        Duration::from_secs(config.http.shutdown_grace_secs),
+    )
+    .await
+    .map_err(StartError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,484 @@
+//! Orrery's configuration: one documented struct, read from `orrery.toml` and then
+//! overridden by environment variables, validated before anything starts.
+//!
+//! Every field names its environment variable and default. Unknown keys in the file are an
+//! error (a typo must not silently fall back to a default).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration was rejected. Each message names the offending key or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown/mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said (names the key).
+        message: String,
+    },
+    /// An environment variable has a value that cannot be used.
+    #[error("invalid environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// A setting is out of range or malformed.
+    #[error("invalid setting {key}: {reason}")]
+    Invalid {
+        /// The key, as written in `orrery.toml`.
+        key: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// All of Orrery's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on. Env `ORRERY_LISTEN`. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://FILE?mode=rwc`, `sqlite::memory:` or `postgres://...`.
+    /// Env `DATABASE_URL`. Default `sqlite://orrery.db?mode=rwc` (a file in the working directory).
+    pub database_url: String,
+    /// Redis URL for the event bus (`redis://` or `rediss://`). Env `REDIS_URL`.
+    /// Default: unset, which selects the in-process bus (single replica).
+    pub redis_url: Option<String>,
+    /// HS256 secret for admin JWTs. Env `JWT_SECRET`. Default: unset (mutations disabled).
+    pub jwt_secret: Option<String>,
+    /// Logging. Env `ORRERY_LOG` (filter, `RUST_LOG` syntax) and `ORRERY_LOG_FORMAT`.
+    pub log: LogConfig,
+    /// HTTP server limits.
+    pub http: HttpConfig,
+    /// GraphQL limits.
+    pub graphql: GraphqlConfig,
+    /// Database pool and migrations.
+    pub database: DatabaseConfig,
+    /// The built-in simulated chains.
+    pub devnet: DevnetConfig,
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Filter directives, e.g. `info,orrery_indexer=debug`. Env `ORRERY_LOG` (or `RUST_LOG`).
+    /// Default `info`.
+    pub filter: String,
+    /// `text` (human) or `json` (one object per line). Env `ORRERY_LOG_FORMAT`. Default `text`.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Per-request timeout in seconds (not applied to WebSocket subscriptions). Default 30.
+    pub request_timeout_secs: u64,
+    /// Maximum request body in bytes. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Allowed CORS origins; `["*"]` allows any. Default `["*"]`.
+    pub cors_allowed_origins: Vec<String>,
+    /// Seconds to wait for in-flight requests on SIGTERM/SIGINT. Default 5.
+    pub shutdown_grace_secs: u64,
+}
+
+/// GraphQL settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlConfig {
+    /// Largest `first` any connection accepts. Default 200.
+    pub max_page_size: u32,
+    /// `first` when a query gives none. Default 50.
+    pub default_page_size: u32,
+    /// Maximum query depth. Default 12.
+    pub max_depth: usize,
+    /// Maximum query complexity (each field costs 1, lists cost `first` times their child).
+    /// Default 20000.
+    pub max_complexity: usize,
+    /// Serve GraphiQL on `GET /graphql`. Default true.
+    pub graphiql: bool,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Maximum pool connections. Default 10 (SQLite: 5).
+    pub max_connections: Option<u32>,
+    /// Seconds to wait for a connection at start. Default 10.
+    pub connect_timeout_secs: u64,
+    /// Apply pending migrations at start. Default true.
+    pub migrate_on_start: bool,
+}
+
+/// Built-in devnet settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevnetConfig {
+    /// Start the simulated chains in-process and index them. Env `ORRERY_DEVNET`
+    /// (`true`/`false`). Default: on when no real upstream is configured.
+    pub enabled: Option<bool>,
+    /// Seed of the generated chains. Default 42.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://orrery.db?mode=rwc".to_string(),
+            redis_url: None,
+            jwt_secret: None,
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            graphql: GraphqlConfig::default(),
+            database: DatabaseConfig::default(),
+            devnet: DevnetConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_secs: 30,
+            body_limit_bytes: 1024 * 1024,
+            cors_allowed_origins: vec!["*".to_string()],
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl Default for GraphqlConfig {
+    fn default() -> Self {
+        Self {
+            max_page_size: 200,
+            default_page_size: 50,
+            max_depth: 12,
+            max_complexity: 20_000,
+            graphiql: true,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            connect_timeout_secs: 10,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            seed: 42,
+        }
+    }
+}
+
+/// Where environment overrides come from; a trait so tests need not touch the process env.
+pub trait EnvSource {
+    /// The value of `name`, if set and non-empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<const N: usize> EnvSource for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+/// The default config file, read when present in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "orrery.toml";
+
+impl Config {
+    /// Loads `path` (or `orrery.toml` when it exists and no path is given), applies the
+    /// environment and validates the result.
+    pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let path = path
+            .map(Path::to_path_buf)
+            .or_else(|| env.var("ORRERY_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                p.exists().then_some(p)
+            });
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::Parse { path, message })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the offending key and line.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " ").trim().to_string())
+    }
+
+    /// Applies the documented environment variables on top of the file's values.
+    pub fn apply_env(&mut self, env: &dyn EnvSource) -> Result<(), ConfigError> {
+        if let Some(v) = env.var("ORRERY_LISTEN") {
+            self.listen = v.parse().map_err(|e| ConfigError::Env {
+                var: "ORRERY_LISTEN",
+                value: v.clone(),
+                reason: format!("expected HOST:PORT ({e})"),
+            })?;
+        }
+        if let Some(v) = env.var("DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = env.var("REDIS_URL") {
+            self.redis_url = Some(v);
+        }
+        if let Some(v) = env.var("JWT_SECRET") {
+            self.jwt_secret = Some(v);
+        }
+        if let Some(v) = env.var("ORRERY_LOG").or_else(|| env.var("RUST_LOG")) {
+            self.log.filter = v;
+        }
+        if let Some(v) = env.var("ORRERY_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var: "ORRERY_LOG_FORMAT",
+                        value: v,
+                        reason: "expected `text` or `json`".into(),
+                    })
+                }
+            };
+        }
+        if let Some(v) = env.var("ORRERY_DEVNET") {
+            self.devnet.enabled = Some(parse_bool(&v).ok_or_else(|| ConfigError::Env {
+                var: "ORRERY_DEVNET",
+                value: v.clone(),
+                reason: "expected true or false".into(),
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Checks every setting; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_database_url(&self.database_url)?;
+        if let Some(redis) = &self.redis_url {
+            let url = url::Url::parse(redis).map_err(|e| ConfigError::Invalid {
+                key: "redis_url",
+                reason: format!("{redis:?} is not a URL ({e})"),
+            })?;
+            if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                return Err(ConfigError::Invalid {
+                    key: "redis_url",
+                    reason: format!("scheme must be redis:// or rediss://, got {}://", url.scheme()),
+                });
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    key: "jwt_secret",
+                    reason: "must be at least 16 characters".into(),
+                });
+            }
+        }
+        if self.graphql.max_page_size == 0 || self.graphql.max_page_size > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.max_page_size",
+                reason: "must be between 1 and 10000".into(),
+            });
+        }
+        if self.graphql.default_page_size == 0
+            || self.graphql.default_page_size > self.graphql.max_page_size
+        {
+            return Err(ConfigError::Invalid {
+                key: "graphql.default_page_size",
+                reason: "must be between 1 and graphql.max_page_size".into(),
+            });
+        }
+        if self.graphql.max_depth < 4 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.max_depth",
+                reason: "must be at least 4".into(),
+            });
+        }
+        if self.http.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "http.request_timeout_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "http.body_limit_bytes",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The per-request HTTP timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.http.request_timeout_secs)
+    }
+
+    /// Whether the in-process devnet runs (explicit setting, else when no real upstream is set).
+    pub fn devnet_enabled(&self) -> bool {
+        self.devnet.enabled.unwrap_or(true)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn validate_database_url(db: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "database_url",
+        reason,
+    };
+    if db.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let url = url::Url::parse(db).map_err(|e| invalid(format!("{db:?} is not a URL ({e})")))?;
+    match url.scheme() {
+        "postgres" | "postgresql" => {
+            if url.host_str().unwrap_or("").is_empty() {
+                return Err(invalid(format!("{db:?} has no host")));
+            }
+            Ok(())
+        }
+        other => Err(invalid(format!(
+            "unsupported scheme {other}://; use sqlite:// or postgres://"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &[("ORRERY_CONFIG", "")]).unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.database_url.starts_with("sqlite:"));
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::from_toml("listen = \"0.0.0.0:9000\"\n[graphql]\nmax_page_size = 100").unwrap();
+        c.apply_env(&[
+            ("ORRERY_LISTEN", "127.0.0.1:7000"),
+            ("DATABASE_URL", "postgres://u@db/orrery"),
+            ("REDIS_URL", "redis://r:6379"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.graphql.max_page_size, 100);
+        assert_eq!(c.redis_url.as_deref(), Some("redis://r:6379"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\nlistne = 3").unwrap_err();
+        assert!(err.contains("listne"), "{err}");
+        let err = Config::from_toml("[graphql]\nmax_pagesize = 3").unwrap_err();
+        assert!(err.contains("max_pagesize"), "{err}");
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_with_their_name() {
+        let mut c = Config::default();
+        let err = c.apply_env(&[("ORRERY_LISTEN", "nope")]).unwrap_err();
+        assert!(err.to_string().contains("ORRERY_LISTEN"));
+
+        for (url, needle) in [
+            ("mysql://x/y", "unsupported scheme"),
+            ("not a url", "not a URL"),
+            ("postgres:///db", "no host"),
+        ] {
+            let c = Config {
+                database_url: url.into(),
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("database_url") && err.contains(needle), "{err}");
+        }
+        let c = Config {
+            redis_url: Some("http://x".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("redis_url"));
+        let c = Config {
+            jwt_secret: Some("short".into()),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("jwt_secret"));
+    }
+}

@@ -1,0 +1,41 @@
+//! The GraphQL schema: queries over stored state, subscriptions over the event bus.
+
+pub mod error;
+pub mod metrics_ext;
+pub mod pagination;
+pub mod query;
+pub mod subscription;
+pub mod types;
+
+use async_graphql::{EmptyMutation, Schema};
+
+use crate::config::GraphqlConfig;
+use crate::state::AppState;
+
+/// The schema type served at `/graphql` and `/graphql/ws`.
+pub type OrrerySchema = Schema<query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot>;
+
+/// Builds the schema with its limits; `state` is absent only when exporting the SDL.
+pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySchema {
+    let mut builder = Schema::build(
+        query::QueryRoot,
+        EmptyMutation,
+        subscription::SubscriptionRoot,
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(metrics_ext::OperationMetrics);
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// The SDL committed as `schema.graphql`.
+pub fn sdl() -> String {
+    let mut sdl = build_schema(&GraphqlConfig::default(), None).sdl();
+    if !sdl.ends_with('\n') {
+        sdl.push('\n');
+    }
+    sdl
+}

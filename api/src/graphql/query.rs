@@ -1,0 +1,135 @@
+//! Root query fields.
+
+use async_graphql::{Context, Object, Result};
+use orrery_entity::{config_entry, source};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::error::{bad_input, internal, not_found};
+use super::pagination::{build_page, Page, PageArgs};
+use super::types::{Chain, ConfigEntry};
+use crate::health::{self, HealthReport};
+use crate::state::AppState;
+
+/// Read-only queries: public or viewer-level.
+#[derive(Default)]
+pub struct QueryRoot;
+
+fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+fn page_args(ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<PageArgs> {
+    let g = &state(ctx).config.graphql;
+    PageArgs::parse(first, after, g.default_page_size, g.max_page_size)
+}
+
+fn wants_total(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
+}
+
+#[Object]
+impl QueryRoot {
+    /// Overall and per-component health (database, bus, each source), checked now.
+    async fn health(&self, ctx: &Context<'_>) -> HealthReport {
+        health::check_all(state(ctx)).await
+    }
+
+    /// Indexed chains and price sources, ordered by id.
+    async fn chains(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only sources of this kind: stellar, evm, bitcoin, exchange.")] kind: Option<String>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<Chain>> {
+        let args = page_args(ctx, first, after)?;
+        if let Some(k) = &kind {
+            if !matches!(k.as_str(), "stellar" | "evm" | "bitcoin" | "exchange") {
+                return Err(bad_input("kind", "must be one of stellar, evm, bitcoin, exchange"));
+            }
+        }
+        let db = &state(ctx).db;
+        let mut base = source::Entity::find();
+        if let Some(k) = &kind {
+            base = base.filter(source::Column::Kind.eq(k.clone()));
+        }
+        let total = if wants_total(ctx) {
+            Some(base.clone().count(db).await.map_err(|e| internal("counting chains", e))?)
+        } else {
+            None
+        };
+        let mut q = base.order_by_asc(source::Column::Id).limit(args.fetch());
+        if let Some(after) = &args.after {
+            q = q.filter(source::Column::Id.gt(after.clone()));
+        }
+        let rows = q.all(db).await.map_err(|e| internal("listing chains", e))?;
+        Ok(build_page(
+            &args,
+            rows.into_iter().map(Chain::from).collect(),
+            total,
+            |c| c.id.clone(),
+        ))
+    }
+
+    /// One source by id.
+    async fn chain(&self, ctx: &Context<'_>, #[graphql(desc = "Source id, e.g. `evm:sepolia`.")] id: String) -> Result<Chain> {
+        source::Entity::find_by_id(id.clone())
+            .one(&state(ctx).db)
+            .await
+            .map_err(|e| internal("reading a chain", e))?
+            .map(Chain::from)
+            .ok_or_else(|| not_found(format!("chain {id:?}")))
+    }
+
+    /// Sync status of every source: heights, lag, errors (same objects as `chains`).
+    async fn indexer_status(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<Chain>> {
+        self.chains(ctx, None, first, after).await
+    }
+
+    /// One database-backed setting.
+    async fn config(&self, ctx: &Context<'_>, #[graphql(desc = "Dotted key, e.g. `sync.batch_size`.")] key: String) -> Result<ConfigEntry> {
+        config_entry::Entity::find_by_id(key.clone())
+            .one(&state(ctx).db)
+            .await
+            .map_err(|e| internal("reading config", e))?
+            .map(ConfigEntry::from)
+            .ok_or_else(|| not_found(format!("config key {key:?}")))
+    }
+
+    /// Database-backed settings, ordered by key.
+    async fn config_entries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only keys starting with this prefix, e.g. `oracle.`.")] prefix: Option<String>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<ConfigEntry>> {
+        let args = page_args(ctx, first, after)?;
+        let db = &state(ctx).db;
+        let mut base = config_entry::Entity::find();
+        if let Some(p) = &prefix {
+            base = base.filter(config_entry::Column::Key.starts_with(p.clone()));
+        }
+        let total = if wants_total(ctx) {
+            Some(base.clone().count(db).await.map_err(|e| internal("counting config", e))?)
+        } else {
+            None
+        };
+        let mut q = base.order_by_asc(config_entry::Column::Key).limit(args.fetch());
+        if let Some(after) = &args.after {
+            q = q.filter(config_entry::Column::Key.gt(after.clone()));
+        }
+        let rows = q.all(db).await.map_err(|e| internal("listing config", e))?;
+        Ok(build_page(
+            &args,
+            rows.into_iter().map(ConfigEntry::from).collect(),
+            total,
+            |c| c.key.clone(),
+        ))
+    }
+}

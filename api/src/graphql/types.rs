@@ -1,0 +1,110 @@
+//! GraphQL object types over stored rows. Field docs show in GraphiQL.
+
+use async_graphql::{ComplexObject, SimpleObject};
+use chrono::{DateTime, Utc};
+use orrery_entity::{config_entry, source};
+
+/// One indexed chain or price source and its sync state.
+#[derive(SimpleObject, Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[graphql(complex)]
+#[serde(rename_all = "camelCase")]
+pub struct Chain {
+    /// Source id, e.g. `stellar`, `evm:sepolia`, `bitcoin`.
+    pub id: String,
+    /// Kind of source: `stellar`, `evm`, `bitcoin` or `exchange`.
+    pub kind: String,
+    /// Human name.
+    pub name: String,
+    /// EVM chain id, when the source is an EVM chain.
+    pub chain_id: Option<i64>,
+    /// Upstream head height (ledger or block) last seen.
+    pub head_height: Option<i64>,
+    /// Last height committed to the database.
+    pub indexed_height: Option<i64>,
+    /// Opaque resume cursor of the source.
+    pub cursor: Option<String>,
+    /// `idle`, `syncing`, `synced`, `error` or `paused`.
+    pub status: String,
+    /// Consecutive failed sync iterations.
+    pub error_count: i32,
+    /// Last error message, if any.
+    pub last_error: Option<String>,
+    /// When the source last committed.
+    pub last_sync_at: Option<DateTime<Utc>>,
+    /// When the upstream head was last observed.
+    pub head_updated_at: Option<DateTime<Utc>>,
+    /// Whether an operator paused the source.
+    pub paused: bool,
+}
+
+#[ComplexObject]
+impl Chain {
+    /// Head height minus indexed height (0 when caught up; null until both are known).
+    async fn lag_blocks(&self) -> Option<i64> {
+        Some((self.head_height? - self.indexed_height?).max(0))
+    }
+
+    /// Seconds since the last commit (null before the first).
+    async fn lag_seconds(&self) -> Option<f64> {
+        self.last_sync_at
+            .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
+    }
+
+    /// True when the source is not in error, not paused, and at most one height behind head.
+    async fn is_synced(&self) -> bool {
+        !self.paused
+            && self.status != "error"
+            && matches!((self.head_height, self.indexed_height), (Some(h), Some(i)) if h - i <= 1)
+    }
+}
+
+impl From<source::Model> for Chain {
+    fn from(s: source::Model) -> Self {
+        Self {
+            id: s.id,
+            kind: s.kind,
+            name: s.name,
+            chain_id: s.chain_id,
+            head_height: s.head_height,
+            indexed_height: s.indexed_height,
+            cursor: s.cursor,
+            status: s.status,
+            error_count: s.error_count,
+            last_error: s.last_error,
+            last_sync_at: s.last_sync_at,
+            head_updated_at: s.head_updated_at,
+            paused: s.paused,
+        }
+    }
+}
+
+/// One database-backed runtime setting.
+#[derive(SimpleObject, Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigEntry {
+    /// Dotted key, e.g. `oracle.min_confidence`.
+    pub key: String,
+    /// Value as text, normalised for its type.
+    pub value: String,
+    /// `string`, `integer`, `decimal`, `boolean`, `json` or `duration` (seconds).
+    pub value_type: String,
+    /// What the setting does.
+    pub description: Option<String>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Who changed it last.
+    pub updated_by: Option<String>,
+}
+
+impl From<config_entry::Model> for ConfigEntry {
+    fn from(c: config_entry::Model) -> Self {
+        Self {
+            key: c.key,
+            value: c.value,
+            value_type: c.value_type,
+            description: c.description,
+            updated_at: c.updated_at,
+            updated_by: c.updated_by,
+        }
+    }
+}

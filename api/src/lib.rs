@@ -1,0 +1,12 @@
+//! Orrery's API side: the axum server, the GraphQL schema, health, and the CLI the `orrery`
+//! binary runs. Reads the database and listens to the bus; never calls upstreams itself.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod graphql;
+pub mod health;
+pub mod server;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,233 @@
+//! The axum application: routes, middleware and graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use orrery_indexer::metrics::Metrics;
+use serde_json::json;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::graphql::OrrerySchema;
+use crate::health::{self, HealthStatus};
+use crate::state::AppState;
+
+#[derive(Clone)]
+struct Ctx {
+    state: AppState,
+    schema: OrrerySchema,
+}
+
+/// Builds the router with every route and layer.
+pub fn router(state: AppState, schema: OrrerySchema) -> Router {
+    let config = state.config.clone();
+    let ctx = Ctx {
+        state,
+        schema: schema.clone(),
+    };
+    let cors = {
+        let origins = &config.http.cors_allowed_origins;
+        let layer = CorsLayer::new()
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION]);
+        if origins.iter().any(|o| o == "*") {
+            layer.allow_origin(Any)
+        } else {
+            let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+            layer.allow_origin(AllowOrigin::list(list))
+        }
+    };
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route("/health", get(liveness))
+        .route("/ready", get(readiness))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/health", get(api_health))
+        .with_state(ctx)
+        .layer(middleware::from_fn(record_http_metrics))
+        .layer(RequestBodyLimitLayer::new(config.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            config.request_timeout(),
+        ))
+        .layer(CompressionLayer::new())
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn record_http_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    // The matched route template, never the raw path: bounded label cardinality.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    let m = Metrics::global();
+    m.http_requests
+        .with_label_values(&[&method, &route, response.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[&method, &route])
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+async fn graphql(State(ctx): State<Ctx>, req: GraphQLRequest) -> GraphQLResponse {
+    ctx.schema.execute(req.into_inner()).await.into()
+}
+
+async fn graphiql(State(ctx): State<Ctx>) -> Response {
+    if !ctx.state.config.graphql.graphiql {
+        return (StatusCode::NOT_FOUND, "GraphiQL is disabled (graphql.graphiql = false)").into_response();
+    }
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .title("Orrery")
+            .finish(),
+    )
+    .into_response()
+}
+
+/// Liveness: the process answers.
+async fn liveness() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: the database and the bus answer.
+async fn readiness(State(ctx): State<Ctx>) -> Response {
+    let (db, bus) = tokio::join!(health::check_database(&ctx.state), health::check_bus(&ctx.state));
+    let ready = db.status == HealthStatus::Healthy && bus.status == HealthStatus::Healthy;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        code,
+        Json(json!({
+            "ready": ready,
+            "database": db,
+            "bus": bus,
+        })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    let m = Metrics::global();
+    let pool_max = ctx.state.config.database.max_connections;
+    if let Some(max) = pool_max {
+        m.db_pool.with_label_values(&["max"]).set(max as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        m.encode(),
+    )
+        .into_response()
+}
+
+/// The ERC-8004 seed's health shape (`status`, `timestamp`, `database`, `redis`), extended
+/// with the UBEC seed's per-service breakdown and summary.
+async fn api_health(State(ctx): State<Ctx>) -> Response {
+    let report = health::check_all(&ctx.state).await;
+    let connected = |name: &str| match report.component(name) {
+        Some(c) if c.status == HealthStatus::Healthy => "connected",
+        _ => "disconnected",
+    };
+    let redis = if ctx.state.bus.kind() == "redis" {
+        connected("bus")
+    } else {
+        "not_configured"
+    };
+    let services: serde_json::Map<String, serde_json::Value> = report
+        .components
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                json!({ "status": c.status, "message": c.message, "latency_ms": c.latency_ms }),
+            )
+        })
+        .collect();
+    let body = json!({
+        "status": report.status,
+        "timestamp": report.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "database": connected("database"),
+        "redis": redis,
+        "version": report.version,
+        "uptime_seconds": report.uptime_seconds,
+        "services": services,
+        "summary": report.summary,
+    });
+    (report.status.http_status(), Json(body)).into_response()
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then waits at most `grace` for
+/// in-flight requests (open WebSockets are cut after that).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+    let mut server = Box::pin(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        res = &mut server => return res,
+        _ = shutdown => {
+            tracing::info!(grace_secs = grace.as_secs(), "shutdown signal received; draining");
+            let _ = stop_tx.send(());
+        }
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!("grace period over; closing remaining connections");
+            Ok(())
+        }
+    }
+}

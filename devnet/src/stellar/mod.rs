@@ -1,0 +1,5 @@
+//! Simulated Stellar network served as Horizon.
+
+pub mod model;
+pub mod routes;
+pub mod sse;

@@ -1,0 +1,325 @@
+//! The event bus: how committed changes reach GraphQL subscriptions.
+//!
+//! One trait, two implementations:
+//! - [`LocalBus`]: an in-process `tokio::sync::broadcast` channel (the embedded default);
+//! - [`RedisBus`]: Redis pub/sub, so every server replica sharing a Redis sees every event.
+//!
+//! The database is the truth and the bus only a notification: a subscriber that lags and
+//! misses messages loses nothing it cannot re-read. Subscribers always read from
+//! [`EventBus::subscribe`]; with Redis, even a replica's own events come back through Redis,
+//! so one replica and many behave the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::metrics::Metrics;
+
+/// Capacity of the in-process fan-out channel; slower subscribers skip (and are told).
+const FANOUT_CAPACITY: usize = 4096;
+/// The Redis channel prefix; the full channel is `orrery:<topic>`.
+const REDIS_PREFIX: &str = "orrery:";
+
+/// Topic names: one constant per kind of event.
+pub mod topics {
+    /// A `source` row changed; payload: the row (`orrery_entity::source::Model`).
+    pub const SOURCE_UPDATED: &str = "source.updated";
+    /// A `config_entry` row changed; payload: the row (`orrery_entity::config_entry::Model`).
+    pub const CONFIG_UPDATED: &str = "config.updated";
+}
+
+/// One notification: a topic (what happened) and a JSON payload (the changed object).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BusEvent {
+    /// What happened, e.g. `source.updated`, `balance.changed`, `reorg`.
+    pub topic: String,
+    /// The object the event is about, in the shape GraphQL returns.
+    pub payload: serde_json::Value,
+    /// When the event was published.
+    pub at: DateTime<Utc>,
+}
+
+impl BusEvent {
+    /// A new event stamped now.
+    pub fn new(topic: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            topic: topic.into(),
+            payload,
+            at: Utc::now(),
+        }
+    }
+}
+
+/// Why the bus could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Redis refused or could not be reached.
+    #[error("redis event bus: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The event could not be encoded.
+    #[error("event bus payload: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The bus did not answer in time.
+    #[error("event bus did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The seam between writers (sync engine, admin mutations) and readers (subscriptions).
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes an event to every subscriber of every replica.
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError>;
+    /// A receiver of every event from now on.
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent>;
+    /// Checks the bus is reachable (for `/ready` and health).
+    async fn ping(&self) -> Result<(), BusError>;
+    /// `local` or `redis`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Shared handle to whichever bus is configured.
+pub type SharedBus = Arc<dyn EventBus>;
+
+/// Publishes and records the outcome in metrics; a failure is logged, never fatal: the
+/// database already holds the change.
+pub async fn publish_logged(bus: &dyn EventBus, event: BusEvent) {
+    let topic = event.topic.clone();
+    match bus.publish(event).await {
+        Ok(()) => Metrics::global()
+            .bus_published
+            .with_label_values(&[&topic])
+            .inc(),
+        Err(e) => {
+            Metrics::global()
+                .bus_publish_failures
+                .with_label_values(&[&topic])
+                .inc();
+            tracing::warn!(topic = %topic, error = %e, "event bus publish failed");
+        }
+    }
+}
+
+/// In-process bus: one broadcast channel.
+#[derive(Clone)]
+pub struct LocalBus {
+    tx: broadcast::Sender<BusEvent>,
+}
+
+impl LocalBus {
+    /// A bus with the default capacity.
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(FANOUT_CAPACITY);
+        Self { tx }
+    }
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl EventBus for LocalBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        // No receiver is not an error: nobody is listening right now.
+        let _ = self.tx.send(event);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.tx.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+}
+
+/// Redis pub/sub bus. A background task keeps a pattern subscription to `orrery:*` open
+/// (reconnecting with backoff) and forwards messages into a local fan-out channel.
+pub struct RedisBus {
+    client: redis::Client,
+    publisher: redis::aio::ConnectionManager,
+    fanout: broadcast::Sender<BusEvent>,
+    listener: tokio::task::JoinHandle<()>,
+    timeout: Duration,
+}
+
+impl RedisBus {
+    /// Connects to `url` and starts the listener. Fails when Redis cannot be reached, so a
+    /// misconfigured `REDIS_URL` is reported at start.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, BusError> {
+        let client = redis::Client::open(url)?;
+        let publisher =
+            tokio::time::timeout(timeout, redis::aio::ConnectionManager::new(client.clone()))
+                .await
+                .map_err(|_| BusError::Timeout(timeout))??;
+        let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
+        // Subscribe before returning so no event published after `connect` is missed.
+        let pubsub = tokio::time::timeout(timeout, Self::open_subscription(&client))
+            .await
+            .map_err(|_| BusError::Timeout(timeout))??;
+        let listener = tokio::spawn(Self::listen(client.clone(), fanout.clone(), Some(pubsub)));
+        Ok(Self {
+            client,
+            publisher,
+            fanout,
+            listener,
+            timeout,
+        })
+    }
+
+    async fn open_subscription(client: &redis::Client) -> Result<redis::aio::PubSub, BusError> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe(format!("{REDIS_PREFIX}*")).await?;
+        Ok(pubsub)
+    }
+
+    async fn listen(
+        client: redis::Client,
+        fanout: broadcast::Sender<BusEvent>,
+        mut first: Option<redis::aio::PubSub>,
+    ) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let pubsub = match first.take() {
+                Some(p) => Ok(p),
+                None => Self::open_subscription(&client).await,
+            };
+            match pubsub {
+                Ok(mut pubsub) => {
+                    delay = Duration::from_millis(100);
+                    let mut stream = pubsub.on_message();
+                    while let Some(msg) = stream.next().await {
+                        let payload: Vec<u8> = match msg.get_payload() {
+                            Ok(p) => p,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "unreadable redis bus message");
+                                continue;
+                            }
+                        };
+                        match serde_json::from_slice::<BusEvent>(&payload) {
+                            Ok(event) => {
+                                let _ = fanout.send(event);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "malformed redis bus message skipped")
+                            }
+                        }
+                    }
+                    tracing::warn!("redis bus subscription closed; reconnecting");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "redis bus subscribe failed")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
+        let channel = format!("{REDIS_PREFIX}{}", event.topic);
+        let body = serde_json::to_vec(&event)?;
+        let mut conn = self.publisher.clone();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(body);
+        let publish = cmd.query_async::<i64>(&mut conn);
+        tokio::time::timeout(self.timeout, publish)
+            .await
+            .map_err(|_| BusError::Timeout(self.timeout))??;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+        self.fanout.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let check = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            Ok::<(), BusError>(())
+        };
+        tokio::time::timeout(self.timeout, check)
+            .await
+            .map_err(|_| BusError::Timeout(self.timeout))?
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_bus_delivers_to_every_subscriber() {
+        let bus = LocalBus::new();
+        let mut a = bus.subscribe();
+        let mut b = bus.subscribe();
+        bus.publish(BusEvent::new("t", serde_json::json!({"n": 1})))
+            .await
+            .unwrap();
+        assert_eq!(a.recv().await.unwrap().payload["n"], 1);
+        assert_eq!(b.recv().await.unwrap().topic, "t");
+    }
+
+    #[tokio::test]
+    async fn redis_bus_round_trips_between_two_connections() {
+        let Ok(url) = std::env::var("ORRERY_TEST_REDIS_URL") else {
+            eprintln!("ORRERY_TEST_REDIS_URL not set: skipping the Redis bus test");
+            return;
+        };
+        let timeout = Duration::from_secs(5);
+        let one = RedisBus::connect(&url, timeout).await.unwrap();
+        let two = RedisBus::connect(&url, timeout).await.unwrap();
+        let mut rx = two.subscribe();
+        let topic = format!("test.{}", std::process::id());
+        one.publish(BusEvent::new(topic.clone(), serde_json::json!({"x": true})))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(timeout, async {
+            loop {
+                let e = rx.recv().await.unwrap();
+                if e.topic == topic {
+                    return e;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.payload["x"], true);
+        two.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn redis_bus_reports_unreachable_server() {
+        let err = RedisBus::connect("redis://127.0.0.1:1", Duration::from_secs(2))
+            .await
+            .err()
+            .expect("connect to a closed port must fail");
+        assert!(err.to_string().contains("redis") || err.to_string().contains("within"));
+    }
+}

@@ -1,0 +1,8 @@
+//! Orrery's indexing side: the upstream HTTP client (rate limit, circuit breaker, retry),
+//! chain sources, the sync engine and the event bus. Knows nothing of HTTP serving or GraphQL.
+
+pub mod bus;
+pub mod config_store;
+pub mod metrics;
+pub mod upstream;
+pub mod utxoracle;

@@ -1,0 +1,22 @@
+//! The shared upstream HTTP client: every source reaches its chain through an
+//! [`UpstreamClient`], which applies a token-bucket rate limit (budget plus the server's
+//! `X-Ratelimit-*` / `Retry-After` signals), a circuit breaker, retries with exponential
+//! backoff and full jitter, failover between base URLs and a per-request timeout, and
+//! records each decision in the `orrery_upstream_*`, `orrery_rate_limit_*` and
+//! `orrery_circuit_breaker_*` metrics.
+//!
+//! The policies are pure modules with injected time: [`rate_limit::TokenBucket`],
+//! [`breaker::BreakerCore`], [`backoff::Backoff`].
+
+pub mod backoff;
+pub mod breaker;
+pub mod client;
+pub mod rate_limit;
+
+#[cfg(test)]
+mod tests;
+
+pub use backoff::Backoff;
+pub use breaker::{BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker};
+pub use client::{UpstreamClient, UpstreamConfig, UpstreamError};
+pub use rate_limit::{RateLimiter, TokenBucket};

@@ -1,0 +1,40 @@
+//! Schema migrations of Orrery.
+//!
+//! Every migration is written explicitly with the sea-query schema builder (never
+//! generated from the entities) so that it stays frozen while the entities in
+//! `orrery-entity` evolve. All of them run on SQLite and PostgreSQL.
+//!
+//! Apply them with [`Migrator`]:
+//!
+//! ```no_run
+//! # async fn run(db: &sea_orm_migration::sea_orm::DatabaseConnection) -> Result<(), sea_orm_migration::DbErr> {
+//! use orrery_migration::{Migrator, MigratorTrait};
+//! Migrator::up(db, None).await
+//! # }
+//! ```
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_core;
+mod m20250101_000002_stellar;
+mod m20250101_000003_distributions;
+mod m20250101_000004_prices;
+mod m20250101_000005_evm;
+mod m20250101_000006_bitcoin;
+
+/// The ordered list of Orrery's migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20250101_000001_core::Migration),
+            Box::new(m20250101_000002_stellar::Migration),
+            Box::new(m20250101_000003_distributions::Migration),
+            Box::new(m20250101_000004_prices::Migration),
+            Box::new(m20250101_000005_evm::Migration),
+            Box::new(m20250101_000006_bitcoin::Migration),
+        ]
+    }
+}

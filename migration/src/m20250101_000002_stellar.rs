@@ -1,0 +1,377 @@
+//! Stellar tables: accounts, per-account sync state, transactions, operations,
+//! account/operation links, balances and balance history.
+//!
+//! Amounts are exact `BIGINT` stroops (1 unit = 10 000 000 stroops).
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+/// Creates the Stellar tables.
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarAccount::Table)
+                    .col(text(StellarAccount::AccountId).primary_key())
+                    .col(boolean(StellarAccount::Watched).default(false))
+                    .col(big_integer_null(StellarAccount::Sequence))
+                    .col(integer_null(StellarAccount::SubentryCount))
+                    .col(big_integer_null(StellarAccount::LastModifiedLedger))
+                    .col(timestamp_with_time_zone_null(
+                        StellarAccount::LastModifiedAt,
+                    ))
+                    .col(text_null(StellarAccount::DiscoveredVia))
+                    .col(timestamp_with_time_zone(StellarAccount::CreatedAt))
+                    .col(timestamp_with_time_zone(StellarAccount::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_account_watched")
+                    .table(StellarAccount::Table)
+                    .col(StellarAccount::Watched)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarSyncState::Table)
+                    .col(text(StellarSyncState::AccountId).primary_key())
+                    .col(big_integer_null(StellarSyncState::LastLedger))
+                    .col(text_null(StellarSyncState::Cursor))
+                    .col(timestamp_with_time_zone_null(StellarSyncState::LastSyncAt))
+                    .col(text(StellarSyncState::Status))
+                    .col(text(StellarSyncState::Mode))
+                    .col(integer(StellarSyncState::ErrorCount).default(0))
+                    .col(text_null(StellarSyncState::LastError))
+                    .col(integer(StellarSyncState::Generation).default(0))
+                    .col(timestamp_with_time_zone(StellarSyncState::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarTransaction::Table)
+                    .col(text(StellarTransaction::Hash).primary_key())
+                    .col(text(StellarTransaction::SourceAccount))
+                    .col(big_integer(StellarTransaction::Ledger))
+                    .col(timestamp_with_time_zone(StellarTransaction::CreatedAt))
+                    .col(big_integer(StellarTransaction::FeeCharged))
+                    .col(integer(StellarTransaction::OperationCount))
+                    .col(boolean(StellarTransaction::Successful))
+                    .col(text_null(StellarTransaction::MemoType))
+                    .col(text_null(StellarTransaction::Memo))
+                    .col(text(StellarTransaction::PagingToken))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_transaction_source_created")
+                    .table(StellarTransaction::Table)
+                    .col(StellarTransaction::SourceAccount)
+                    .col(StellarTransaction::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_transaction_ledger")
+                    .table(StellarTransaction::Table)
+                    .col(StellarTransaction::Ledger)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarOperation::Table)
+                    .col(big_integer(StellarOperation::Id).primary_key())
+                    .col(text(StellarOperation::PagingToken))
+                    .col(text(StellarOperation::TransactionHash))
+                    .col(big_integer_null(StellarOperation::Ledger))
+                    .col(timestamp_with_time_zone(StellarOperation::CreatedAt))
+                    .col(text(StellarOperation::OpType))
+                    .col(text(StellarOperation::SourceAccount))
+                    .col(text_null(StellarOperation::FromAccount))
+                    .col(text_null(StellarOperation::ToAccount))
+                    .col(text_null(StellarOperation::AssetType))
+                    .col(text_null(StellarOperation::AssetCode))
+                    .col(text_null(StellarOperation::AssetIssuer))
+                    .col(big_integer_null(StellarOperation::AmountStroops))
+                    .col(boolean(StellarOperation::Successful))
+                    .col(json_binary(StellarOperation::Details))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_operation_tx")
+                    .table(StellarOperation::Table)
+                    .col(StellarOperation::TransactionHash)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_operation_type_created")
+                    .table(StellarOperation::Table)
+                    .col(StellarOperation::OpType)
+                    .col(StellarOperation::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_operation_asset_created")
+                    .table(StellarOperation::Table)
+                    .col(StellarOperation::AssetCode)
+                    .col(StellarOperation::AssetIssuer)
+                    .col(StellarOperation::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarAccountOperation::Table)
+                    .col(text(StellarAccountOperation::AccountId))
+                    .col(big_integer(StellarAccountOperation::OperationId))
+                    .col(timestamp_with_time_zone(
+                        StellarAccountOperation::CreatedAt,
+                    ))
+                    .primary_key(
+                        Index::create()
+                            .name("pk_stellar_account_operation")
+                            .col(StellarAccountOperation::AccountId)
+                            .col(StellarAccountOperation::OperationId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_account_operation_account_created")
+                    .table(StellarAccountOperation::Table)
+                    .col(StellarAccountOperation::AccountId)
+                    .col(StellarAccountOperation::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarBalance::Table)
+                    .col(big_pk_auto(StellarBalance::Id))
+                    .col(text(StellarBalance::AccountId))
+                    .col(text(StellarBalance::AssetType))
+                    .col(text(StellarBalance::AssetCode))
+                    .col(text(StellarBalance::AssetIssuer))
+                    .col(big_integer(StellarBalance::BalanceStroops))
+                    .col(big_integer_null(StellarBalance::LimitStroops))
+                    .col(big_integer_null(StellarBalance::LastModifiedLedger))
+                    .col(timestamp_with_time_zone(StellarBalance::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("uq_stellar_balance_account_asset")
+                    .table(StellarBalance::Table)
+                    .col(StellarBalance::AccountId)
+                    .col(StellarBalance::AssetCode)
+                    .col(StellarBalance::AssetIssuer)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_balance_asset_balance")
+                    .table(StellarBalance::Table)
+                    .col(StellarBalance::AssetCode)
+                    .col(StellarBalance::AssetIssuer)
+                    .col(StellarBalance::BalanceStroops)
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(StellarBalanceHistory::Table)
+                    .col(big_pk_auto(StellarBalanceHistory::Id))
+                    .col(text(StellarBalanceHistory::AccountId))
+                    .col(text(StellarBalanceHistory::AssetCode))
+                    .col(text(StellarBalanceHistory::AssetIssuer))
+                    .col(big_integer(StellarBalanceHistory::OperationId))
+                    .col(big_integer_null(StellarBalanceHistory::Ledger))
+                    .col(timestamp_with_time_zone(StellarBalanceHistory::At))
+                    .col(big_integer(StellarBalanceHistory::DeltaStroops))
+                    .col(big_integer_null(StellarBalanceHistory::BalanceStroops))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("uq_stellar_balance_history_account_asset_op")
+                    .table(StellarBalanceHistory::Table)
+                    .col(StellarBalanceHistory::AccountId)
+                    .col(StellarBalanceHistory::AssetCode)
+                    .col(StellarBalanceHistory::AssetIssuer)
+                    .col(StellarBalanceHistory::OperationId)
+                    .unique()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_stellar_balance_history_account_at")
+                    .table(StellarBalanceHistory::Table)
+                    .col(StellarBalanceHistory::AccountId)
+                    .col(StellarBalanceHistory::At)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            StellarBalanceHistory::Table.into_iden(),
+            StellarBalance::Table.into_iden(),
+            StellarAccountOperation::Table.into_iden(),
+            StellarOperation::Table.into_iden(),
+            StellarTransaction::Table.into_iden(),
+            StellarSyncState::Table.into_iden(),
+            StellarAccount::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(DeriveIden)]
+enum StellarAccount {
+    Table,
+    AccountId,
+    Watched,
+    Sequence,
+    SubentryCount,
+    LastModifiedLedger,
+    LastModifiedAt,
+    DiscoveredVia,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum StellarSyncState {
+    Table,
+    AccountId,
+    LastLedger,
+    Cursor,
+    LastSyncAt,
+    Status,
+    Mode,
+    ErrorCount,
+    LastError,
+    Generation,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum StellarTransaction {
+    Table,
+    Hash,
+    SourceAccount,
+    Ledger,
+    CreatedAt,
+    FeeCharged,
+    OperationCount,
+    Successful,
+    MemoType,
+    Memo,
+    PagingToken,
+}
+
+#[derive(DeriveIden)]
+enum StellarOperation {
+    Table,
+    Id,
+    PagingToken,
+    TransactionHash,
+    Ledger,
+    CreatedAt,
+    OpType,
+    SourceAccount,
+    FromAccount,
+    ToAccount,
+    AssetType,
+    AssetCode,
+    AssetIssuer,
+    AmountStroops,
+    Successful,
+    Details,
+}
+
+#[derive(DeriveIden)]
+enum StellarAccountOperation {
+    Table,
+    AccountId,
+    OperationId,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum StellarBalance {
+    Table,
+    Id,
+    AccountId,
+    AssetType,
+    AssetCode,
+    AssetIssuer,
+    BalanceStroops,
+    LimitStroops,
+    LastModifiedLedger,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum StellarBalanceHistory {
+    Table,
+    Id,
+    AccountId,
+    AssetCode,
+    AssetIssuer,
+    OperationId,
+    Ledger,
+    At,
+    DeltaStroops,
+    BalanceStroops,
+}
