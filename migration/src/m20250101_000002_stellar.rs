@@ -154,9 +154,7 @@ impl MigrationTrait for Migration {
                     .table(StellarAccountOperation::Table)
                     .col(text(StellarAccountOperation::AccountId))
                     .col(big_integer(StellarAccountOperation::OperationId))
-                    .col(timestamp_with_time_zone(
-                        StellarAccountOperation::CreatedAt,
-                    ))
+                    .col(timestamp_with_time_zone(StellarAccountOperation::CreatedAt))
                     .primary_key(
                         Index::create()
                             .name("pk_stellar_account_operation")
