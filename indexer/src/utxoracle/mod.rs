@@ -285,6 +285,11 @@ impl RollingWindow {
         Some(newest)
     }
 
+    /// Summaries of the blocks currently held, oldest first.
+    pub fn summaries(&self) -> impl Iterator<Item = &BlockSummary> {
+        self.blocks.iter()
+    }
+
     /// Counted output amounts (sats) of the blocks currently held.
     pub fn qualifying_outputs(&self) -> Vec<u64> {
         let Some(front_seq) = self.blocks.front().map(|b| b.seq) else {
