@@ -7,6 +7,7 @@ use orrery_indexer::bus::{LocalBus, RedisBus, SharedBus};
 use orrery_indexer::config_store;
 use sea_orm::DatabaseConnection;
 
+use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
 use crate::db;
 use crate::graphql;
@@ -25,6 +26,9 @@ pub enum StartError {
     /// Seeding config defaults.
     #[error("cannot seed runtime config: {0}")]
     ConfigStore(#[from] config_store::ConfigStoreError),
+    /// The token verifier.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// Binding the listen address.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -73,7 +77,8 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         started_at: Instant::now(),
     };
     let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
-    let app = server::router(state, schema);
+    let auth = Arc::new(Authenticator::from_config(&config)?);
+    let app = server::router(state, schema, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use orrery_indexer::bus::{publish_logged, topics, BusEvent};
 use orrery_indexer::config_store::{self, ConfigType};
 
+use crate::auth::{issue_token, Role};
 use crate::config::{Config, ProcessEnv};
 use crate::health::HealthStatus;
 use crate::{app, db, graphql, telemetry};
@@ -43,6 +44,37 @@ pub enum Command {
     /// Read and change the database-backed runtime config.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Mint access tokens for local use.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `orrery token` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print an HS256 token signed with JWT_SECRET.
+    Issue {
+        /// Role granted: viewer, operator or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        /// Subject recorded in the audit log.
+        #[arg(long, default_value = "cli")]
+        subject: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}: use viewer, operator or admin"))
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    match config_store::parse_duration_secs(s) {
+        Some(0) | None => Err(format!("invalid ttl {s:?}: use e.g. 30m, 1h, 7d")),
+        Some(secs) => Ok(std::time::Duration::from_secs(secs)),
+    }
 }
 
 /// `orrery serve` flags.
@@ -112,7 +144,10 @@ pub enum ConfigCommand {
 /// Parses arguments, runs, and maps errors to one line on stderr and a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -122,10 +157,26 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, skipping causes already quoted by their parent.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -158,6 +209,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Health(args) => health(cli.config.as_deref(), args).await,
         Command::Config(cmd) => config_command(cli.config.as_deref(), cmd).await,
+        Command::Token(TokenCommand::Issue { role, ttl, subject }) => {
+            let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
+            let secret = config
+                .jwt_secret
+                .as_deref()
+                .context("JWT_SECRET is not set: tokens are signed with it")?;
+            let token = issue_token(
+                secret,
+                &subject,
+                role,
+                ttl,
+                &config.auth.issuer,
+                &config.auth.audience,
+            )?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -185,7 +253,10 @@ fn export_schema(args: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn health(config_path: Option<&std::path::Path>, args: HealthArgs) -> anyhow::Result<ExitCode> {
+async fn health(
+    config_path: Option<&std::path::Path>,
+    args: HealthArgs,
+) -> anyhow::Result<ExitCode> {
     let base = match args.url {
         Some(u) => u,
         None => {
@@ -262,7 +333,9 @@ async fn config_command(
                     e.key,
                     e.value,
                     e.value_type,
-                    e.description.map(|d| format!("  # {d}")).unwrap_or_default()
+                    e.description
+                        .map(|d| format!("  # {d}"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -63,6 +63,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// HS256 secret for admin JWTs. Env `JWT_SECRET`. Default: unset (mutations disabled).
     pub jwt_secret: Option<String>,
+    /// Token verification and access rules.
+    pub auth: AuthConfig,
     /// Logging. Env `ORRERY_LOG` (filter, `RUST_LOG` syntax) and `ORRERY_LOG_FORMAT`.
     pub log: LogConfig,
     /// HTTP server limits.
@@ -73,6 +75,37 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The built-in simulated chains.
     pub devnet: DevnetConfig,
+}
+
+/// Authentication settings (JWT bearer tokens with a `role` claim).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// PEM public key for RS256/ES256 tokens (instead of or besides the HS256 `jwt_secret`).
+    /// Env `JWT_PUBLIC_KEY_FILE`. Default: unset.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim. Env `JWT_ISSUER`. Default `orrery`.
+    pub issuer: String,
+    /// Required `aud` claim. Env `JWT_AUDIENCE`. Default `orrery`.
+    pub audience: String,
+    /// Whether queries and subscriptions need no token (`true`) or a viewer token (`false`).
+    /// Env `ORRERY_PUBLIC_QUERIES`. Default true. Mutations always need operator or admin.
+    pub public_queries: bool,
+    /// Failed authentications per client address within a minute before that address is
+    /// throttled for the rest of the minute. Default 10.
+    pub failed_auth_limit: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_public_key_file: None,
+            issuer: "orrery".to_string(),
+            audience: "orrery".to_string(),
+            public_queries: true,
+            failed_auth_limit: 10,
+        }
+    }
 }
 
 /// Log output settings.
@@ -157,6 +190,7 @@ impl Default for Config {
             database_url: "sqlite://orrery.db?mode=rwc".to_string(),
             redis_url: None,
             jwt_secret: None,
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
             http: HttpConfig::default(),
             graphql: GraphqlConfig::default(),
@@ -292,6 +326,22 @@ impl Config {
         if let Some(v) = env.var("JWT_SECRET") {
             self.jwt_secret = Some(v);
         }
+        if let Some(v) = env.var("JWT_PUBLIC_KEY_FILE") {
+            self.auth.jwt_public_key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env.var("JWT_ISSUER") {
+            self.auth.issuer = v;
+        }
+        if let Some(v) = env.var("JWT_AUDIENCE") {
+            self.auth.audience = v;
+        }
+        if let Some(v) = env.var("ORRERY_PUBLIC_QUERIES") {
+            self.auth.public_queries = parse_bool(&v).ok_or_else(|| ConfigError::Env {
+                var: "ORRERY_PUBLIC_QUERIES",
+                value: v.clone(),
+                reason: "expected true or false".into(),
+            })?;
+        }
         if let Some(v) = env.var("ORRERY_LOG").or_else(|| env.var("RUST_LOG")) {
             self.log.filter = v;
         }
@@ -329,7 +379,10 @@ impl Config {
             if !matches!(url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
                 return Err(ConfigError::Invalid {
                     key: "redis_url",
-                    reason: format!("scheme must be redis:// or rediss://, got {}://", url.scheme()),
+                    reason: format!(
+                        "scheme must be redis:// or rediss://, got {}://",
+                        url.scheme()
+                    ),
                 });
             }
         }
@@ -338,6 +391,14 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: "jwt_secret",
                     reason: "must be at least 16 characters".into(),
+                });
+            }
+        }
+        if let Some(path) = &self.auth.jwt_public_key_file {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwt_public_key_file",
+                    reason: format!("{} is not a readable file", path.display()),
                 });
             }
         }
@@ -431,7 +492,8 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let mut c = Config::from_toml("listen = \"0.0.0.0:9000\"\n[graphql]\nmax_page_size = 100").unwrap();
+        let mut c =
+            Config::from_toml("listen = \"0.0.0.0:9000\"\n[graphql]\nmax_page_size = 100").unwrap();
         c.apply_env(&[
             ("ORRERY_LISTEN", "127.0.0.1:7000"),
             ("DATABASE_URL", "postgres://u@db/orrery"),
@@ -468,7 +530,10 @@ mod tests {
                 ..Config::default()
             };
             let err = c.validate().unwrap_err().to_string();
-            assert!(err.contains("database_url") && err.contains(needle), "{err}");
+            assert!(
+                err.contains("database_url") && err.contains(needle),
+                "{err}"
+            );
         }
         let c = Config {
             redis_url: Some("http://x".into()),

@@ -61,7 +61,10 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbError> {
     let connect = Database::connect(opts);
     let db = match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
         Ok(r) => r,
-        Err(_) => Err(DbErr::Custom(format!("timed out after {}s", timeout.as_secs()))),
+        Err(_) => Err(DbErr::Custom(format!(
+            "timed out after {}s",
+            timeout.as_secs()
+        ))),
     }
     .map_err(|source| DbError::Connect {
         url: redact(&url),
@@ -95,8 +98,14 @@ mod tests {
 
     #[test]
     fn sqlite_files_are_created() {
-        assert_eq!(with_sqlite_defaults("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            with_sqlite_defaults("sqlite://a.db"),
+            "sqlite://a.db?mode=rwc"
+        );
         assert_eq!(with_sqlite_defaults("sqlite::memory:"), "sqlite::memory:");
-        assert_eq!(with_sqlite_defaults("sqlite://a.db?mode=ro"), "sqlite://a.db?mode=ro");
+        assert_eq!(
+            with_sqlite_defaults("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
     }
 }

@@ -152,7 +152,10 @@ where
 pub async fn check_database(state: &AppState) -> ComponentHealth {
     timed("database", || async {
         match state.db.execute_unprepared("SELECT 1").await {
-            Ok(_) => (HealthStatus::Healthy, format!("{:?} reachable", state.db.get_database_backend())),
+            Ok(_) => (
+                HealthStatus::Healthy,
+                format!("{:?} reachable", state.db.get_database_backend()),
+            ),
             Err(e) => (HealthStatus::Unhealthy, format!("unreachable: {e}")),
         }
     })
@@ -175,11 +178,12 @@ pub async fn check_bus(state: &AppState) -> ComponentHealth {
 /// One entry per indexer source, from its stored sync state.
 pub async fn check_sources(state: &AppState) -> Vec<ComponentHealth> {
     let start = Instant::now();
-    let rows = match tokio::time::timeout(CHECK_TIMEOUT, source::Entity::find().all(&state.db)).await {
-        Ok(Ok(rows)) => rows,
-        // The database component already reports the failure.
-        _ => return Vec::new(),
-    };
+    let rows =
+        match tokio::time::timeout(CHECK_TIMEOUT, source::Entity::find().all(&state.db)).await {
+            Ok(Ok(rows)) => rows,
+            // The database component already reports the failure.
+            _ => return Vec::new(),
+        };
     let lag_threshold = match config_store::get(&state.db, "alerts.sync_lag_blocks").await {
         Ok(Some(e)) => e.value.parse::<i64>().unwrap_or(100),
         _ => 100,
@@ -200,12 +204,19 @@ pub async fn check_sources(state: &AppState) -> Vec<ComponentHealth> {
             } else if lag.is_some_and(|l| l > lag_threshold) {
                 (
                     HealthStatus::Degraded,
-                    format!("lagging {} behind head (threshold {lag_threshold})", lag.unwrap_or(0)),
+                    format!(
+                        "lagging {} behind head (threshold {lag_threshold})",
+                        lag.unwrap_or(0)
+                    ),
                 )
             } else {
                 (
                     HealthStatus::Healthy,
-                    format!("{} at height {}", s.status, s.indexed_height.map_or("-".into(), |h| h.to_string())),
+                    format!(
+                        "{} at height {}",
+                        s.status,
+                        s.indexed_height.map_or("-".into(), |h| h.to_string())
+                    ),
                 )
             };
             ComponentHealth {
@@ -220,7 +231,11 @@ pub async fn check_sources(state: &AppState) -> Vec<ComponentHealth> {
 
 /// Runs every check concurrently and records the results in metrics.
 pub async fn check_all(state: &AppState) -> HealthReport {
-    let (db, bus, sources) = tokio::join!(check_database(state), check_bus(state), check_sources(state));
+    let (db, bus, sources) = tokio::join!(
+        check_database(state),
+        check_bus(state),
+        check_sources(state)
+    );
     let mut components = vec![db, bus];
     components.extend(sources);
     let metrics = Metrics::global();
@@ -251,12 +266,18 @@ mod tests {
         let r = HealthReport::from_components(vec![c("a", HealthStatus::Healthy)], 0);
         assert_eq!(r.status, HealthStatus::Healthy);
         let r = HealthReport::from_components(
-            vec![c("a", HealthStatus::Healthy), c("b", HealthStatus::Degraded)],
+            vec![
+                c("a", HealthStatus::Healthy),
+                c("b", HealthStatus::Degraded),
+            ],
             0,
         );
         assert_eq!(r.status, HealthStatus::Degraded);
         let r = HealthReport::from_components(
-            vec![c("a", HealthStatus::Degraded), c("b", HealthStatus::Unhealthy)],
+            vec![
+                c("a", HealthStatus::Degraded),
+                c("b", HealthStatus::Unhealthy),
+            ],
             0,
         );
         assert_eq!(r.status, HealthStatus::Unhealthy);

@@ -2,6 +2,8 @@
 //! binary runs. Reads the database and listens to the bus; never calls upstreams itself.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -4,8 +4,11 @@ use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +21,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::{Authenticator, Caller, ClientAddr, Role};
 use crate::graphql::OrrerySchema;
 use crate::health::{self, HealthStatus};
 use crate::state::AppState;
@@ -26,14 +30,16 @@ use crate::state::AppState;
 struct Ctx {
     state: AppState,
     schema: OrrerySchema,
+    auth: Arc<Authenticator>,
 }
 
 /// Builds the router with every route and layer.
-pub fn router(state: AppState, schema: OrrerySchema) -> Router {
+pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -> Router {
     let config = state.config.clone();
     let ctx = Ctx {
         state,
         schema: schema.clone(),
+        auth,
     };
     let cors = {
         let origins = &config.http.cors_allowed_origins;
@@ -86,13 +92,50 @@ async fn record_http_metrics(req: Request, next: Next) -> Response {
     response
 }
 
-async fn graphql(State(ctx): State<Ctx>, req: GraphQLRequest) -> GraphQLResponse {
-    ctx.schema.execute(req.into_inner()).await.into()
+async fn graphql(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = ctx.auth.authenticate(header, Some(peer.ip()));
+    if !ctx.state.config.auth.public_queries {
+        let allowed = match &caller {
+            Caller::Authenticated(p) => p.role >= Role::Viewer,
+            _ => false,
+        };
+        if !allowed {
+            let reason = match &caller {
+                Caller::Rejected(r) => r.clone(),
+                _ => "authentication required: queries need a viewer token (auth.public_queries = false)".to_string(),
+            };
+            let err = async_graphql::ServerError::new(reason, None);
+            let mut err = err;
+            err.extensions = Some({
+                let mut ext = async_graphql::ErrorExtensionValues::default();
+                ext.set("code", "UNAUTHENTICATED");
+                ext
+            });
+            return async_graphql::Response::from_errors(vec![err]).into();
+        }
+    }
+    let request = req
+        .into_inner()
+        .data(caller)
+        .data(ClientAddr(Some(peer.ip())));
+    ctx.schema.execute(request).await.into()
 }
 
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
     if !ctx.state.config.graphql.graphiql {
-        return (StatusCode::NOT_FOUND, "GraphiQL is disabled (graphql.graphiql = false)").into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            "GraphiQL is disabled (graphql.graphiql = false)",
+        )
+            .into_response();
     }
     Html(
         GraphiQLSource::build()
@@ -111,9 +154,16 @@ async fn liveness() -> impl IntoResponse {
 
 /// Readiness: the database and the bus answer.
 async fn readiness(State(ctx): State<Ctx>) -> Response {
-    let (db, bus) = tokio::join!(health::check_database(&ctx.state), health::check_bus(&ctx.state));
+    let (db, bus) = tokio::join!(
+        health::check_database(&ctx.state),
+        health::check_bus(&ctx.state)
+    );
     let ready = db.status == HealthStatus::Healthy && bus.status == HealthStatus::Healthy;
-    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         code,
         Json(json!({
@@ -132,7 +182,10 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         m.db_pool.with_label_values(&["max"]).set(max as i64);
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.encode(),
     )
         .into_response()
@@ -211,10 +264,13 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
     let mut server = Box::pin(std::future::IntoFuture::into_future(server));
     tokio::select! {
         res = &mut server => return res,

@@ -65,7 +65,7 @@ pub enum BusError {
     #[error("event bus payload: {0}")]
     Encode(#[from] serde_json::Error),
     /// The bus did not answer in time.
-    #[error("event bus did not answer within {0:?}")]
+    #[error("redis event bus did not answer within {0:?}")]
     Timeout(Duration),
 }
 
@@ -160,6 +160,11 @@ impl RedisBus {
     /// misconfigured `REDIS_URL` is reported at start.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, BusError> {
         let client = redis::Client::open(url)?;
+        // A plain connection first: fails fast with the real reason (refused, auth, DNS),
+        // where the connection manager would keep retrying.
+        tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| BusError::Timeout(timeout))??;
         let publisher =
             tokio::time::timeout(timeout, redis::aio::ConnectionManager::new(client.clone()))
                 .await

@@ -37,8 +37,11 @@ pub fn coded(code: Code, message: impl Into<String>) -> Error {
 
 /// A `BAD_USER_INPUT` error naming the argument.
 pub fn bad_input(argument: &str, reason: impl std::fmt::Display) -> Error {
-    coded(Code::BadUserInput, format!("argument `{argument}`: {reason}"))
-        .extend_with(|_, e| e.set("argument", argument))
+    coded(
+        Code::BadUserInput,
+        format!("argument `{argument}`: {reason}"),
+    )
+    .extend_with(|_, e| e.set("argument", argument))
 }
 
 /// A `NOT_FOUND` error.

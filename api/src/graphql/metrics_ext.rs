@@ -35,7 +35,11 @@ impl Extension for OperationMetricsExt {
         m.graphql_duration
             .with_label_values(&[&name])
             .observe(start.elapsed().as_secs_f64());
-        let status = if response.errors.is_empty() { "ok" } else { "error" };
+        let status = if response.errors.is_empty() {
+            "ok"
+        } else {
+            "error"
+        };
         m.graphql_requests.with_label_values(&[&name, status]).inc();
         response
     }

@@ -2,24 +2,26 @@
 
 pub mod error;
 pub mod metrics_ext;
+pub mod mutation;
 pub mod pagination;
 pub mod query;
 pub mod subscription;
 pub mod types;
 
-use async_graphql::{EmptyMutation, Schema};
+use async_graphql::Schema;
 
 use crate::config::GraphqlConfig;
 use crate::state::AppState;
 
 /// The schema type served at `/graphql` and `/graphql/ws`.
-pub type OrrerySchema = Schema<query::QueryRoot, EmptyMutation, subscription::SubscriptionRoot>;
+pub type OrrerySchema =
+    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
 /// Builds the schema with its limits; `state` is absent only when exporting the SDL.
 pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySchema {
     let mut builder = Schema::build(
         query::QueryRoot,
-        EmptyMutation,
+        mutation::MutationRoot,
         subscription::SubscriptionRoot,
     )
     .limit_depth(limits.max_depth)

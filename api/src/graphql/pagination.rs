@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn first_is_bounded() {
         assert_eq!(PageArgs::parse(None, None, 50, 200).unwrap().limit, 50);
-        assert_eq!(PageArgs::parse(Some(200), None, 50, 200).unwrap().limit, 200);
+        assert_eq!(
+            PageArgs::parse(Some(200), None, 50, 200).unwrap().limit,
+            200
+        );
         let err = PageArgs::parse(Some(201), None, 50, 200).unwrap_err();
         assert!(err.message.contains("at most 200"));
         assert!(PageArgs::parse(Some(0), None, 50, 200).is_err());

@@ -38,14 +38,18 @@ impl QueryRoot {
     async fn chains(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only sources of this kind: stellar, evm, bitcoin, exchange.")] kind: Option<String>,
+        #[graphql(desc = "Only sources of this kind: stellar, evm, bitcoin, exchange.")]
+        kind: Option<String>,
         #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<Chain>> {
         let args = page_args(ctx, first, after)?;
         if let Some(k) = &kind {
             if !matches!(k.as_str(), "stellar" | "evm" | "bitcoin" | "exchange") {
-                return Err(bad_input("kind", "must be one of stellar, evm, bitcoin, exchange"));
+                return Err(bad_input(
+                    "kind",
+                    "must be one of stellar, evm, bitcoin, exchange",
+                ));
             }
         }
         let db = &state(ctx).db;
@@ -54,7 +58,12 @@ impl QueryRoot {
             base = base.filter(source::Column::Kind.eq(k.clone()));
         }
         let total = if wants_total(ctx) {
-            Some(base.clone().count(db).await.map_err(|e| internal("counting chains", e))?)
+            Some(
+                base.clone()
+                    .count(db)
+                    .await
+                    .map_err(|e| internal("counting chains", e))?,
+            )
         } else {
             None
         };
@@ -72,7 +81,11 @@ impl QueryRoot {
     }
 
     /// One source by id.
-    async fn chain(&self, ctx: &Context<'_>, #[graphql(desc = "Source id, e.g. `evm:sepolia`.")] id: String) -> Result<Chain> {
+    async fn chain(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Source id, e.g. `evm:sepolia`.")] id: String,
+    ) -> Result<Chain> {
         source::Entity::find_by_id(id.clone())
             .one(&state(ctx).db)
             .await
@@ -92,7 +105,11 @@ impl QueryRoot {
     }
 
     /// One database-backed setting.
-    async fn config(&self, ctx: &Context<'_>, #[graphql(desc = "Dotted key, e.g. `sync.batch_size`.")] key: String) -> Result<ConfigEntry> {
+    async fn config(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Dotted key, e.g. `sync.batch_size`.")] key: String,
+    ) -> Result<ConfigEntry> {
         config_entry::Entity::find_by_id(key.clone())
             .one(&state(ctx).db)
             .await
@@ -105,7 +122,9 @@ impl QueryRoot {
     async fn config_entries(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "Only keys starting with this prefix, e.g. `oracle.`.")] prefix: Option<String>,
+        #[graphql(desc = "Only keys starting with this prefix, e.g. `oracle.`.")] prefix: Option<
+            String,
+        >,
         #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<ConfigEntry>> {
@@ -116,11 +135,18 @@ impl QueryRoot {
             base = base.filter(config_entry::Column::Key.starts_with(p.clone()));
         }
         let total = if wants_total(ctx) {
-            Some(base.clone().count(db).await.map_err(|e| internal("counting config", e))?)
+            Some(
+                base.clone()
+                    .count(db)
+                    .await
+                    .map_err(|e| internal("counting config", e))?,
+            )
         } else {
             None
         };
-        let mut q = base.order_by_asc(config_entry::Column::Key).limit(args.fetch());
+        let mut q = base
+            .order_by_asc(config_entry::Column::Key)
+            .limit(args.fetch());
         if let Some(after) = &args.after {
             q = q.filter(config_entry::Column::Key.gt(after.clone()));
         }
