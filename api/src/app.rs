@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::db;
 use crate::graphql;
 use crate::server;
+use crate::sources;
 use crate::state::AppState;
 
 /// Why the server could not start. Each variant is one clear line.
@@ -26,6 +27,9 @@ pub enum StartError {
     /// Seeding config defaults.
     #[error("cannot seed runtime config: {0}")]
     ConfigStore(#[from] config_store::ConfigStoreError),
+    /// Indexers or devnet.
+    #[error(transparent)]
+    Sources(#[from] sources::SourcesError),
     /// The token verifier.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -62,9 +66,10 @@ pub async fn open_bus(config: &Config) -> Result<SharedBus, StartError> {
 }
 
 /// Runs the server until SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> Result<(), StartError> {
-    let config = Arc::new(config);
+pub async fn serve(mut config: Config) -> Result<(), StartError> {
     let (db, bus) = open(&config).await?;
+    let running = sources::start(&mut config, &db, &bus).await?;
+    let config = Arc::new(config);
     tracing::info!(
         database = %db::redact(&config.database_url),
         bus = bus.kind(),
@@ -89,14 +94,28 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // One machine-readable line on stdout (tests and scripts read it); logs go to stderr.
     println!("orrery listening on http://{addr}");
     tracing::info!(%addr, "listening");
-    server::serve(
-        listener,
-        app,
-        server::shutdown_signal(),
-        Duration::from_secs(config.http.shutdown_grace_secs),
-    )
-    .await
-    .map_err(StartError::Serve)?;
+    // One signal stops the HTTP server and the sources together, within the grace period.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+    let sources_done = {
+        let rx = stop_rx.clone();
+        async move {
+            stopped(rx).await;
+            running.shutdown(grace).await;
+        }
+    };
+    let (served, ()) = tokio::join!(
+        server::serve(listener, app, stopped(stop_rx), grace),
+        sources_done
+    );
+    served.map_err(StartError::Serve)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use orrery_indexer::bitcoin::BitcoinSettings;
+use orrery_indexer::evm::EvmSettings;
+use orrery_indexer::stellar::StellarSettings;
 use serde::Deserialize;
 
 /// Why the configuration was rejected. Each message names the offending key or variable.
@@ -75,6 +78,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The built-in simulated chains.
     pub devnet: DevnetConfig,
+    /// Stellar (Horizon) indexing.
+    pub stellar: StellarSettings,
+    /// EVM chains (JSON-RPC) indexing.
+    pub evm: EvmSettings,
+    /// Bitcoin (Esplora) indexing and prices.
+    pub bitcoin: BitcoinSettings,
 }
 
 /// Authentication settings (JWT bearer tokens with a `role` claim).
@@ -139,7 +148,7 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Allowed CORS origins; `["*"]` allows any. Default `["*"]`.
     pub cors_allowed_origins: Vec<String>,
-    /// Seconds to wait for in-flight requests on SIGTERM/SIGINT. Default 5.
+    /// Seconds to wait for in-flight requests and indexer tasks on SIGTERM/SIGINT. Default 4.
     pub shutdown_grace_secs: u64,
 }
 
@@ -196,6 +205,9 @@ impl Default for Config {
             graphql: GraphqlConfig::default(),
             database: DatabaseConfig::default(),
             devnet: DevnetConfig::default(),
+            stellar: StellarSettings::default(),
+            evm: EvmSettings::default(),
+            bitcoin: BitcoinSettings::default(),
         }
     }
 }
@@ -215,7 +227,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             body_limit_bytes: 1024 * 1024,
             cors_allowed_origins: vec!["*".to_string()],
-            shutdown_grace_secs: 5,
+            shutdown_grace_secs: 4,
         }
     }
 }
@@ -358,6 +370,15 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = env.var("ORRERY_HORIZON_URL") {
+            self.stellar.horizon_url = Some(v);
+        }
+        if let Some(v) = env.var("ORRERY_ESPLORA_URL") {
+            self.bitcoin.esplora_url = Some(v);
+        }
+        if let Some(v) = env.var("ORRERY_EXCHANGE_URL") {
+            self.bitcoin.exchange_prices_url = Some(v);
+        }
         if let Some(v) = env.var("ORRERY_DEVNET") {
             self.devnet.enabled = Some(parse_bool(&v).ok_or_else(|| ConfigError::Env {
                 var: "ORRERY_DEVNET",
@@ -402,6 +423,29 @@ impl Config {
                 });
             }
         }
+        for (key, url) in [
+            ("stellar.horizon_url", &self.stellar.horizon_url),
+            ("bitcoin.esplora_url", &self.bitcoin.esplora_url),
+            (
+                "bitcoin.exchange_prices_url",
+                &self.bitcoin.exchange_prices_url,
+            ),
+        ] {
+            if let Some(u) = url {
+                validate_http_url(key, u)?;
+            }
+        }
+        for chain in &self.evm.chains {
+            if chain.rpc_urls.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "evm.chains.rpc_urls",
+                    reason: format!("chain {} has no RPC URL", chain.name),
+                });
+            }
+            for u in &chain.rpc_urls {
+                validate_http_url("evm.chains.rpc_urls", u)?;
+            }
+        }
         if self.graphql.max_page_size == 0 || self.graphql.max_page_size > 10_000 {
             return Err(ConfigError::Invalid {
                 key: "graphql.max_page_size",
@@ -444,7 +488,11 @@ impl Config {
 
     /// Whether the in-process devnet runs (explicit setting, else when no real upstream is set).
     pub fn devnet_enabled(&self) -> bool {
-        self.devnet.enabled.unwrap_or(true)
+        self.devnet.enabled.unwrap_or(
+            self.stellar.horizon_url.is_none()
+                && self.evm.chains.is_empty()
+                && self.bitcoin.esplora_url.is_none(),
+        )
     }
 }
 
@@ -453,6 +501,20 @@ fn parse_bool(v: &str) -> Option<bool> {
         "1" | "true" | "yes" | "on" => Some(true),
         "0" | "false" | "no" | "off" => Some(false),
         _ => None,
+    }
+}
+
+fn validate_http_url(key: &'static str, u: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+        Ok(url) => Err(ConfigError::Invalid {
+            key,
+            reason: format!("{u:?}: scheme must be http or https, got {}", url.scheme()),
+        }),
+        Err(e) => Err(ConfigError::Invalid {
+            key,
+            reason: format!("{u:?} is not a URL ({e})"),
+        }),
     }
 }
 

@@ -10,5 +10,6 @@ pub mod db;
 pub mod graphql;
 pub mod health;
 pub mod server;
+pub mod sources;
 pub mod state;
 pub mod telemetry;

@@ -172,3 +172,62 @@ impl Default for BitcoinConfig {
         }
     }
 }
+
+impl DevnetConfig {
+    /// Checks the limits the generators rely on.
+    pub fn validate(&self) -> Result<(), crate::DevnetError> {
+        let bad = |m: &str| Err(crate::DevnetError::Config(m.to_string()));
+        let s = &self.stellar;
+        if s.accounts < 2 {
+            return bad("stellar.accounts must be at least 2");
+        }
+        if s.asset_codes.is_empty() || s.asset_codes.len() > 200 {
+            return bad("stellar.asset_codes must have 1..=200 entries");
+        }
+        if s.asset_codes
+            .iter()
+            .any(|c| c.is_empty() || c.len() > 12 || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return bad("stellar asset codes are 1..=12 ASCII letters or digits");
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.evm_chains {
+            if !names.insert(c.name.as_str()) {
+                return bad("EVM chain names must be unique");
+            }
+            if c.max_block_range == 0 || c.max_logs_per_query == 0 || c.block_time_secs == 0 {
+                return bad(
+                    "EVM max_block_range, max_logs_per_query and block_time_secs must be positive",
+                );
+            }
+        }
+        if !(1..=65_535).contains(&self.bitcoin.txs_per_block) {
+            return bad("bitcoin.txs_per_block must be 1..=65535");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_limits_are_checked() {
+        assert!(DevnetConfig::default().validate().is_ok());
+        let mut c = DevnetConfig::default();
+        c.stellar.accounts = 0;
+        assert!(c.validate().is_err());
+        let mut c = DevnetConfig::default();
+        c.evm_chains.push(EvmChainConfig::new("sepolia", 1));
+        assert!(c.validate().is_err());
+        let mut c = DevnetConfig::default();
+        c.bitcoin.txs_per_block = 0;
+        assert!(c.validate().is_err());
+        let p = PortConfig::from_base(18_000, 2);
+        assert_eq!(
+            (p.horizon, p.esplora, p.exchange, p.evm.clone()),
+            (18_000, 18_001, 18_002, vec![18_010, 18_011])
+        );
+    }
+}

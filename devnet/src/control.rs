@@ -47,22 +47,22 @@ pub struct DevnetControl {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// A payment as a test sees it.
+/// A Stellar operation as a test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
+pub struct OperationRecord {
     /// Operation id / paging token.
     pub id: i64,
     /// Ledger.
     pub ledger: u32,
-    /// "payment" or "create_account".
+    /// "payment", "create_account" or "change_trust".
     pub kind: &'static str,
-    /// Sender (funder for create_account).
+    /// Sender (funder for create_account, trustor for change_trust).
     pub from: String,
-    /// Receiver (created account).
+    /// Receiver (created account; trustor for change_trust).
     pub to: String,
     /// "native" or "CODE:ISSUER".
     pub asset: String,
-    /// Amount in stroops.
+    /// Amount in stroops (trust limit for change_trust).
     pub amount_stroops: i64,
     /// Transaction memo.
     pub memo: Option<String>,
@@ -112,6 +112,38 @@ impl DevnetControl {
             .submit_payment(from, to, asset, stroops, memo)
     }
 
+    /// Closes ledgers until at least `n` new operations exist; returns the latest ledger.
+    pub fn generate_operations(&self, n: usize) -> Result<u32, DevnetError> {
+        let latest = {
+            let mut c = self.shared.stellar.write().map_err(poisoned)?;
+            let target = c.ops.len() + n;
+            let per = c.config.ops_per_ledger.max(1);
+            while c.ops.len() < target {
+                let left = target - c.ops.len();
+                c.close_ledger(left.min(per));
+            }
+            c.latest_ledger()
+        };
+        self.shared.ledger_tx.send_replace(latest);
+        Ok(latest)
+    }
+
+    /// Adds blocks to an EVM chain until at least `n` new logs exist; returns the head.
+    pub fn generate_evm_logs(&self, chain: &str, n: usize) -> Result<u64, DevnetError> {
+        let i = self.evm_index(chain)?;
+        let mut c = self.shared.evm[i].write().map_err(poisoned)?;
+        if c.config.logs_per_block == 0 && n > 0 {
+            return Err(DevnetError::Invalid(format!(
+                "{chain} has logs_per_block = 0"
+            )));
+        }
+        let target = c.logs.len() + n;
+        while c.logs.len() < target {
+            c.advance(1);
+        }
+        Ok(c.head())
+    }
+
     /// Adds `n` blocks to an EVM chain; returns the new head.
     pub fn advance_blocks(&self, chain: &str, n: u64) -> Result<u64, DevnetError> {
         let i = self.evm_index(chain)?;
@@ -145,7 +177,11 @@ impl DevnetControl {
         if prices.iter().any(|p| !p.is_finite() || *p <= 0.0) {
             return Err(DevnetError::Invalid("prices must be positive".into()));
         }
-        self.shared.bitcoin.write().map_err(poisoned)?.set_price_path(prices);
+        self.shared
+            .bitcoin
+            .write()
+            .map_err(poisoned)?
+            .set_price_path(prices);
         Ok(())
     }
 
@@ -172,12 +208,20 @@ impl DevnetControl {
 
     /// The issuer of every credit asset.
     pub fn stellar_issuer(&self) -> String {
-        self.shared.stellar.read().map(|c| c.issuer().to_string()).unwrap_or_default()
+        self.shared
+            .stellar
+            .read()
+            .map(|c| c.issuer().to_string())
+            .unwrap_or_default()
     }
 
     /// Latest closed ledger.
     pub fn latest_ledger(&self) -> u32 {
-        self.shared.stellar.read().map(|c| c.latest_ledger()).unwrap_or(0)
+        self.shared
+            .stellar
+            .read()
+            .map(|c| c.latest_ledger())
+            .unwrap_or(0)
     }
 
     /// Balances of an account in stroops: ("native" | "CODE:ISSUER", stroops).
@@ -193,9 +237,23 @@ impl DevnetControl {
     }
 
     /// Every `payment` and `create_account` touching `account` (None = all), in order.
-    pub fn payments(&self, account: Option<&str>) -> Result<Vec<PaymentRecord>, DevnetError> {
+    pub fn payments(&self, account: Option<&str>) -> Result<Vec<OperationRecord>, DevnetError> {
+        self.collect_ops(account, true)
+    }
+
+    /// Every operation touching `account` (None = all), in order.
+    pub fn operations(&self, account: Option<&str>) -> Result<Vec<OperationRecord>, DevnetError> {
+        self.collect_ops(account, false)
+    }
+
+    fn collect_ops(
+        &self,
+        account: Option<&str>,
+        payments_only: bool,
+    ) -> Result<Vec<OperationRecord>, DevnetError> {
         let c = self.shared.stellar.read().map_err(poisoned)?;
-        let record = |op: &Operation| PaymentRecord {
+        let keep = |op: &&Operation| !payments_only || op.is_payment();
+        let record = |op: &Operation| OperationRecord {
             id: op.id,
             ledger: op.ledger,
             kind: op.kind.name(),
@@ -212,11 +270,11 @@ impl DevnetControl {
                     .ops
                     .iter()
                     .map(|&o| &c.ops[o as usize])
-                    .filter(|o| o.is_payment())
+                    .filter(keep)
                     .map(record)
                     .collect()
             }
-            None => c.ops.iter().filter(|o| o.is_payment()).map(record).collect(),
+            None => c.ops.iter().filter(keep).map(record).collect(),
         })
     }
 
@@ -258,7 +316,10 @@ impl DevnetControl {
             .route("/_devnet/state", get(http_state))
             .route("/_devnet/advance_ledgers", post(http_advance_ledgers))
             .route("/_devnet/advance_blocks", post(http_advance_blocks))
-            .route("/_devnet/advance_bitcoin_blocks", post(http_advance_bitcoin))
+            .route(
+                "/_devnet/advance_bitcoin_blocks",
+                post(http_advance_bitcoin),
+            )
             .route("/_devnet/reorg_evm", post(http_reorg_evm))
             .route("/_devnet/reorg_bitcoin", post(http_reorg_bitcoin))
             .route("/_devnet/fault", post(http_fault))
@@ -280,19 +341,31 @@ fn asset_name(c: &StellarChain, a: u8) -> String {
 pub fn parse_amount(s: &str) -> Result<i64, DevnetError> {
     let bad = || DevnetError::Invalid(format!("bad amount {s:?}"));
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if frac.len() > 7 || int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if frac.len() > 7
+        || int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
     let i: i64 = int.parse().map_err(|_| bad())?;
     let f: i64 = format!("{frac:0<7}").parse().map_err(|_| bad())?;
-    i.checked_mul(10_000_000).and_then(|v| v.checked_add(f)).ok_or_else(bad)
+    i.checked_mul(10_000_000)
+        .and_then(|v| v.checked_add(f))
+        .ok_or_else(bad)
 }
 
 fn respond(r: Result<Value, DevnetError>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(DevnetError::NotFound(m)) => (StatusCode::NOT_FOUND, Json(json!({"error": m}))).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(DevnetError::NotFound(m)) => {
+            (StatusCode::NOT_FOUND, Json(json!({"error": m}))).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -346,7 +419,10 @@ async fn http_state(State(c): State<DevnetControl>) -> Response {
 }
 
 async fn http_advance_ledgers(State(c): State<DevnetControl>, Json(r): Json<N>) -> Response {
-    respond(c.advance_ledgers(r.n as u32).map(|l| json!({"latest_ledger": l})))
+    respond(
+        c.advance_ledgers(r.n as u32)
+            .map(|l| json!({"latest_ledger": l})),
+    )
 }
 
 async fn http_advance_blocks(State(c): State<DevnetControl>, Json(r): Json<ChainN>) -> Response {
@@ -379,7 +455,10 @@ async fn http_price_path(State(c): State<DevnetControl>, Json(r): Json<Prices>) 
     respond(c.set_price_path(r.prices).map(|_| json!({"ok": true})))
 }
 
-async fn http_submit_payment(State(c): State<DevnetControl>, Json(r): Json<PaymentReq>) -> Response {
+async fn http_submit_payment(
+    State(c): State<DevnetControl>,
+    Json(r): Json<PaymentReq>,
+) -> Response {
     respond(
         c.submit_payment(&r.from, &r.to, &r.asset, &r.amount, r.memo.as_deref())
             .map(|id| json!({"operation_id": id.to_string()})),

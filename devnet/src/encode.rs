@@ -81,7 +81,13 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn bech32_polymod(values: &[u8]) -> u32 {
-    const GEN: [u32; 5] = [0x3b6a_57b2, 0x2650_8e6d, 0x1ea1_19fa, 0x3d42_33dd, 0x2a14_62b3];
+    const GEN: [u32; 5] = [
+        0x3b6a_57b2,
+        0x2650_8e6d,
+        0x1ea1_19fa,
+        0x3d42_33dd,
+        0x2a14_62b3,
+    ];
     let mut chk: u32 = 1;
     for &v in values {
         let top = chk >> 25;
@@ -132,15 +138,41 @@ pub fn segwit_address(hrp: &str, version: u8, program: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn base32_decode(s: &str) -> Vec<u8> {
+        const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let (mut buf, mut bits, mut out) = (0u32, 0u32, Vec::new());
+        for c in s.bytes() {
+            let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+            buf = (buf << 5) | v;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+            }
+        }
+        out
+    }
+
     #[test]
-    fn strkey_matches_a_real_account() {
-        // GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7 is the well-known
-        // Stellar test account whose key bytes are 0x01 0x94 0x72 0x62 ...; check the
-        // encoder by round-tripping its known prefix/length and checksum shape.
-        let key = [0u8; 32];
-        let s = account_strkey(&key);
-        assert_eq!(s, "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF");
-        assert_eq!(s.len(), 56);
+    fn strkey_round_trips_real_accounts() {
+        // The all-zero key is the well-known "null" account.
+        let s = account_strkey(&[0u8; 32]);
+        assert_eq!(
+            s,
+            "GAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAWHF"
+        );
+        // Real accounts (from the recorded Horizon fixtures): decoding and
+        // re-encoding must reproduce them, checksum included.
+        for real in [
+            "GCXMWUAUF37IWOOV2FRDKWEX3O2IHLM2FYH4WPI4PYUKAIFQEUU5X3TD",
+            "GALPCCZN4YXA3YMJHKL6CVIECKPLJJCTVMSNYWBTKJW4K5HQLYLDMZTB",
+        ] {
+            let raw = base32_decode(real);
+            assert_eq!(raw.len(), 35);
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&raw[1..33]);
+            assert_eq!(account_strkey(&key), real);
+        }
     }
 
     #[test]
@@ -171,7 +203,11 @@ pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {

@@ -56,7 +56,10 @@ impl From<&str> for FaultTarget {
                 _ => None,
             };
             rest = tail;
-            if target.service == Some(ServiceKind::Evm) && !rest.is_empty() && !rest.starts_with('/') {
+            if target.service == Some(ServiceKind::Evm)
+                && !rest.is_empty()
+                && !rest.starts_with('/')
+            {
                 let (chain, tail) = rest.split_once(':').unwrap_or((rest, ""));
                 target.chain = Some(chain.to_string());
                 rest = tail;
@@ -163,7 +166,9 @@ impl FaultSet {
             let t = &e.target;
             if t.service.is_some_and(|s| s != service)
                 || t.chain.as_deref().is_some_and(|c| Some(c) != chain)
-                || t.path_prefix.as_deref().is_some_and(|p| !path.starts_with(p))
+                || t.path_prefix
+                    .as_deref()
+                    .is_some_and(|p| !path.starts_with(p))
             {
                 continue;
             }
@@ -199,7 +204,11 @@ pub struct FaultLayer {
 }
 
 /// An error response in the shape the service uses.
-pub fn error_response(service: ServiceKind, status: StatusCode, retry_after: Option<u64>) -> Response {
+pub fn error_response(
+    service: ServiceKind,
+    status: StatusCode,
+    retry_after: Option<u64>,
+) -> Response {
     let mut resp = match service {
         ServiceKind::Horizon => crate::stellar::routes::problem(status, None),
         ServiceKind::Evm => {
@@ -209,9 +218,11 @@ pub fn error_response(service: ServiceKind, status: StatusCode, retry_after: Opt
             }});
             (status, axum::Json(body)).into_response()
         }
-        ServiceKind::Esplora | ServiceKind::Exchange => {
-            (status, status.canonical_reason().unwrap_or("error").to_string()).into_response()
-        }
+        ServiceKind::Esplora | ServiceKind::Exchange => (
+            status,
+            status.canonical_reason().unwrap_or("error").to_string(),
+        )
+            .into_response(),
     };
     if matches!(status.as_u16(), 429 | 503) {
         let secs = retry_after.unwrap_or(1).to_string();
@@ -249,7 +260,11 @@ pub async fn middleware(State(layer): State<FaultLayer>, req: Request, next: Nex
         let method = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| {
-                let first = if v.is_array() { v.get(0).cloned() } else { Some(v) };
+                let first = if v.is_array() {
+                    v.get(0).cloned()
+                } else {
+                    Some(v)
+                };
                 first.and_then(|f| f.get("method").and_then(|m| m.as_str()).map(String::from))
             })
             .unwrap_or_default();

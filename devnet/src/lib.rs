@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{BitcoinConfig, DevnetConfig, EvmChainConfig, PortConfig, StellarConfig};
-pub use control::{DevnetControl, PaymentRecord};
+pub use control::{DevnetControl, OperationRecord};
 pub use error::DevnetError;
 pub use faults::{Fault, FaultTarget, ServiceKind};
 
@@ -42,6 +42,9 @@ use evm::model::EvmChain;
 use faults::{FaultLayer, FaultSet};
 use stellar::model::StellarChain;
 use stellar::routes::RateWindow;
+
+/// A periodic block-production action.
+type Ticker = Box<dyn Fn(&DevnetControl) + Send>;
 
 /// Registry contract addresses of one EVM chain (0x-prefixed lower-case hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,10 +95,12 @@ pub struct Devnet {
 
 async fn bind(host: std::net::IpAddr, port: u16) -> Result<(TcpListener, String), DevnetError> {
     let addr = SocketAddr::new(host, port);
-    let listener = TcpListener::bind(addr).await.map_err(|source| DevnetError::Bind {
-        addr: addr.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DevnetError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| DevnetError::Bind {
         addr: addr.to_string(),
         source,
@@ -111,7 +116,11 @@ impl Devnet {
     /// Generates the chains and starts every service on its own port.
     pub async fn start(config: DevnetConfig) -> Result<Devnet, DevnetError> {
         let mut names = std::collections::HashSet::new();
-        if !config.evm_chains.iter().all(|c| names.insert(c.name.clone())) {
+        if !config
+            .evm_chains
+            .iter()
+            .all(|c| names.insert(c.name.clone()))
+        {
             return Err(DevnetError::Config("EVM chain names must be unique".into()));
         }
         let seed = config.seed;
@@ -165,13 +174,21 @@ impl Devnet {
         let ports = &config.ports;
         let (l, horizon) = bind(config.host, ports.horizon).await?;
         let _ = shared.horizon_base.set(horizon.clone());
-        serve(l, with_faults(stellar::routes::router(shared.clone()), layer(ServiceKind::Horizon, None)));
+        serve(
+            l,
+            with_faults(
+                stellar::routes::router(shared.clone()),
+                layer(ServiceKind::Horizon, None),
+            ),
+        );
 
         let mut evm_urls = Vec::new();
         for (i, chain_cfg) in config.evm_chains.iter().enumerate() {
             let (l, url) = bind(config.host, ports.evm.get(i).copied().unwrap_or(0)).await?;
             let contracts = {
-                let c = shared.evm[i].read().map_err(|_| DevnetError::Config("lock".into()))?;
+                let c = shared.evm[i]
+                    .read()
+                    .map_err(|_| DevnetError::Config("lock".into()))?;
                 let a = |k: usize| format!("0x{}", rng::hex(c.contracts[k].as_slice()));
                 EvmContracts {
                     identity: a(0),
@@ -195,29 +212,50 @@ impl Devnet {
         }
 
         let (l, esplora) = bind(config.host, ports.esplora).await?;
-        serve(l, with_faults(bitcoin::routes::router(shared.clone()), layer(ServiceKind::Esplora, None)));
+        serve(
+            l,
+            with_faults(
+                bitcoin::routes::router(shared.clone()),
+                layer(ServiceKind::Esplora, None),
+            ),
+        );
         let (l, exchange) = bind(config.host, ports.exchange).await?;
-        serve(l, with_faults(bitcoin::routes::prices_router(shared.clone()), layer(ServiceKind::Exchange, None)));
+        serve(
+            l,
+            with_faults(
+                bitcoin::routes::prices_router(shared.clone()),
+                layer(ServiceKind::Exchange, None),
+            ),
+        );
 
         // Automatic block production.
-        let mut tickers: Vec<(Duration, Box<dyn Fn(&DevnetControl) + Send>)> = Vec::new();
+        let mut tickers: Vec<(Duration, Ticker)> = Vec::new();
         if let Some(d) = config.ledger_interval {
-            tickers.push((d, Box::new(|c: &DevnetControl| {
-                let _ = c.advance_ledgers(1);
-            })));
+            tickers.push((
+                d,
+                Box::new(|c: &DevnetControl| {
+                    let _ = c.advance_ledgers(1);
+                }),
+            ));
         }
         for chain in &config.evm_chains {
             if let Some(d) = chain.block_interval {
                 let name = chain.name.clone();
-                tickers.push((d, Box::new(move |c: &DevnetControl| {
-                    let _ = c.advance_blocks(&name, 1);
-                })));
+                tickers.push((
+                    d,
+                    Box::new(move |c: &DevnetControl| {
+                        let _ = c.advance_blocks(&name, 1);
+                    }),
+                ));
             }
         }
         if let Some(d) = config.bitcoin.block_interval {
-            tickers.push((d, Box::new(|c: &DevnetControl| {
-                let _ = c.advance_bitcoin_blocks(1);
-            })));
+            tickers.push((
+                d,
+                Box::new(|c: &DevnetControl| {
+                    let _ = c.advance_bitcoin_blocks(1);
+                }),
+            ));
         }
         for (period, tick) in tickers {
             let c = control.clone();
@@ -262,7 +300,10 @@ impl Devnet {
     pub async fn shutdown(self) {
         self.shutdown_tx.send_replace(true);
         for mut t in self.tasks {
-            if tokio::time::timeout(Duration::from_secs(5), &mut t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut t)
+                .await
+                .is_err()
+            {
                 t.abort();
             }
         }

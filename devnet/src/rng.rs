@@ -95,9 +95,18 @@ mod tests {
 
     #[test]
     fn streams_are_deterministic_and_seed_sensitive() {
-        let a: Vec<u64> = (0..5).map(|_| 0).scan(Rng::new(&[1]), |r, _| Some(r.next_u64())).collect();
-        let b: Vec<u64> = (0..5).map(|_| 0).scan(Rng::new(&[1]), |r, _| Some(r.next_u64())).collect();
-        let c: Vec<u64> = (0..5).map(|_| 0).scan(Rng::new(&[2]), |r, _| Some(r.next_u64())).collect();
+        let a: Vec<u64> = (0..5)
+            .map(|_| 0)
+            .scan(Rng::new(&[1]), |r, _| Some(r.next_u64()))
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .map(|_| 0)
+            .scan(Rng::new(&[1]), |r, _| Some(r.next_u64()))
+            .collect();
+        let c: Vec<u64> = (0..5)
+            .map(|_| 0)
+            .scan(Rng::new(&[2]), |r, _| Some(r.next_u64()))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

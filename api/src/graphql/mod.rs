@@ -8,21 +8,32 @@ pub mod query;
 pub mod subscription;
 pub mod types;
 
-use async_graphql::Schema;
+use async_graphql::{MergedObject, MergedSubscription, Schema};
 
 use crate::config::GraphqlConfig;
 use crate::state::AppState;
 
+/// Every query field: each area (core, stellar, evm, prices) contributes its own object.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(query::CoreQuery);
+
+/// Every mutation (all need an operator or admin token).
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(mutation::CoreMutation);
+
+/// Every subscription (all read from the event bus).
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(subscription::CoreSubscription);
+
 /// The schema type served at `/graphql` and `/graphql/ws`.
-pub type OrrerySchema =
-    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+pub type OrrerySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema with its limits; `state` is absent only when exporting the SDL.
 pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySchema {
     let mut builder = Schema::build(
-        query::QueryRoot,
-        mutation::MutationRoot,
-        subscription::SubscriptionRoot,
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
     )
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)

@@ -13,18 +13,18 @@ use crate::audit::{self, AuditEntry};
 use crate::auth::{principal, ClientAddr, Role, RoleGuard};
 use crate::state::AppState;
 
-/// State-changing operations (JWT with role operator or admin).
+/// Config mutations.
 #[derive(Default)]
-pub struct MutationRoot;
+pub struct CoreMutation;
 
-fn client_addr(ctx: &Context<'_>) -> Option<String> {
+pub(crate) fn client_addr(ctx: &Context<'_>) -> Option<String> {
     ctx.data_opt::<ClientAddr>()
         .and_then(|a| a.0)
         .map(|ip| ip.to_string())
 }
 
 #[Object]
-impl MutationRoot {
+impl CoreMutation {
     /// Sets a database-backed setting, validated against its type. A new key needs `valueType`.
     #[graphql(guard = "RoleGuard::new(Role::Operator)")]
     async fn set_config(

@@ -10,25 +10,29 @@ use super::types::{Chain, ConfigEntry};
 use crate::health::{self, HealthReport};
 use crate::state::AppState;
 
-/// Read-only queries: public or viewer-level.
+/// Queries over health, sync state and runtime config.
 #[derive(Default)]
-pub struct QueryRoot;
+pub struct CoreQuery;
 
-fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }
 
-fn page_args(ctx: &Context<'_>, first: Option<i32>, after: Option<String>) -> Result<PageArgs> {
+pub(crate) fn page_args(
+    ctx: &Context<'_>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<PageArgs> {
     let g = &state(ctx).config.graphql;
     PageArgs::parse(first, after, g.default_page_size, g.max_page_size)
 }
 
-fn wants_total(ctx: &Context<'_>) -> bool {
+pub(crate) fn wants_total(ctx: &Context<'_>) -> bool {
     ctx.look_ahead().field("totalCount").exists()
 }
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// Overall and per-component health (database, bus, each source), checked now.
     async fn health(&self, ctx: &Context<'_>) -> HealthReport {
         health::check_all(state(ctx)).await

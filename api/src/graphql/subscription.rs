@@ -16,9 +16,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::types::{Chain, ConfigEntry};
 use crate::state::AppState;
 
-/// Live updates over `/graphql/ws`.
+/// Subscriptions to sync state and config changes.
 #[derive(Default)]
-pub struct SubscriptionRoot;
+pub struct CoreSubscription;
 
 /// Keeps `orrery_subscriptions_open` right for as long as a stream lives.
 struct Tracked<S> {
@@ -47,7 +47,11 @@ impl<S: Stream + Unpin> Stream for Tracked<S> {
 
 /// Events of one topic from the bus, decoded with `decode`; lagging subscribers skip ahead
 /// (the database keeps everything they missed).
-fn bus_stream<T, F>(ctx: &Context<'_>, topic: &'static str, mut decode: F) -> impl Stream<Item = T>
+pub(crate) fn bus_stream<T, F>(
+    ctx: &Context<'_>,
+    topic: &'static str,
+    mut decode: F,
+) -> impl Stream<Item = T>
 where
     T: Send + 'static,
     F: FnMut(BusEvent) -> Option<T> + Send + 'static,
@@ -68,7 +72,7 @@ where
 }
 
 #[Subscription]
-impl SubscriptionRoot {
+impl CoreSubscription {
     /// A source's sync state changed (new height, status or error).
     async fn source_updated(
         &self,

@@ -75,7 +75,12 @@ impl Tx {
         if self.coinbase {
             return 0;
         }
-        let inputs: u64 = self.vin.iter().filter_map(|i| i.prevout.as_ref()).map(|o| o.value).sum();
+        let inputs: u64 = self
+            .vin
+            .iter()
+            .filter_map(|i| i.prevout.as_ref())
+            .map(|o| o.value)
+            .sum();
         inputs.saturating_sub(self.vout.iter().map(|o| o.value).sum())
     }
 
@@ -86,10 +91,12 @@ impl Tx {
             base += 32 + 4 + 1 + 4 + i.scriptsig.len() as u64;
         }
         for o in &self.vout {
-            base += 8 + 1 + match &o.script {
-                Script::P2wpkh(_) => 22,
-                Script::OpReturn(d) => 2 + d.len() as u64,
-            };
+            base += 8
+                + 1
+                + match &o.script {
+                    Script::P2wpkh(_) => 22,
+                    Script::OpReturn(d) => 2 + d.len() as u64,
+                };
         }
         let witness: u64 = 2 + self
             .vin
@@ -152,7 +159,8 @@ impl BitcoinChain {
         for _ in 0..n {
             let h = self.config.start_height + self.branches.len() as u64;
             self.branches.push(self.reorgs);
-            self.by_hash.insert(self.hash_of(h, self.reorgs), (h, self.reorgs));
+            self.by_hash
+                .insert(self.hash_of(h, self.reorgs), (h, self.reorgs));
         }
     }
 
@@ -167,14 +175,19 @@ impl BitcoinChain {
         for i in keep..self.branches.len() {
             let h = self.config.start_height + i as u64;
             self.branches[i] = self.reorgs;
-            self.by_hash.insert(self.hash_of(h, self.reorgs), (h, self.reorgs));
+            self.by_hash
+                .insert(self.hash_of(h, self.reorgs), (h, self.reorgs));
         }
     }
 
     /// Overrides the daily USD price path (day 0 = `start_time`); days past
     /// the end repeat the last price. An empty path restores the default.
     pub fn set_price_path(&mut self, prices: Vec<f64>) {
-        self.price_path = if prices.is_empty() { None } else { Some(prices) };
+        self.price_path = if prices.is_empty() {
+            None
+        } else {
+            Some(prices)
+        };
     }
 
     /// USD price of a day since `start_time`.
@@ -282,7 +295,7 @@ impl BitcoinChain {
         scriptsig.extend_from_slice(&(b.height as u32).to_le_bytes()[..3]);
         scriptsig.extend_from_slice(b"/orrery-devnet/");
         Tx {
-            txid: bytes32(&[self.seed, 0x5458, b.height, b.branch as u64, 0]),
+            txid: self.txid(b, 0),
             vin: vec![TxIn {
                 prev_txid: [0; 32],
                 vout: u32::MAX,
@@ -303,6 +316,30 @@ impl BitcoinChain {
             ],
             coinbase: true,
         }
+    }
+
+    /// Txid of transaction `i` of a block. Its last 8 bytes carry the
+    /// (masked) height, branch and index, so a txid resolves without an index.
+    pub fn txid(&self, b: &BlockInfo, i: u32) -> [u8; 32] {
+        let mut id = bytes32(&[self.seed, 0x5458, b.height, b.branch as u64, i as u64]);
+        let pos = (b.height << 32) | ((b.branch as u64 & 0xffff) << 16) | (i as u64 & 0xffff);
+        id[24..].copy_from_slice(&(pos ^ mix(&[self.seed, 0x5449_4458])).to_be_bytes());
+        id
+    }
+
+    /// The canonical block and index of a txid.
+    pub fn locate_tx(&self, txid: &[u8; 32]) -> Option<(BlockInfo, u32)> {
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&txid[24..]);
+        let pos = u64::from_be_bytes(tail) ^ mix(&[self.seed, 0x5449_4458]);
+        let (height, branch, index) = (
+            pos >> 32,
+            ((pos >> 16) & 0xffff) as u32,
+            (pos & 0xffff) as u32,
+        );
+        let b = self.block_at(height)?;
+        (b.branch == branch && index < self.tx_count(&b) && self.txid(&b, index) == *txid)
+            .then_some((b, index))
     }
 
     /// Transaction `i` (>= 1) of a block.
@@ -338,7 +375,10 @@ impl BitcoinChain {
                 outs = vec![change, pay];
             }
         } else if roll < 80 {
-            outs = vec![log_uniform(&mut rng, 0.0001, 2.0), log_uniform(&mut rng, 0.0001, 2.0)];
+            outs = vec![
+                log_uniform(&mut rng, 0.0001, 2.0),
+                log_uniform(&mut rng, 0.0001, 2.0),
+            ];
         } else if roll < 90 {
             let n = rng.range(3, 8);
             outs = (0..n).map(|_| log_uniform(&mut rng, 0.0001, 1.0)).collect();
@@ -347,7 +387,10 @@ impl BitcoinChain {
             op_return = true;
         } else {
             n_inputs = rng.range(6, 10);
-            outs = vec![log_uniform(&mut rng, 0.001, 5.0), log_uniform(&mut rng, 0.0001, 1.0)];
+            outs = vec![
+                log_uniform(&mut rng, 0.001, 5.0),
+                log_uniform(&mut rng, 0.0001, 1.0),
+            ];
         }
         let fee = rng.range(500, 5_000) * n_inputs;
         let needed: u64 = outs.iter().sum::<u64>() + fee;
@@ -370,7 +413,14 @@ impl BitcoinChain {
             rng.fill(&mut pubkey);
             pubkey[0] = 0x02 + (pubkey[1] & 1);
             vin.push(TxIn {
-                prev_txid: bytes32(&[self.seed, 0x5052_4556, b.height, b.branch as u64, i as u64, k]),
+                prev_txid: bytes32(&[
+                    self.seed,
+                    0x5052_4556,
+                    b.height,
+                    b.branch as u64,
+                    i as u64,
+                    k,
+                ]),
                 vout: rng.below(3) as u32,
                 prevout: Some(TxOut {
                     script: Script::P2wpkh(pkh),
@@ -401,7 +451,7 @@ impl BitcoinChain {
             });
         }
         Tx {
-            txid: bytes32(&[self.seed, 0x5458, b.height, b.branch as u64, i as u64]),
+            txid: self.txid(b, i),
             vin,
             vout,
             coinbase: false,
@@ -426,7 +476,10 @@ mod tests {
             assert!(tx.fee() > 0);
             for o in &tx.vout {
                 let usd = o.value as f64 / SATS as f64 * price;
-                if ROUND_USD.iter().any(|r| (usd / *r as f64 - 1.0).abs() <= 0.005 + 1e-6) {
+                if ROUND_USD
+                    .iter()
+                    .any(|r| (usd / *r as f64 - 1.0).abs() <= 0.005 + 1e-6)
+                {
                     hits += 1;
                 }
             }
@@ -446,7 +499,10 @@ mod tests {
         assert_eq!(chain.block_at(tip - 3).unwrap(), kept);
         assert_eq!(chain.block_at(tip - 2).unwrap().prev, kept.hash);
         for h in tip - 2..=tip {
-            assert_eq!(chain.block_at(h).unwrap().prev, chain.block_at(h - 1).unwrap().hash);
+            assert_eq!(
+                chain.block_at(h).unwrap().prev,
+                chain.block_at(h - 1).unwrap().hash
+            );
         }
         assert!(!chain.in_best_chain(&chain.block_by_hash(&old.hash).unwrap()));
     }

@@ -30,6 +30,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/block/{hash}/txids", get(block_txids))
         .route("/block/{hash}/txs", get(block_txs_first))
         .route("/block/{hash}/txs/{start}", get(block_txs))
+        .route("/tx/{txid}", get(tx_one))
+        .route("/tx/{txid}/status", get(tx_status))
         .with_state(shared);
     Router::new().merge(api.clone()).nest("/api", api)
 }
@@ -51,8 +53,10 @@ fn text(status: StatusCode, body: String) -> Response {
 
 fn json_ok(v: Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -76,13 +80,16 @@ fn parse_hash(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn find_block(chain: &BitcoinChain, hash: &str) -> Result<BlockInfo, Response> {
+fn find_block(chain: &BitcoinChain, hash: &str) -> Result<BlockInfo, Box<Response>> {
     let Some(h) = parse_hash(hash) else {
-        return Err(text(StatusCode::BAD_REQUEST, "Invalid hex string".into()));
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "Invalid hex string".into(),
+        )));
     };
     chain
         .block_by_hash(&h)
-        .ok_or_else(|| text(StatusCode::NOT_FOUND, "Block not found".into()))
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "Block not found".into())))
 }
 
 async fn tip_height(State(shared): State<Arc<Shared>>) -> Response {
@@ -140,7 +147,7 @@ async fn block(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> R
     let chain = read_chain!(shared);
     match find_block(&chain, &hash) {
         Ok(b) => json_ok(block_json(&chain, &b)),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -148,7 +155,7 @@ async fn block_status(State(shared): State<Arc<Shared>>, Path(hash): Path<String
     let chain = read_chain!(shared);
     let b = match find_block(&chain, &hash) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let best = chain.in_best_chain(&b);
     let mut v = json!({"in_best_chain": best, "height": b.height});
@@ -168,7 +175,7 @@ async fn block_txids(State(shared): State<Arc<Shared>>, Path(hash): Path<String>
             .iter()
             .map(|t| hex(&t.txid))
             .collect::<Vec<_>>())),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -176,23 +183,64 @@ async fn block_txs_first(state: State<Arc<Shared>>, Path(hash): Path<String>) ->
     block_txs(state, Path((hash, "0".to_string()))).await
 }
 
-async fn block_txs(State(shared): State<Arc<Shared>>, Path((hash, start)): Path<(String, String)>) -> Response {
+async fn block_txs(
+    State(shared): State<Arc<Shared>>,
+    Path((hash, start)): Path<(String, String)>,
+) -> Response {
     let chain = read_chain!(shared);
     let b = match find_block(&chain, &hash) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(start) = start.parse::<u32>() else {
         return text(StatusCode::BAD_REQUEST, "Invalid start index".into());
     };
     if start % TXS_PER_PAGE != 0 {
-        return text(StatusCode::BAD_REQUEST, "start index must be a multipication of 25".into());
+        return text(
+            StatusCode::BAD_REQUEST,
+            "start index must be a multipication of 25".into(),
+        );
     }
     if start >= chain.tx_count(&b) {
         return text(StatusCode::BAD_REQUEST, "start index out of range".into());
     }
     let txs = chain.block_txs_range(&b, start, TXS_PER_PAGE);
     json_ok(Value::Array(txs.iter().map(|t| tx_json(t, &b)).collect()))
+}
+
+fn find_tx(chain: &BitcoinChain, txid: &str) -> Result<(Tx, BlockInfo), Box<Response>> {
+    let Some(id) = parse_hash(txid) else {
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "Invalid hex string".into(),
+        )));
+    };
+    let (b, i) = chain
+        .locate_tx(&id)
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "Transaction not found".into())))?;
+    let tx = if i == 0 {
+        chain.block_txs_range(&b, 0, 1).into_iter().next()
+    } else {
+        Some(chain.tx(&b, i))
+    };
+    tx.map(|t| (t, b))
+        .ok_or_else(|| Box::new(text(StatusCode::NOT_FOUND, "Transaction not found".into())))
+}
+
+async fn tx_one(State(shared): State<Arc<Shared>>, Path(txid): Path<String>) -> Response {
+    let chain = read_chain!(shared);
+    match find_tx(&chain, &txid) {
+        Ok((tx, b)) => json_ok(tx_json(&tx, &b)),
+        Err(r) => *r,
+    }
+}
+
+async fn tx_status(State(shared): State<Arc<Shared>>, Path(txid): Path<String>) -> Response {
+    let chain = read_chain!(shared);
+    match find_tx(&chain, &txid) {
+        Ok((tx, b)) => json_ok(tx_json(&tx, &b)["status"].clone()),
+        Err(r) => *r,
+    }
 }
 
 fn script_json(o: &TxOut) -> Value {
@@ -222,7 +270,12 @@ pub fn tx_json(tx: &Tx, b: &BlockInfo) -> Value {
             let asm = if i.scriptsig.is_empty() {
                 String::new()
             } else {
-                format!("OP_PUSHBYTES_3 {} OP_PUSHBYTES_{} {}", hex(&i.scriptsig[1..4]), i.scriptsig.len() - 4, hex(&i.scriptsig[4..]))
+                format!(
+                    "OP_PUSHBYTES_3 {} OP_PUSHBYTES_{} {}",
+                    hex(&i.scriptsig[1..4]),
+                    i.scriptsig.len() - 4,
+                    hex(&i.scriptsig[4..])
+                )
             };
             json!({
                 "txid": hex(&i.prev_txid),
@@ -282,7 +335,10 @@ async fn prices(State(shared): State<Arc<Shared>>) -> Response {
     json_ok(price_object(time, chain.price_on_day(day)))
 }
 
-async fn historical_price(State(shared): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn historical_price(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let chain = read_chain!(shared);
     let list: Vec<Value> = match q.get("timestamp").map(|t| t.parse::<i64>()) {
         Some(Ok(t)) => {

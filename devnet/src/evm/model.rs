@@ -140,7 +140,7 @@ impl EvmChain {
 
     /// Address of an actor index (EOAs: owners, clients, validators).
     pub fn address(&self, index: u32) -> Address {
-        let b = bytes32(&[self.seed, 0x454f_41, index as u64]);
+        let b = bytes32(&[self.seed, 0x0045_4f41, index as u64]);
         Address::from_slice(&b[12..])
     }
 
@@ -225,10 +225,24 @@ impl EvmChain {
                 tag(2),
                 tag(3),
             ),
-            EventKind::ResponseAppended => (format!("https://agent{}.example/responses/{hex8}", rec.agent_id), String::new(), String::new()),
-            EventKind::ValidationRequest => (format!("ipfs://bafkrei{hex8}/request.json"), String::new(), String::new()),
-            EventKind::ValidationResponse => (format!("ipfs://bafkrei{hex8}/response.json"), tag(4), String::new()),
-            EventKind::Transfer | EventKind::FeedbackRevoked => (String::new(), String::new(), String::new()),
+            EventKind::ResponseAppended => (
+                format!("https://agent{}.example/responses/{hex8}", rec.agent_id),
+                String::new(),
+                String::new(),
+            ),
+            EventKind::ValidationRequest => (
+                format!("ipfs://bafkrei{hex8}/request.json"),
+                String::new(),
+                String::new(),
+            ),
+            EventKind::ValidationResponse => (
+                format!("ipfs://bafkrei{hex8}/response.json"),
+                tag(4),
+                String::new(),
+            ),
+            EventKind::Transfer | EventKind::FeedbackRevoked => {
+                (String::new(), String::new(), String::new())
+            }
         };
         EventFields {
             kind: rec.kind,
@@ -242,7 +256,11 @@ impl EvmChain {
             tag2,
             endpoint: format!("https://agent{}.example/a2a", rec.agent_id),
             hash: B256::from(bytes32(&[
-                if rec.kind == EventKind::ValidationResponse { rec.reference } else { n },
+                if rec.kind == EventKind::ValidationResponse {
+                    rec.reference
+                } else {
+                    n
+                },
                 0x4831,
             ])),
             hash2: B256::from(bytes32(&[n, 0x4832])),
@@ -312,8 +330,24 @@ impl EvmChain {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push_log(&mut self, rng: &mut Rng, block: u64, tx: u32, kind: EventKind, agent: u64, actor: u32, other: u32, index: u64, value: i64) {
-        let log_index = self.logs.iter().rev().take_while(|l| l.block == block).count() as u32;
+    fn push_log(
+        &mut self,
+        rng: &mut Rng,
+        block: u64,
+        tx: u32,
+        kind: EventKind,
+        agent: u64,
+        actor: u32,
+        other: u32,
+        index: u64,
+        value: i64,
+    ) {
+        let log_index = self
+            .logs
+            .iter()
+            .rev()
+            .take_while(|l| l.block == block)
+            .count() as u32;
         let nonce = rng.next_u64();
         self.logs.push(LogRecord {
             block,
@@ -343,7 +377,17 @@ impl EvmChain {
             self.push_log(rng, block, tx, EventKind::Transfer, agent, owner, 0, 0, 0);
             self.push_log(rng, block, tx, EventKind::Registered, agent, owner, 0, 0, 0);
             if rng.chance(0.5) {
-                self.push_log(rng, block, tx, EventKind::MetadataSet, agent, owner, 0, 0, 0);
+                self.push_log(
+                    rng,
+                    block,
+                    tx,
+                    EventKind::MetadataSet,
+                    agent,
+                    owner,
+                    0,
+                    0,
+                    0,
+                );
             }
             return true;
         }
@@ -358,7 +402,17 @@ impl EvmChain {
                 };
                 self.push_log(rng, block, tx, kind, agent, owner, 0, 0, 0);
             }
-            35..=41 => self.push_log(rng, block, tx, EventKind::MetadataSet, agent, owner, 0, 0, 0),
+            35..=41 => self.push_log(
+                rng,
+                block,
+                tx,
+                EventKind::MetadataSet,
+                agent,
+                owner,
+                0,
+                0,
+                0,
+            ),
             42..=66 => {
                 let client = 1000 + rng.below(500) as u32;
                 let count = self.state.fb_count.entry((agent, client)).or_insert(0);
@@ -372,7 +426,7 @@ impl EvmChain {
                 };
                 self.push_log(rng, block, tx, kind, agent, client, 0, index, value);
             }
-            67..=73 | 74..=81 if self.state.feedback.is_empty() => return false,
+            67..=81 if self.state.feedback.is_empty() => return false,
             67..=73 => {
                 let i = rng.below(self.state.feedback.len() as u64) as usize;
                 let (a, client, index, revoked) = self.state.feedback[i];
@@ -380,18 +434,48 @@ impl EvmChain {
                     return false;
                 }
                 self.state.feedback[i].3 = true;
-                self.push_log(rng, block, tx, EventKind::FeedbackRevoked, a, client, 0, index, 0);
+                self.push_log(
+                    rng,
+                    block,
+                    tx,
+                    EventKind::FeedbackRevoked,
+                    a,
+                    client,
+                    0,
+                    index,
+                    0,
+                );
             }
             74..=81 => {
                 let i = rng.below(self.state.feedback.len() as u64) as usize;
                 let (a, client, index, _) = self.state.feedback[i];
                 let responder = self.state.owners[a as usize];
-                self.push_log(rng, block, tx, EventKind::ResponseAppended, a, client, responder, index, 0);
+                self.push_log(
+                    rng,
+                    block,
+                    tx,
+                    EventKind::ResponseAppended,
+                    a,
+                    client,
+                    responder,
+                    index,
+                    0,
+                );
             }
             82..=91 => {
                 let validator = 2000 + rng.below(50) as u32;
                 let nonce_at = self.logs.len();
-                self.push_log(rng, block, tx, EventKind::ValidationRequest, agent, validator, 0, 0, 0);
+                self.push_log(
+                    rng,
+                    block,
+                    tx,
+                    EventKind::ValidationRequest,
+                    agent,
+                    validator,
+                    0,
+                    0,
+                    0,
+                );
                 let nonce = self.logs[nonce_at].nonce;
                 self.state.requests.push((validator, agent, nonce));
             }
@@ -403,7 +487,17 @@ impl EvmChain {
                 let (validator, a, req_nonce) = self.state.requests[i];
                 let at = self.logs.len();
                 let response = rng.range(0, 100) as i64;
-                self.push_log(rng, block, tx, EventKind::ValidationResponse, a, validator, 0, 0, response);
+                self.push_log(
+                    rng,
+                    block,
+                    tx,
+                    EventKind::ValidationResponse,
+                    a,
+                    validator,
+                    0,
+                    0,
+                    response,
+                );
                 // The response refers to the request's hash: reuse its nonce for `hash`.
                 self.logs[at].reference = req_nonce;
             }

@@ -52,14 +52,18 @@ fn err(code: i64, message: impl Into<String>) -> RpcError {
 fn reply(id: Value, result: Result<Value, RpcError>) -> Value {
     match result {
         Ok(r) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
-        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "id": id, "error": {"code": e.code, "message": e.message}})
+        }
     }
 }
 
 fn json_response(v: Value) -> Response {
     let mut r = (StatusCode::OK, v.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -77,9 +81,9 @@ async fn handle(State(st): State<ChainState>, body: Bytes) -> Response {
         Value::Array(items) if items.is_empty() => {
             json_response(reply(Value::Null, Err(err(-32600, "empty batch"))))
         }
-        Value::Array(items) => {
-            json_response(Value::Array(items.iter().map(|r| call(&chain, r)).collect()))
-        }
+        Value::Array(items) => json_response(Value::Array(
+            items.iter().map(|r| call(&chain, r)).collect(),
+        )),
         other => json_response(call(&chain, &other)),
     }
 }
@@ -99,12 +103,14 @@ pub fn call(chain: &EvmChain, req: &Value) -> Value {
         "web3_clientVersion" => Ok(json!("orrery-devnet/v0.1.0")),
         "eth_getBlockByNumber" => block_number_param(chain, &p(0)).map(|n| {
             n.and_then(|n| chain.blocks.get(n as usize))
-                .map_or(Value::Null, |b| block_json(chain, b, p(1).as_bool().unwrap_or(false)))
+                .map_or(Value::Null, |b| {
+                    block_json(chain, b, p(1).as_bool().unwrap_or(false))
+                })
         }),
         "eth_getBlockByHash" => parse_b256(&p(0)).map(|h| {
-            chain
-                .block_by_hash(&h)
-                .map_or(Value::Null, |b| block_json(chain, b, p(1).as_bool().unwrap_or(false)))
+            chain.block_by_hash(&h).map_or(Value::Null, |b| {
+                block_json(chain, b, p(1).as_bool().unwrap_or(false))
+            })
         }),
         "eth_getLogs" => get_logs(chain, &p(0)),
         _ => Err(err(
@@ -123,7 +129,12 @@ fn parse_u64(v: &Value) -> Option<u64> {
 fn parse_b256(v: &Value) -> Result<B256, RpcError> {
     v.as_str()
         .and_then(|s| s.parse::<B256>().ok())
-        .ok_or_else(|| err(-32602, "invalid argument 0: hex string has length 0, want 64 for common.Hash"))
+        .ok_or_else(|| {
+            err(
+                -32602,
+                "invalid argument 0: hex string has length 0, want 64 for common.Hash",
+            )
+        })
 }
 
 /// Resolves a block tag or hex number; Ok(None) = beyond the head.
@@ -137,7 +148,10 @@ fn block_number_param(chain: &EvmChain, v: &Value) -> Result<Option<u64>, RpcErr
         Some(_) => match parse_u64(v) {
             Some(n) if n <= head => Ok(Some(n)),
             Some(_) => Ok(None),
-            None => Err(err(-32602, "invalid argument 0: hex string without 0x prefix")),
+            None => Err(err(
+                -32602,
+                "invalid argument 0: hex string without 0x prefix",
+            )),
         },
     }
 }
@@ -262,7 +276,10 @@ fn parse_topics(v: Option<&Value>) -> Result<Vec<Option<Vec<B256>>>, RpcError> {
 /// `eth_getLogs`.
 pub fn get_logs(chain: &EvmChain, filter: &Value) -> Result<Value, RpcError> {
     if !filter.is_object() {
-        return Err(err(-32602, "invalid argument 0: missing value for required argument"));
+        return Err(err(
+            -32602,
+            "invalid argument 0: missing value for required argument",
+        ));
     }
     let addresses = parse_addresses(filter.get("address"))?;
     let topics = parse_topics(filter.get("topics"))?;
@@ -301,7 +318,10 @@ pub fn get_logs(chain: &EvmChain, filter: &Value) -> Result<Value, RpcError> {
         if to - from + 1 > chain.config.max_block_range {
             return Err(err(
                 -32005,
-                format!("exceed maximum block range: {}", chain.config.max_block_range),
+                format!(
+                    "exceed maximum block range: {}",
+                    chain.config.max_block_range
+                ),
             ));
         }
         (from, to)

@@ -216,7 +216,10 @@ impl StellarChain {
             BootstrapStep::Create(DISTRIBUTOR, 100_000 * STROOPS),
         ];
         for i in 3..total as u32 {
-            bootstrap.push(BootstrapStep::Create(i, rng.range(1_000, 10_000) as i64 * STROOPS));
+            bootstrap.push(BootstrapStep::Create(
+                i,
+                rng.range(1_000, 10_000) as i64 * STROOPS,
+            ));
         }
         for a in 1..n_assets as u8 {
             bootstrap.push(BootstrapStep::Trust(DISTRIBUTOR, a));
@@ -257,7 +260,10 @@ impl StellarChain {
         chain.ledgers[0].closed_at = chain.config.genesis_time;
         let per = chain.config.ops_per_ledger.max(1);
         while chain.ops.len() < chain.config.initial_operations || !chain.bootstrap.is_empty() {
-            let remaining = chain.config.initial_operations.saturating_sub(chain.ops.len());
+            let remaining = chain
+                .config
+                .initial_operations
+                .saturating_sub(chain.ops.len());
             let n = if chain.bootstrap.is_empty() {
                 remaining.min(per)
             } else {
@@ -289,8 +295,26 @@ impl StellarChain {
     }
 
     /// Transaction hash of an operation (one operation per transaction).
+    /// The hash embeds the operation id (masked) in its last 8 bytes, so a
+    /// hash can be resolved without an index.
     pub fn tx_hash(&self, op: &Operation) -> [u8; 32] {
-        bytes32(&[self.seed, 0x5458, op.id as u64])
+        self.tx_hash_for_id(op.id)
+    }
+
+    fn tx_hash_for_id(&self, id: i64) -> [u8; 32] {
+        let mut h = bytes32(&[self.seed, 0x5458, id as u64]);
+        let mask = mix(&[self.seed, 0x4d41_534b]);
+        h[24..].copy_from_slice(&((id as u64) ^ mask).to_be_bytes());
+        h
+    }
+
+    /// Index of the operation of a transaction hash.
+    pub fn op_index_by_tx_hash(&self, hash: &[u8; 32]) -> Option<usize> {
+        let mut tail = [0u8; 8];
+        tail.copy_from_slice(&hash[24..]);
+        let id = (u64::from_be_bytes(tail) ^ mix(&[self.seed, 0x4d41_534b])) as i64;
+        let i = self.ops.binary_search_by_key(&id, |o| o.id).ok()?;
+        (self.tx_hash_for_id(id) == *hash).then_some(i)
     }
 
     /// The issuer account id.
@@ -313,7 +337,16 @@ impl StellarChain {
         let mut order = 0u32;
         for p in std::mem::take(&mut self.pending) {
             order += 1;
-            self.apply(ledger, order, OpKind::Payment, p.from, p.to, p.asset, p.amount, p.memo);
+            self.apply(
+                ledger,
+                order,
+                OpKind::Payment,
+                p.from,
+                p.to,
+                p.asset,
+                p.amount,
+                p.memo,
+            );
         }
         for _ in 0..generated {
             order += 1;
@@ -343,12 +376,16 @@ impl StellarChain {
             return Err(DevnetError::Invalid("amount must be positive".into()));
         }
         if memo.is_some_and(|m| m.len() > 28) {
-            return Err(DevnetError::Invalid("text memo longer than 28 bytes".into()));
+            return Err(DevnetError::Invalid(
+                "text memo longer than 28 bytes".into(),
+            ));
         }
         let issuer_sends = a != 0 && f == ISSUER;
         let issuer_gets = a != 0 && t == ISSUER;
         if !issuer_gets && self.accounts[t as usize].balances[a as usize].is_none() {
-            return Err(DevnetError::Invalid(format!("{to} has no trustline for {asset}")));
+            return Err(DevnetError::Invalid(format!(
+                "{to} has no trustline for {asset}"
+            )));
         }
         if !issuer_sends {
             let queued: i64 = self
@@ -359,7 +396,9 @@ impl StellarChain {
                 .sum();
             let bal = self.accounts[f as usize].balances[a as usize].unwrap_or(0);
             if bal - queued < amount_stroops {
-                return Err(DevnetError::Invalid(format!("{from} has insufficient {asset}")));
+                return Err(DevnetError::Invalid(format!(
+                    "{from} has insufficient {asset}"
+                )));
             }
         }
         self.pending.push(PendingPayment {
@@ -407,7 +446,10 @@ impl StellarChain {
         if asset == 0 {
             None
         } else {
-            self.config.asset_codes.get(asset as usize - 1).map(String::as_str)
+            self.config
+                .asset_codes
+                .get(asset as usize - 1)
+                .map(String::as_str)
         }
     }
 
@@ -486,22 +528,31 @@ impl StellarChain {
     fn generate_one(&mut self, ledger: u32, order: u32) {
         if let Some(step) = self.bootstrap.pop() {
             match step {
-                BootstrapStep::Create(i, amount) => {
-                    self.apply(ledger, order, OpKind::CreateAccount, ROOT, i, 0, amount, None)
-                }
-                BootstrapStep::Trust(i, a) => self.apply(
+                BootstrapStep::Create(i, amount) => self.apply(
                     ledger,
                     order,
-                    OpKind::ChangeTrust,
+                    OpKind::CreateAccount,
+                    ROOT,
                     i,
-                    i,
-                    a,
-                    i64::MAX,
+                    0,
+                    amount,
                     None,
                 ),
+                BootstrapStep::Trust(i, a) => {
+                    self.apply(ledger, order, OpKind::ChangeTrust, i, i, a, i64::MAX, None)
+                }
                 BootstrapStep::Mint(a, amount) => {
                     let memo = Some("mint".into());
-                    self.apply(ledger, order, OpKind::Payment, ISSUER, DISTRIBUTOR, a, amount, memo)
+                    self.apply(
+                        ledger,
+                        order,
+                        OpKind::Payment,
+                        ISSUER,
+                        DISTRIBUTOR,
+                        a,
+                        amount,
+                        memo,
+                    )
                 }
             }
             return;
@@ -518,7 +569,16 @@ impl StellarChain {
             if self.accounts[to as usize].balances[a as usize].is_some() && have >= amount {
                 self.dist_counter += 1;
                 let memo = Some(format!("dist:{}", self.dist_counter).into());
-                self.apply(ledger, order, OpKind::Payment, DISTRIBUTOR, to, a, amount, memo);
+                self.apply(
+                    ledger,
+                    order,
+                    OpKind::Payment,
+                    DISTRIBUTOR,
+                    to,
+                    a,
+                    amount,
+                    memo,
+                );
                 return;
             }
         } else if roll < 38 {
@@ -526,7 +586,16 @@ impl StellarChain {
             let acc = self.rng.range(3, n_accounts - 1) as u32;
             let a = self.rng.range(1, n_assets - 1) as u8;
             if self.accounts[acc as usize].balances[a as usize].is_none() {
-                self.apply(ledger, order, OpKind::ChangeTrust, acc, acc, a, i64::MAX, None);
+                self.apply(
+                    ledger,
+                    order,
+                    OpKind::ChangeTrust,
+                    acc,
+                    acc,
+                    a,
+                    i64::MAX,
+                    None,
+                );
                 return;
             }
         }
@@ -644,7 +713,10 @@ mod tests {
             assert_eq!(acc.balances, replay[i], "account {i}");
             assert!(acc.balances.iter().flatten().all(|b| *b >= 0));
         }
-        assert!(chain.ops.iter().any(|o| o.memo.as_deref().is_some_and(|m| m.starts_with("dist:"))));
+        assert!(chain
+            .ops
+            .iter()
+            .any(|o| o.memo.as_deref().is_some_and(|m| m.starts_with("dist:"))));
     }
 
     #[test]
@@ -656,7 +728,9 @@ mod tests {
             assert_eq!(op.id >> 32, op.ledger as i64);
         }
         // Some ordinary account lacks some trustline.
-        assert!(chain.accounts[3..].iter().any(|a| a.balances.iter().any(Option::is_none)));
+        assert!(chain.accounts[3..]
+            .iter()
+            .any(|a| a.balances.iter().any(Option::is_none)));
     }
 
     #[test]
@@ -665,13 +739,19 @@ mod tests {
         let from = chain.accounts[3].id.clone();
         let to = chain.accounts[4].id.clone();
         let before = chain.accounts[4].balances[0];
-        let id = chain.submit_payment(&from, &to, "native", 12_345, Some("dist:test")).unwrap();
+        let id = chain
+            .submit_payment(&from, &to, "native", 12_345, Some("dist:test"))
+            .unwrap();
         chain.advance(1);
         let op = chain.ops.iter().find(|o| o.id == id).unwrap();
         assert_eq!(op.ledger, chain.latest_ledger());
         assert_eq!(op.memo.as_deref(), Some("dist:test"));
-        assert!(chain.submit_payment(&from, &to, "native", i64::MAX / 2, None).is_err());
-        assert!(chain.submit_payment("GNOPE", &to, "native", 1, None).is_err());
+        assert!(chain
+            .submit_payment(&from, &to, "native", i64::MAX / 2, None)
+            .is_err());
+        assert!(chain
+            .submit_payment("GNOPE", &to, "native", 1, None)
+            .is_err());
         let _ = before;
     }
 

@@ -40,10 +40,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/operations/{id}", get(operation_one))
         .route("/payments", get(payments))
         .route("/transactions", get(transactions))
+        .route("/transactions/{hash}", get(transaction_one))
+        .route(
+            "/transactions/{hash}/operations",
+            get(transaction_operations),
+        )
+        .route("/transactions/{hash}/payments", get(transaction_payments))
+        .route("/ledgers/{seq}/operations", get(ledger_operations))
+        .route("/ledgers/{seq}/payments", get(ledger_payments))
+        .route("/ledgers/{seq}/transactions", get(ledger_transactions))
         .route("/trades", get(trades))
         .route("/trade_aggregations", get(trade_aggregations))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, None) })
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), rate_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            rate_limit,
+        ))
         .with_state(shared)
 }
 
@@ -142,7 +154,8 @@ async fn rate_limit(State(shared): State<Arc<Shared>>, req: Request, next: Next)
         next.run(req).await
     } else {
         let mut r = problem(StatusCode::TOO_MANY_REQUESTS, None);
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(reset.max(1)));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(reset.max(1)));
         r
     };
     let h = resp.headers_mut();
@@ -164,15 +177,15 @@ pub struct Page {
 }
 
 /// Parses `cursor`, `order` and `limit`; `now_token` is the token "now" means.
-pub fn parse_page(q: &HashMap<String, String>, now_token: i64) -> Result<Page, Response> {
+pub fn parse_page(q: &HashMap<String, String>, now_token: i64) -> Result<Page, Box<Response>> {
     let desc = match q.get("order").map(String::as_str) {
         None | Some("") | Some("asc") => false,
         Some("desc") => true,
         Some(_) => {
-            return Err(problem(
+            return Err(Box::new(problem(
                 StatusCode::BAD_REQUEST,
                 Some(("order", "order: invalid value; must be asc or desc")),
-            ))
+            )))
         }
     };
     let limit = match q.get("limit").map(String::as_str) {
@@ -180,10 +193,10 @@ pub fn parse_page(q: &HashMap<String, String>, now_token: i64) -> Result<Page, R
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                return Err(problem(
+                return Err(Box::new(problem(
                     StatusCode::BAD_REQUEST,
                     Some(("limit", "limit: must be between 1 and 200")),
-                ))
+                )))
             }
         },
     };
@@ -199,10 +212,10 @@ pub fn parse_page(q: &HashMap<String, String>, now_token: i64) -> Result<Page, R
         Some(s) => match s.split('-').next().unwrap_or(s).parse::<i64>() {
             Ok(n) if n >= 0 => n,
             _ => {
-                return Err(problem(
+                return Err(Box::new(problem(
                     StatusCode::BAD_REQUEST,
                     Some(("cursor", "cursor: invalid value")),
-                ))
+                )))
             }
         },
     };
@@ -265,7 +278,13 @@ fn templated(h: String) -> Value {
 }
 
 /// Wraps records in HAL with self/next/prev links.
-fn collection(base: &str, path_query: &str, page: &Page, records: Vec<Value>, tokens: (String, String)) -> Value {
+fn collection(
+    base: &str,
+    path_query: &str,
+    page: &Page,
+    records: Vec<Value>,
+    tokens: (String, String),
+) -> Value {
     let order = if page.desc { "desc" } else { "asc" };
     let rev = if page.desc { "asc" } else { "desc" };
     let sep = if path_query.contains('?') { '&' } else { '?' };
@@ -342,7 +361,10 @@ pub fn operation_json(chain: &StellarChain, base: &str, op: &Operation) -> Value
     m.insert("source_account".into(), json!(src));
     m.insert("type".into(), json!(op.kind.name()));
     m.insert("type_i".into(), json!(op.kind.type_i()));
-    m.insert("created_at".into(), json!(rfc3339(chain.ledger_time(op.ledger))));
+    m.insert(
+        "created_at".into(),
+        json!(rfc3339(chain.ledger_time(op.ledger))),
+    );
     m.insert("transaction_hash".into(), json!(tx));
     match op.kind {
         OpKind::CreateAccount => {
@@ -416,7 +438,10 @@ pub fn account_json(chain: &StellarChain, base: &str, acc: &Account) -> Value {
             m.insert("limit".into(), json!(amount7(i64::MAX)));
             m.insert("buying_liabilities".into(), json!("0.0000000"));
             m.insert("selling_liabilities".into(), json!("0.0000000"));
-            m.insert("last_modified_ledger".into(), json!(acc.balance_modified[a]));
+            m.insert(
+                "last_modified_ledger".into(),
+                json!(acc.balance_modified[a]),
+            );
             m.insert("is_authorized".into(), json!(true));
             m.insert("is_authorized_to_maintain_liabilities".into(), json!(true));
             m.insert("is_clawback_enabled".into(), json!(false));
@@ -546,10 +571,18 @@ async fn ledgers(State(shared): State<Arc<Shared>>, Query(q): Params) -> Respons
     let now = (chain.latest_ledger() as i64) << 32;
     let page = match parse_page(&q, now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
-    let idx = select(chain.ledgers.len(), |i| (chain.ledgers[i].sequence as i64) << 32, |_| true, &page);
-    let records: Vec<Value> = idx.iter().map(|&i| ledger_json(&chain, &b, &chain.ledgers[i])).collect();
+    let idx = select(
+        chain.ledgers.len(),
+        |i| (chain.ledgers[i].sequence as i64) << 32,
+        |_| true,
+        &page,
+    );
+    let records: Vec<Value> = idx
+        .iter()
+        .map(|&i| ledger_json(&chain, &b, &chain.ledgers[i]))
+        .collect();
     let t = first_last(&records, &page);
     hal(collection(&b, "/ledgers", &page, records, t))
 }
@@ -558,9 +591,14 @@ async fn ledger_one(State(shared): State<Arc<Shared>>, Path(seq): Path<String>) 
     let b = base(&shared);
     let chain = read_chain!(shared);
     match seq.parse::<usize>() {
-        Ok(s) if s >= 1 && s <= chain.ledgers.len() => hal(ledger_json(&chain, &b, &chain.ledgers[s - 1])),
+        Ok(s) if s >= 1 && s <= chain.ledgers.len() => {
+            hal(ledger_json(&chain, &b, &chain.ledgers[s - 1]))
+        }
         Ok(_) => problem(StatusCode::NOT_FOUND, None),
-        Err(_) => problem(StatusCode::BAD_REQUEST, Some(("sequence", "sequence: invalid value"))),
+        Err(_) => problem(
+            StatusCode::BAD_REQUEST,
+            Some(("sequence", "sequence: invalid value")),
+        ),
     }
 }
 
@@ -579,13 +617,21 @@ async fn accounts(State(shared): State<Arc<Shared>>, Query(q): Params) -> Respon
     let asset = match (q.get("asset"), q.get("signer")) {
         (Some(a), _) => match chain.asset_index(a) {
             Ok(a) if a > 0 => Some(a),
-            _ => return problem(StatusCode::BAD_REQUEST, Some(("asset", "asset: invalid value"))),
+            _ => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    Some(("asset", "asset: invalid value")),
+                )
+            }
         },
         (None, Some(_)) => None,
         (None, None) => {
             return problem(
                 StatusCode::BAD_REQUEST,
-                Some(("signer, sponsor, asset, liquidity_pool", "Exactly one filter is required")),
+                Some((
+                    "signer, sponsor, asset, liquidity_pool",
+                    "Exactly one filter is required",
+                )),
             )
         }
     };
@@ -594,7 +640,12 @@ async fn accounts(State(shared): State<Arc<Shared>>, Query(q): Params) -> Respon
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 10,
         Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
-        _ => return problem(StatusCode::BAD_REQUEST, Some(("limit", "limit: must be between 1 and 200"))),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(("limit", "limit: must be between 1 and 200")),
+            )
+        }
     };
     let cursor = q.get("cursor").cloned().unwrap_or_default();
     let mut holders: Vec<&Account> = chain
@@ -614,7 +665,11 @@ async fn accounts(State(shared): State<Arc<Shared>>, Query(q): Params) -> Respon
         .take(limit)
         .map(|a| account_json(&chain, &b, a))
         .collect();
-    let tok = |v: Option<&Value>| v.and_then(|r| r["paging_token"].as_str()).unwrap_or(&cursor).to_string();
+    let tok = |v: Option<&Value>| {
+        v.and_then(|r| r["paging_token"].as_str())
+            .unwrap_or(&cursor)
+            .to_string()
+    };
     let (first, last) = (tok(records.first()), tok(records.last()));
     let filter: String = q
         .iter()
@@ -642,13 +697,38 @@ enum OpView {
     Transactions,
 }
 
-fn op_collection(shared: &Shared, account: Option<&str>, view: OpView, q: &HashMap<String, String>) -> Response {
+/// Which operations a collection draws from.
+#[derive(Clone)]
+enum Scope {
+    All,
+    Account(String),
+    Ledger(String),
+    Tx(String),
+}
+
+fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn op_collection(
+    shared: &Shared,
+    scope: Scope,
+    view: OpView,
+    q: &HashMap<String, String>,
+) -> Response {
     let b = base(shared);
     let chain = read_chain!(shared);
     let now = chain.ops.last().map_or(0, |o| o.id);
     let page = match parse_page(q, now) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let render = |op: &Operation| match view {
         OpView::Transactions => transaction_json(&chain, &b, op),
@@ -659,33 +739,115 @@ fn op_collection(shared: &Shared, account: Option<&str>, view: OpView, q: &HashM
         OpView::Transactions => op.tx_paging_token(),
         _ => op.id,
     };
-    let records: Vec<Value> = match account {
-        Some(id) => {
-            let Ok(ai) = chain.account_index(id) else {
-                return problem(StatusCode::NOT_FOUND, None);
-            };
-            let list = &chain.accounts[ai as usize].ops;
-            select(list.len(), |i| tx_id(&chain.ops[list[i] as usize]), |i| keep_op(&chain.ops[list[i] as usize]), &page)
-                .into_iter()
-                .map(|i| render(&chain.ops[list[i] as usize]))
-                .collect()
-        }
-        None => select(chain.ops.len(), |i| tx_id(&chain.ops[i]), |i| keep_op(&chain.ops[i]), &page)
-            .into_iter()
-            .map(|i| render(&chain.ops[i]))
-            .collect(),
+    // The candidate operations: `len` positions mapped to operation indices.
+    let empty: &[u32] = &[];
+    let (list, range): (&[u32], std::ops::Range<usize>) = match &scope {
+        Scope::All => (empty, 0..chain.ops.len()),
+        Scope::Account(id) => match chain.account_index(id) {
+            Ok(ai) => (&chain.accounts[ai as usize].ops, 0..0),
+            Err(_) => return problem(StatusCode::NOT_FOUND, None),
+        },
+        Scope::Ledger(seq) => match seq.parse::<usize>() {
+            Ok(s) if s >= 1 && s <= chain.ledgers.len() => {
+                let l = &chain.ledgers[s - 1];
+                (
+                    empty,
+                    l.first_op as usize..(l.first_op + l.op_count) as usize,
+                )
+            }
+            Ok(_) => return problem(StatusCode::NOT_FOUND, None),
+            Err(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    Some(("sequence", "sequence: invalid value")),
+                )
+            }
+        },
+        Scope::Tx(hash) => match parse_hash(hash).and_then(|h| chain.op_index_by_tx_hash(&h)) {
+            Some(i) => (empty, i..i + 1),
+            None => return problem(StatusCode::NOT_FOUND, None),
+        },
     };
+    let by_list = matches!(scope, Scope::Account(_));
+    let len = if by_list { list.len() } else { range.len() };
+    let at = |i: usize| {
+        if by_list {
+            list[i] as usize
+        } else {
+            range.start + i
+        }
+    };
+    let records: Vec<Value> = select(
+        len,
+        |i| tx_id(&chain.ops[at(i)]),
+        |i| keep_op(&chain.ops[at(i)]),
+        &page,
+    )
+    .into_iter()
+    .map(|i| render(&chain.ops[at(i)]))
+    .collect();
     let name = match view {
         OpView::Operations => "operations",
         OpView::Payments => "payments",
         OpView::Transactions => "transactions",
     };
-    let path = match account {
-        Some(id) => format!("/accounts/{id}/{name}"),
-        None => format!("/{name}"),
+    let path = match &scope {
+        Scope::All => format!("/{name}"),
+        Scope::Account(id) => format!("/accounts/{id}/{name}"),
+        Scope::Ledger(seq) => format!("/ledgers/{seq}/{name}"),
+        Scope::Tx(hash) => format!("/transactions/{hash}/{name}"),
     };
     let t = first_last(&records, &page);
     hal(collection(&b, &path, &page, records, t))
+}
+
+async fn transaction_one(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> Response {
+    let b = base(&shared);
+    let chain = read_chain!(shared);
+    match parse_hash(&hash).and_then(|h| chain.op_index_by_tx_hash(&h)) {
+        Some(i) => hal(transaction_json(&chain, &b, &chain.ops[i])),
+        None => problem(StatusCode::NOT_FOUND, None),
+    }
+}
+
+async fn transaction_operations(
+    State(shared): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Tx(hash), OpView::Operations, &q)
+}
+
+async fn transaction_payments(
+    State(shared): State<Arc<Shared>>,
+    Path(hash): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Tx(hash), OpView::Payments, &q)
+}
+
+async fn ledger_operations(
+    State(shared): State<Arc<Shared>>,
+    Path(seq): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Ledger(seq), OpView::Operations, &q)
+}
+
+async fn ledger_payments(
+    State(shared): State<Arc<Shared>>,
+    Path(seq): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Ledger(seq), OpView::Payments, &q)
+}
+
+async fn ledger_transactions(
+    State(shared): State<Arc<Shared>>,
+    Path(seq): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Ledger(seq), OpView::Transactions, &q)
 }
 
 fn wants_sse(headers: &HeaderMap) -> bool {
@@ -704,7 +866,7 @@ async fn account_operations(
     if wants_sse(&headers) {
         return super::sse::stream(shared, Some(id), false, &q);
     }
-    op_collection(&shared, Some(&id), OpView::Operations, &q)
+    op_collection(&shared, Scope::Account(id), OpView::Operations, &q)
 }
 
 async fn account_payments(
@@ -716,29 +878,41 @@ async fn account_payments(
     if wants_sse(&headers) {
         return super::sse::stream(shared, Some(id), true, &q);
     }
-    op_collection(&shared, Some(&id), OpView::Payments, &q)
+    op_collection(&shared, Scope::Account(id), OpView::Payments, &q)
 }
 
-async fn account_transactions(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Query(q): Params) -> Response {
-    op_collection(&shared, Some(&id), OpView::Transactions, &q)
+async fn account_transactions(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
+    op_collection(&shared, Scope::Account(id), OpView::Transactions, &q)
 }
 
-async fn operations(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Params) -> Response {
+async fn operations(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
     if wants_sse(&headers) {
         return super::sse::stream(shared, None, false, &q);
     }
-    op_collection(&shared, None, OpView::Operations, &q)
+    op_collection(&shared, Scope::All, OpView::Operations, &q)
 }
 
-async fn payments(State(shared): State<Arc<Shared>>, headers: HeaderMap, Query(q): Params) -> Response {
+async fn payments(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
     if wants_sse(&headers) {
         return super::sse::stream(shared, None, true, &q);
     }
-    op_collection(&shared, None, OpView::Payments, &q)
+    op_collection(&shared, Scope::All, OpView::Payments, &q)
 }
 
 async fn transactions(State(shared): State<Arc<Shared>>, Query(q): Params) -> Response {
-    op_collection(&shared, None, OpView::Transactions, &q)
+    op_collection(&shared, Scope::All, OpView::Transactions, &q)
 }
 
 async fn operation_one(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -776,8 +950,12 @@ fn pair_orientation(chain: &StellarChain, q: &HashMap<String, String>) -> Option
 
 fn trade_json(chain: &StellarChain, base: &str, t: &Trade, reversed: bool) -> Value {
     let op_id = t.id.split('-').next().unwrap_or("0");
-    let (mut b_acc, mut c_acc, mut b_amt, mut c_amt) =
-        (&t.base_account, &t.counter_account, t.base_amount, t.counter_amount);
+    let (mut b_acc, mut c_acc, mut b_amt, mut c_amt) = (
+        &t.base_account,
+        &t.counter_account,
+        t.base_amount,
+        t.counter_amount,
+    );
     let (mut b_asset, mut c_asset) = (0u8, 1u8);
     let mut seller = t.base_is_seller;
     if reversed {
@@ -801,11 +979,17 @@ fn trade_json(chain: &StellarChain, base: &str, t: &Trade, reversed: bool) -> Va
     m.insert("paging_token".into(), json!(t.id));
     m.insert("ledger_close_time".into(), json!(rfc3339(t.time)));
     m.insert("trade_type".into(), json!("orderbook"));
-    m.insert("base_offer_id".into(), json!((t.ledger as u64 * 7 + 1).to_string()));
+    m.insert(
+        "base_offer_id".into(),
+        json!((t.ledger as u64 * 7 + 1).to_string()),
+    );
     m.insert("base_account".into(), json!(b_acc));
     m.insert("base_amount".into(), json!(amount7(b_amt)));
     asset_fields(chain, b_asset, "base_", &mut m);
-    m.insert("counter_offer_id".into(), json!((t.ledger as u64 * 7 + 2).to_string()));
+    m.insert(
+        "counter_offer_id".into(),
+        json!((t.ledger as u64 * 7 + 2).to_string()),
+    );
     m.insert("counter_account".into(), json!(c_acc));
     m.insert("counter_amount".into(), json!(amount7(c_amt)));
     asset_fields(chain, c_asset, "counter_", &mut m);
@@ -829,7 +1013,11 @@ async fn trades(State(shared): State<Arc<Shared>>, Query(q): Params) -> Response
     trades_for(&shared, None, &q)
 }
 
-async fn account_trades(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Query(q): Params) -> Response {
+async fn account_trades(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Params,
+) -> Response {
     trades_for(&shared, Some(&id), &q)
 }
 
@@ -839,7 +1027,7 @@ fn trades_for(shared: &Shared, account: Option<&str>, q: &HashMap<String, String
     let latest = chain.latest_ledger();
     let page = match parse_page(q, (latest as i64 + 1) << 32) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Some(id) = account {
         if !chain.market_makers.iter().any(|m| m == id) && chain.account_index(id).is_err() {
@@ -857,8 +1045,16 @@ fn trades_for(shared: &Shared, account: Option<&str>, q: &HashMap<String, String
                 ts.reverse();
             }
             for t in ts {
-                let op: i64 = t.id.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                let after = if page.desc { op < page.cursor } else { op > page.cursor };
+                let op: i64 =
+                    t.id.split('-')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                let after = if page.desc {
+                    op < page.cursor
+                } else {
+                    op > page.cursor
+                };
                 let mine = account.is_none_or(|a| t.base_account == a || t.counter_account == a);
                 if after && mine && records.len() < page.limit {
                     records.push(trade_json(&chain, &b, &t, rev));
@@ -883,31 +1079,56 @@ async fn trade_aggregations(State(shared): State<Arc<Shared>>, Query(q): Params)
     let num = |k: &str| q.get(k).map(|v| v.parse::<i64>());
     let resolution = match num("resolution") {
         Some(Ok(r)) if RESOLUTIONS.contains(&r) => r,
-        _ => return problem(StatusCode::BAD_REQUEST, Some(("resolution", "resolution: invalid value"))),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(("resolution", "resolution: invalid value")),
+            )
+        }
     };
     let start = match num("start_time") {
         None => 0,
         Some(Ok(s)) if s >= 0 => s - s % resolution,
-        _ => return problem(StatusCode::BAD_REQUEST, Some(("start_time", "start_time: invalid value"))),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(("start_time", "start_time: invalid value")),
+            )
+        }
     };
     let end = match num("end_time") {
         None => i64::MAX / 2,
         Some(Ok(e)) if e >= start => e,
-        _ => return problem(StatusCode::BAD_REQUEST, Some(("end_time", "end_time: invalid value"))),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(("end_time", "end_time: invalid value")),
+            )
+        }
     };
     let limit = match num("limit") {
         None => 200,
         Some(Ok(l)) if (1..=200).contains(&l) => l as usize,
-        _ => return problem(StatusCode::BAD_REQUEST, Some(("limit", "limit: must be between 1 and 200"))),
+        _ => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                Some(("limit", "limit: must be between 1 and 200")),
+            )
+        }
     };
-    if q.get("base_asset_type").is_none() || q.get("counter_asset_type").is_none() {
-        return problem(StatusCode::BAD_REQUEST, Some(("base_asset_type", "asset pair required")));
+    if !q.contains_key("base_asset_type") || !q.contains_key("counter_asset_type") {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            Some(("base_asset_type", "asset pair required")),
+        );
     }
     let reversed = pair_orientation(&chain, &q);
     let latest = chain.latest_ledger();
     let mut buckets: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
     if let Some(rev) = reversed {
-        let first_ledger = ((start / 1000 - chain.config.genesis_time) / super::model::LEDGER_SECONDS + 1).max(2) as u32;
+        let first_ledger =
+            ((start / 1000 - chain.config.genesis_time) / super::model::LEDGER_SECONDS + 1).max(2)
+                as u32;
         let mut ledger = first_ledger;
         while ledger <= latest {
             let t_ms = chain.ledger_time(ledger) * 1000;
@@ -936,14 +1157,30 @@ async fn trade_aggregations(State(shared): State<Arc<Shared>>, Query(q): Params)
             ledger += 1;
         }
     }
-    let records: Vec<Value> = buckets.iter().map(|(ts, v)| aggregation_json(*ts, v)).collect();
-    let next_start = buckets.last().map_or(end.min(i64::MAX / 2), |(ts, _)| ts + resolution);
-    let pair: String = ["base_asset_type", "base_asset_code", "base_asset_issuer", "counter_asset_type", "counter_asset_code", "counter_asset_issuer"]
+    let records: Vec<Value> = buckets
         .iter()
-        .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
-        .collect::<Vec<_>>()
-        .join("&");
-    let end_s = if end == i64::MAX / 2 { String::new() } else { format!("&end_time={end}") };
+        .map(|(ts, v)| aggregation_json(*ts, v))
+        .collect();
+    let next_start = buckets
+        .last()
+        .map_or(end.min(i64::MAX / 2), |(ts, _)| ts + resolution);
+    let pair: String = [
+        "base_asset_type",
+        "base_asset_code",
+        "base_asset_issuer",
+        "counter_asset_type",
+        "counter_asset_code",
+        "counter_asset_issuer",
+    ]
+    .iter()
+    .filter_map(|k| q.get(*k).map(|v| format!("{k}={v}")))
+    .collect::<Vec<_>>()
+    .join("&");
+    let end_s = if end == i64::MAX / 2 {
+        String::new()
+    } else {
+        format!("&end_time={end}")
+    };
     hal(json!({
         "_links": {
             "self": href(format!("{b}/trade_aggregations?{pair}&limit={limit}&order=asc&resolution={resolution}&start_time={start}{end_s}")),

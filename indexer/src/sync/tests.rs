@@ -1,0 +1,220 @@
+//! Engine and supervisor behaviour with scripted sources on an in-memory SQLite database.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orrery_entity::source;
+use orrery_migration::{Migrator, MigratorTrait};
+use sea_orm::{ActiveModelTrait, Database, EntityTrait, Set};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::bus::LocalBus;
+
+async fn ctx(id: &str) -> SyncContext {
+    let db = Database::connect("sqlite::memory:").await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    SyncContext::new(
+        db,
+        Arc::new(LocalBus::new()),
+        SourceDescriptor {
+            id: id.into(),
+            kind: "bitcoin",
+            name: "test".into(),
+            chain_id: None,
+        },
+    )
+}
+
+/// Commits heights 1..=target, one per step, failing once at height 3.
+struct Counting {
+    height: i64,
+    target: i64,
+    failed_once: bool,
+}
+
+#[async_trait]
+impl Source for Counting {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            id: "count".into(),
+            kind: "bitcoin",
+            name: "test".into(),
+            chain_id: None,
+        }
+    }
+    async fn resume(
+        &mut self,
+        _ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
+        self.height = stored.indexed_height.unwrap_or(0);
+        Ok(())
+    }
+    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+        if self.height >= self.target {
+            return Ok(Progress {
+                head_height: Some(self.target),
+                indexed_height: Some(self.height),
+                caught_up: true,
+                ..Default::default()
+            });
+        }
+        if self.height == 2 && !self.failed_once {
+            self.failed_once = true;
+            return Err(SourceError::Data("scripted failure".into()));
+        }
+        let next = self.height + 1;
+        let txn = ctx.begin().await?;
+        let p = Progress {
+            head_height: Some(self.target),
+            indexed_height: Some(next),
+            cursor: Some(format!("c{next}")),
+            items: vec![("block", 1)],
+            ..Default::default()
+        };
+        ctx.commit(txn, &p, vec![]).await?;
+        self.height = next;
+        Ok(p)
+    }
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+}
+
+fn fast() -> EngineConfig {
+    EngineConfig {
+        stall_timeout: Duration::from_secs(5),
+        max_error_backoff: Duration::from_millis(10),
+        pause_check: Duration::from_millis(20),
+    }
+}
+
+async fn wait_for(ctx: &SyncContext, pred: impl Fn(&source::Model) -> bool) -> source::Model {
+    for _ in 0..300 {
+        if let Some(r) = source::Entity::find_by_id(ctx.source.id.clone())
+            .one(&ctx.db)
+            .await
+            .unwrap()
+        {
+            if pred(&r) {
+                return r;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test]
+async fn commits_progress_retries_errors_and_reports_synced() {
+    let ctx = ctx("count").await;
+    let mut rx = ctx.bus.subscribe();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run_source(
+        Box::new(Counting {
+            height: 0,
+            target: 5,
+            failed_once: false,
+        }),
+        ctx.clone(),
+        fast(),
+        cancel.clone(),
+    ));
+    let row = wait_for(&ctx, |r| r.status == "synced").await;
+    assert_eq!(row.indexed_height, Some(5));
+    assert_eq!(row.cursor.as_deref(), Some("c5"));
+    assert_eq!(row.error_count, 0, "a success clears the error count");
+    assert!(row.last_error.is_none());
+    cancel.cancel();
+    assert_eq!(task.await.unwrap(), EngineExit::Cancelled);
+    // The failure was recorded and published at the time.
+    let mut saw_error = false;
+    while let Ok(e) = rx.try_recv() {
+        if e.payload["status"] == "error" {
+            saw_error = true;
+            assert!(e.payload["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("scripted failure"));
+        }
+    }
+    assert!(saw_error);
+}
+
+#[tokio::test]
+async fn a_paused_source_does_not_step_until_resumed() {
+    let ctx = ctx("count").await;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run_source(
+        Box::new(Counting {
+            height: 0,
+            target: 2,
+            failed_once: true,
+        }),
+        ctx.clone(),
+        fast(),
+        cancel.clone(),
+    ));
+    wait_for(&ctx, |r| r.status == "synced").await;
+    let row = source::Entity::find_by_id("count".to_string())
+        .one(&ctx.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut am: source::ActiveModel = row.into();
+    am.paused = Set(true);
+    am.update(&ctx.db).await.unwrap();
+    wait_for(&ctx, |r| r.status == "paused").await;
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Panics on its first two incarnations.
+struct Panicky;
+
+#[async_trait]
+impl Source for Panicky {
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            id: "panicky".into(),
+            kind: "evm",
+            name: "p".into(),
+            chain_id: Some(1),
+        }
+    }
+    async fn step(&mut self, _ctx: &SyncContext) -> Result<Progress, SourceError> {
+        panic!("scripted panic");
+    }
+}
+
+#[tokio::test]
+async fn the_supervisor_restarts_a_panicking_source() {
+    let ctx = ctx("panicky").await;
+    let built = Arc::new(AtomicU32::new(0));
+    let counter = built.clone();
+    let mut sup = Supervisor::new();
+    sup.spawn(
+        Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::new(Panicky) as Box<dyn Source>
+        }),
+        ctx.clone(),
+        fast(),
+    );
+    let row = wait_for(&ctx, |r| r.status == "error").await;
+    assert!(row.last_error.unwrap().contains("panicked"));
+    for _ in 0..400 {
+        if built.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        built.load(Ordering::SeqCst) >= 2,
+        "restarted after the panic"
+    );
+    sup.shutdown(Duration::from_secs(2)).await;
+}
