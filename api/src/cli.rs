@@ -47,6 +47,23 @@ pub enum Command {
     /// Mint access tokens for local use.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run the simulated chains standalone and print their URLs (Ctrl-C stops).
+    Devnet(DevnetArgs),
+}
+
+/// `orrery devnet` flags.
+#[derive(Args, Debug)]
+pub struct DevnetArgs {
+    /// Seed of the generated chains: same seed, same data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// First port: Horizon on BASE, Esplora on BASE+1, prices on BASE+2, EVM chains from
+    /// BASE+10. 0 picks free ports.
+    #[arg(long, default_value_t = 0)]
+    pub port_base: u16,
+    /// Do not produce new ledgers and blocks on a timer (advance only through `/_devnet`).
+    #[arg(long)]
+    pub manual: bool,
 }
 
 /// `orrery token` subcommands.
@@ -209,6 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Health(args) => health(cli.config.as_deref(), args).await,
         Command::Config(cmd) => config_command(cli.config.as_deref(), cmd).await,
+        Command::Devnet(args) => devnet(args).await,
         Command::Token(TokenCommand::Issue { role, ttl, subject }) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
             let secret = config
@@ -227,6 +245,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
+    let mut config = if args.manual {
+        orrery_devnet::DevnetConfig {
+            seed: args.seed,
+            ..Default::default()
+        }
+    } else {
+        crate::sources::live_devnet_config(args.seed)
+    };
+    if args.port_base != 0 {
+        config.ports = orrery_devnet::PortConfig::from_base(args.port_base, config.evm_chains.len());
+    }
+    let devnet = orrery_devnet::Devnet::start(config).await?;
+    let urls = devnet.urls();
+    println!("horizon         {}", urls.horizon);
+    println!("esplora         {}", urls.esplora);
+    println!("exchange prices {}/api/v1/prices", urls.exchange_prices);
+    for e in &urls.evm {
+        println!(
+            "evm {:<11} {} (chain id {}; identity {}, reputation {}, validation {})",
+            e.name, e.url, e.chain_id, e.contracts.identity, e.contracts.reputation, e.contracts.validation
+        );
+    }
+    println!("control API     POST {}/_devnet/... (see devnet/README.md)", urls.horizon);
+    crate::server::shutdown_signal().await;
+    devnet.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export_schema(args: ExportArgs) -> anyhow::Result<ExitCode> {
