@@ -177,18 +177,31 @@ async fn readiness(State(ctx): State<Ctx>) -> Response {
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     let m = Metrics::global();
-    let pool_max = ctx.state.config.database.max_connections;
-    if let Some(max) = pool_max {
-        m.db_pool.with_label_values(&["max"]).set(max as i64);
-    }
+    let (size, idle, max) = pool_stats(&ctx.state);
+    m.db_pool.with_label_values(&["in_use"]).set(size.saturating_sub(idle) as i64);
+    m.db_pool.with_label_values(&["idle"]).set(idle as i64);
+    m.db_pool.with_label_values(&["max"]).set(max as i64);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         m.encode(),
     )
         .into_response()
+}
+
+/// (open connections, idle connections, configured maximum) of the database pool.
+fn pool_stats(state: &AppState) -> (u32, u32, u32) {
+    let db = &state.db;
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+        }
+        sea_orm::DatabaseBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+        }
+        _ => (0, 0, 0),
+    }
 }
 
 /// The ERC-8004 seed's health shape (`status`, `timestamp`, `database`, `redis`), extended
