@@ -101,7 +101,7 @@ pub struct AuthConfig {
     /// Env `ORRERY_PUBLIC_QUERIES`. Default true. Mutations always need operator or admin.
     pub public_queries: bool,
     /// Failed authentications per client address within a minute before that address is
-    /// throttled for the rest of the minute. Default 10.
+    /// throttled for the rest of the minute. Env `ORRERY_FAILED_AUTH_LIMIT`. Default 10.
     pub failed_auth_limit: u32,
 }
 
@@ -352,6 +352,13 @@ impl Config {
                 var: "ORRERY_PUBLIC_QUERIES",
                 value: v.clone(),
                 reason: "expected true or false".into(),
+            })?;
+        }
+        if let Some(v) = env.var("ORRERY_FAILED_AUTH_LIMIT") {
+            self.auth.failed_auth_limit = v.parse().map_err(|_| ConfigError::Env {
+                var: "ORRERY_FAILED_AUTH_LIMIT",
+                value: v.clone(),
+                reason: "expected a whole number".into(),
             })?;
         }
         if let Some(v) = env.var("ORRERY_LOG").or_else(|| env.var("RUST_LOG")) {

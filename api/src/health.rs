@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Utc};
-use orrery_entity::source;
+use orrery_entity::{circuit_breaker, source};
 use orrery_indexer::config_store;
 use orrery_indexer::metrics::Metrics;
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -229,15 +229,57 @@ pub async fn check_sources(state: &AppState) -> Vec<ComponentHealth> {
         .collect()
 }
 
+/// One entry per upstream, from its persisted circuit breaker: open is unhealthy, half-open
+/// (probing) degraded.
+pub async fn check_upstreams(state: &AppState) -> Vec<ComponentHealth> {
+    let start = Instant::now();
+    let rows = match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        circuit_breaker::Entity::find().all(&state.db),
+    )
+    .await
+    {
+        Ok(Ok(rows)) => rows,
+        _ => return Vec::new(),
+    };
+    rows.into_iter()
+        .map(|b| {
+            let (status, message) = match b.state.as_str() {
+                "open" => (
+                    HealthStatus::Unhealthy,
+                    format!(
+                        "circuit open after {} failures: {}",
+                        b.failure_count,
+                        b.last_error.clone().unwrap_or_default()
+                    ),
+                ),
+                "half_open" => (
+                    HealthStatus::Degraded,
+                    "circuit half-open: probing".to_string(),
+                ),
+                _ => (HealthStatus::Healthy, "circuit closed".to_string()),
+            };
+            ComponentHealth {
+                name: format!("upstream:{}", b.name),
+                status,
+                message,
+                latency_ms: start.elapsed().as_millis() as u64,
+            }
+        })
+        .collect()
+}
+
 /// Runs every check concurrently and records the results in metrics.
 pub async fn check_all(state: &AppState) -> HealthReport {
-    let (db, bus, sources) = tokio::join!(
+    let (db, bus, sources, upstreams) = tokio::join!(
         check_database(state),
         check_bus(state),
-        check_sources(state)
+        check_sources(state),
+        check_upstreams(state)
     );
     let mut components = vec![db, bus];
     components.extend(sources);
+    components.extend(upstreams);
     let metrics = Metrics::global();
     for c in &components {
         metrics

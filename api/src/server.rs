@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -55,7 +57,7 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
     };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
         .route("/metrics", get(metrics))
@@ -129,6 +131,57 @@ async fn graphql(
     ctx.schema.execute(request).await.into()
 }
 
+/// Subscriptions. The token, when any, travels in the `connection_init` payload as
+/// `Authorization` (`Bearer <token>`) or `authToken`; without `auth.public_queries` a viewer
+/// token is required to connect.
+async fn graphql_ws(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = ctx.schema.clone();
+    let auth = ctx.auth.clone();
+    let public = ctx.state.config.auth.public_queries;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = ["Authorization", "authorization", "authToken"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+                        .map(|t| {
+                            if t.starts_with("Bearer ") {
+                                t.to_string()
+                            } else {
+                                format!("Bearer {t}")
+                            }
+                        });
+                    let caller = auth.authenticate(token.as_deref(), Some(peer.ip()));
+                    let allowed = match &caller {
+                        Caller::Authenticated(p) => p.role >= Role::Viewer,
+                        Caller::Anonymous => public,
+                        Caller::Rejected(_) => false,
+                    };
+                    if !allowed {
+                        let reason = match &caller {
+                            Caller::Rejected(r) => r.clone(),
+                            _ => "authentication required: subscriptions need a viewer token"
+                                .to_string(),
+                        };
+                        return Err(async_graphql::Error::new(reason));
+                    }
+                    let mut data = async_graphql::Data::default();
+                    data.insert(caller);
+                    data.insert(ClientAddr(Some(peer.ip())));
+                    Ok(data)
+                })
+                .serve()
+                .await
+        })
+}
+
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
     if !ctx.state.config.graphql.graphiql {
         return (
@@ -178,11 +231,16 @@ async fn readiness(State(ctx): State<Ctx>) -> Response {
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     let m = Metrics::global();
     let (size, idle, max) = pool_stats(&ctx.state);
-    m.db_pool.with_label_values(&["in_use"]).set(size.saturating_sub(idle) as i64);
+    m.db_pool
+        .with_label_values(&["in_use"])
+        .set(size.saturating_sub(idle) as i64);
     m.db_pool.with_label_values(&["idle"]).set(idle as i64);
     m.db_pool.with_label_values(&["max"]).set(max as i64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         m.encode(),
     )
         .into_response()
@@ -194,11 +252,19 @@ fn pool_stats(state: &AppState) -> (u32, u32, u32) {
     match db.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+            (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            )
         }
         sea_orm::DatabaseBackend::Sqlite => {
             let pool = db.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle() as u32, pool.options().get_max_connections())
+            (
+                pool.size(),
+                pool.num_idle() as u32,
+                pool.options().get_max_connections(),
+            )
         }
         _ => (0, 0, 0),
     }

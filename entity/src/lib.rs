@@ -27,6 +27,7 @@ pub mod prelude;
 pub mod price_comparison;
 pub mod price_point;
 pub mod source;
+pub mod source_command;
 pub mod stellar_account;
 pub mod stellar_account_operation;
 pub mod stellar_balance;

@@ -21,6 +21,7 @@ mod m20250101_000003_distributions;
 mod m20250101_000004_prices;
 mod m20250101_000005_evm;
 mod m20250101_000006_bitcoin;
+mod m20250102_000007_source_command;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000004_prices::Migration),
             Box::new(m20250101_000005_evm::Migration),
             Box::new(m20250101_000006_bitcoin::Migration),
+            Box::new(m20250102_000007_source_command::Migration),
         ]
     }
 }

@@ -1,10 +1,14 @@
 //! The GraphQL schema: queries over stored state, subscriptions over the event bus.
 
 pub mod error;
+pub mod evm;
 pub mod metrics_ext;
 pub mod mutation;
+pub mod ops;
 pub mod pagination;
+pub mod prices;
 pub mod query;
+pub mod stellar;
 pub mod subscription;
 pub mod types;
 
@@ -15,15 +19,24 @@ use crate::state::AppState;
 
 /// Every query field: each area (core, stellar, evm, prices) contributes its own object.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(query::CoreQuery);
+pub struct QueryRoot(
+    query::CoreQuery,
+    ops::OpsQuery,
+    stellar::StellarQuery,
+    prices::PricesQuery,
+);
 
 /// Every mutation (all need an operator or admin token).
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(mutation::CoreMutation);
+pub struct MutationRoot(mutation::CoreMutation, ops::OpsMutation);
 
 /// Every subscription (all read from the event bus).
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(subscription::CoreSubscription);
+pub struct SubscriptionRoot(
+    subscription::CoreSubscription,
+    stellar::StellarSubscription,
+    prices::PricesSubscription,
+);
 
 /// The schema type served at `/graphql` and `/graphql/ws`.
 pub type OrrerySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -39,6 +52,7 @@ pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySc
     .limit_complexity(limits.max_complexity)
     .extension(metrics_ext::OperationMetrics);
     if let Some(state) = state {
+        builder = builder.data(stellar::StellarLoaders::new(state.db.clone()));
         builder = builder.data(state);
     }
     builder.finish()

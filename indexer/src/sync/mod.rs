@@ -5,6 +5,7 @@
 //! stored state, retries with backoff, pause, metrics, stall detection, and the supervisor
 //! restarts a task that panicked or stalled.
 
+pub mod commands;
 mod context;
 mod engine;
 mod source;

@@ -7,9 +7,13 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::commands;
 use super::engine::record_error;
 use super::{run_source, EngineConfig, EngineExit, Source, SyncContext};
 use crate::metrics::Metrics;
+
+/// How often a running source's pending commands are checked.
+const COMMAND_POLL: Duration = Duration::from_secs(2);
 
 /// Builds a fresh source instance (after a restart the old one is gone).
 pub type SourceFactory = Arc<dyn Fn() -> Box<dyn Source> + Send + Sync>;
@@ -48,13 +52,32 @@ impl Supervisor {
             let mut restarts = 0u32;
             loop {
                 let started = Instant::now();
-                let task = tokio::spawn(run_source(
-                    factory(),
-                    ctx.clone(),
-                    config.clone(),
-                    cancel.child_token(),
-                ));
-                let reason = match task.await {
+                let child = cancel.child_token();
+                let mut task = tokio::spawn(run_source(factory(), ctx.clone(), config.clone(), child.clone()));
+                let mut poll = tokio::time::interval(COMMAND_POLL);
+                let joined = loop {
+                    tokio::select! {
+                        r = &mut task => break Some(r),
+                        _ = poll.tick() => {
+                            match commands::claim_next(&ctx).await {
+                                Ok(Some(cmd)) => {
+                                    // Stop the task first so it cannot commit over the command.
+                                    child.cancel();
+                                    let _ = (&mut task).await;
+                                    commands::apply(&ctx, &cmd).await;
+                                    break None;
+                                }
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!(source = %id, error = %e, "cannot read source commands"),
+                            }
+                        }
+                    }
+                };
+                let Some(joined) = joined else {
+                    // A command was applied: start again at once from the stored state.
+                    continue;
+                };
+                let reason = match joined {
                     Ok(EngineExit::Cancelled) => return,
                     Ok(EngineExit::Stalled(msg)) => {
                         tracing::error!(source = %id, reason = %msg, "source stalled; restarting");

@@ -218,3 +218,123 @@ async fn the_supervisor_restarts_a_panicking_source() {
     );
     sup.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_rewind_command_restarts_the_source_from_the_given_height() {
+    let ctx = ctx("count").await;
+    let mut sup = Supervisor::new();
+    let steps = Arc::new(AtomicU32::new(0));
+    let seen = steps.clone();
+    sup.spawn(
+        Arc::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Box::new(Counting {
+                height: 0,
+                target: 5,
+                failed_once: true,
+            }) as Box<dyn Source>
+        }),
+        ctx.clone(),
+        fast(),
+    );
+    wait_for(&ctx, |r| {
+        r.status == "synced" && r.indexed_height == Some(5)
+    })
+    .await;
+    let cmd = commands::enqueue(
+        &ctx.db,
+        "count",
+        commands::REWIND,
+        serde_json::json!({"height": 2}),
+        "tester",
+    )
+    .await
+    .unwrap();
+    // The task is stopped, the row rewound, a fresh instance resumes at 2 and catches up.
+    for _ in 0..500 {
+        let c = orrero_cmd(&ctx, cmd.id).await;
+        if c.result.is_some() && steps.load(Ordering::SeqCst) >= 2 {
+            assert!(c.result.unwrap().contains("rewound to height Some(2)"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        steps.load(Ordering::SeqCst) >= 2,
+        "a new instance was built"
+    );
+    wait_for(&ctx, |r| {
+        r.status == "synced" && r.indexed_height == Some(5)
+    })
+    .await;
+    // Claimed once only.
+    assert!(commands::claim_next(&ctx).await.unwrap().is_none());
+    sup.shutdown(Duration::from_secs(2)).await;
+}
+
+async fn orrero_cmd(ctx: &SyncContext, id: i64) -> orrery_entity::source_command::Model {
+    orrery_entity::source_command::Entity::find_by_id(id)
+        .one(&ctx.db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn breaker_state_is_persisted_and_operator_resets_reach_the_live_breaker() {
+    use crate::upstream::{BreakerState, CircuitBreaker};
+    let ctx = ctx("b").await;
+    let breaker = Arc::new(CircuitBreaker::new(
+        "horizon-test",
+        2,
+        Duration::from_secs(600),
+    ));
+    breaker_store::restore_and_track(ctx.db.clone(), &breaker)
+        .await
+        .unwrap();
+    breaker.record_failure("boom");
+    breaker.record_failure("boom");
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let mut stored = None;
+    for _ in 0..300 {
+        let row = orrery_entity::circuit_breaker::Entity::find_by_id("horizon-test".to_string())
+            .one(&ctx.db)
+            .await
+            .unwrap();
+        if row.as_ref().is_some_and(|r| r.state == "open") {
+            stored = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored.expect("open state persisted").state, "open");
+    // A restarted process restores the open state.
+    let again = Arc::new(CircuitBreaker::new(
+        "horizon-test",
+        2,
+        Duration::from_secs(600),
+    ));
+    breaker_store::restore_and_track(ctx.db.clone(), &again)
+        .await
+        .unwrap();
+    assert_eq!(again.state(), BreakerState::Open);
+    // An operator reset closes the live breakers.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (before, after) = breaker_store::request_reset(&ctx.db, "horizon-test", "ops")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(before.state, "open");
+    assert_eq!(after.state, "closed");
+    for _ in 0..400 {
+        if breaker.state() == BreakerState::Closed && again.state() == BreakerState::Closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    assert!(breaker_store::request_reset(&ctx.db, "nope", "ops")
+        .await
+        .unwrap()
+        .is_none());
+}

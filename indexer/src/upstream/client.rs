@@ -258,7 +258,7 @@ struct Inner {
     config: UpstreamConfig,
     http: reqwest::Client,
     limiter: RateLimiter,
-    breaker: CircuitBreaker,
+    breaker: Arc<CircuitBreaker>,
     backoff: Backoff,
     /// Index of the base URL currently preferred.
     current: AtomicUsize,
@@ -302,11 +302,11 @@ impl UpstreamClient {
             .build()
             .map_err(|e| config_error(error_chain(&e)))?;
         let limiter = RateLimiter::new(config.name.clone(), config.requests_per_hour, config.burst);
-        let breaker = CircuitBreaker::new(
+        let breaker = Arc::new(CircuitBreaker::new(
             config.name.clone(),
             config.breaker_threshold,
             config.breaker_recovery,
-        );
+        ));
         let backoff = config.backoff();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -331,7 +331,7 @@ impl UpstreamClient {
     }
 
     /// The circuit breaker (snapshot/restore/subscribe for persistence and status).
-    pub fn breaker(&self) -> &CircuitBreaker {
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
         &self.inner.breaker
     }
 

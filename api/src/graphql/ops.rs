@@ -1,0 +1,400 @@
+//! Operations: pause / resume / rewind / restart sources, reset circuit breakers, and read
+//! breakers and the audit log. Intents are written to the database; the supervisor running the
+//! source applies them.
+
+use async_graphql::{Context, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use orrery_entity::{audit_log, circuit_breaker, source};
+use orrery_indexer::sync::{breaker_store, commands};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde_json::{json, Value};
+
+use super::error::{bad_input, internal, not_found};
+use super::mutation::client_addr;
+use super::pagination::{build_page, Page};
+use super::query::{page_args, state, wants_total};
+use super::types::Chain;
+use crate::audit::{self, AuditEntry};
+use crate::auth::{principal, Principal, Role, RoleGuard};
+
+/// A circuit breaker's persisted state.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct CircuitBreakerState {
+    /// Breaker name (the upstream it guards).
+    pub name: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Consecutive failures counted.
+    pub failure_count: i32,
+    /// When it last opened.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When the last failure happened.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Last failure message (or who reset it).
+    pub last_error: Option<String>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<circuit_breaker::Model> for CircuitBreakerState {
+    fn from(m: circuit_breaker::Model) -> Self {
+        Self {
+            name: m.name,
+            state: m.state,
+            failure_count: m.failure_count,
+            opened_at: m.opened_at,
+            last_failure_at: m.last_failure_at,
+            last_error: m.last_error,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// One audited admin action.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AuditEntryObject {
+    /// Row id (newest first ordering).
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Token subject.
+    pub actor: String,
+    /// Token role.
+    pub role: String,
+    /// Mutation name.
+    pub action: String,
+    /// What it acted on.
+    pub target: Option<String>,
+    /// Arguments given.
+    pub arguments: Value,
+    /// State before.
+    pub before: Option<Value>,
+    /// State after.
+    pub after: Option<Value>,
+    /// Client address.
+    pub client_addr: Option<String>,
+}
+
+impl From<audit_log::Model> for AuditEntryObject {
+    fn from(m: audit_log::Model) -> Self {
+        Self {
+            id: m.id,
+            at: m.at,
+            actor: m.actor,
+            role: m.role,
+            action: m.action,
+            target: m.target,
+            arguments: m.arguments,
+            before: m.before,
+            after: m.after,
+            client_addr: m.client_addr,
+        }
+    }
+}
+
+/// Operational queries.
+#[derive(Default)]
+pub struct OpsQuery;
+
+#[Object]
+impl OpsQuery {
+    /// Circuit breakers guarding upstreams, by name.
+    async fn circuit_breakers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<CircuitBreakerState>> {
+        let args = page_args(ctx, first, after)?;
+        let db = &state(ctx).db;
+        let total = if wants_total(ctx) {
+            Some(
+                circuit_breaker::Entity::find()
+                    .count(db)
+                    .await
+                    .map_err(|e| internal("counting breakers", e))?,
+            )
+        } else {
+            None
+        };
+        let mut q = circuit_breaker::Entity::find()
+            .order_by_asc(circuit_breaker::Column::Name)
+            .limit(args.fetch());
+        if let Some(a) = &args.after {
+            q = q.filter(circuit_breaker::Column::Name.gt(a.clone()));
+        }
+        let rows = q
+            .all(db)
+            .await
+            .map_err(|e| internal("listing breakers", e))?;
+        Ok(build_page(
+            &args,
+            rows.into_iter().map(Into::into).collect(),
+            total,
+            |b: &CircuitBreakerState| b.name.clone(),
+        ))
+    }
+
+    /// The audit trail, newest first (operator or admin).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only actions of this token subject.")] actor: Option<String>,
+        #[graphql(desc = "Only this mutation name, e.g. `setConfig`.")] action: Option<String>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<AuditEntryObject>> {
+        let args = page_args(ctx, first, after)?;
+        let db = &state(ctx).db;
+        let mut base = audit_log::Entity::find();
+        if let Some(a) = &actor {
+            base = base.filter(audit_log::Column::Actor.eq(a.clone()));
+        }
+        if let Some(a) = &action {
+            base = base.filter(audit_log::Column::Action.eq(a.clone()));
+        }
+        let total = if wants_total(ctx) {
+            Some(
+                base.clone()
+                    .count(db)
+                    .await
+                    .map_err(|e| internal("counting audit rows", e))?,
+            )
+        } else {
+            None
+        };
+        let mut q = base
+            .order_by_desc(audit_log::Column::Id)
+            .limit(args.fetch());
+        if let Some(a) = &args.after {
+            let id: i64 = a
+                .parse()
+                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?;
+            q = q.filter(audit_log::Column::Id.lt(id));
+        }
+        let rows = q
+            .all(db)
+            .await
+            .map_err(|e| internal("listing audit rows", e))?;
+        Ok(build_page(
+            &args,
+            rows.into_iter().map(Into::into).collect(),
+            total,
+            |a: &AuditEntryObject| a.id.to_string(),
+        ))
+    }
+}
+
+/// Operational mutations (operator or admin).
+#[derive(Default)]
+pub struct OpsMutation;
+
+async fn find_source(txn: &DatabaseTransaction, id: &str) -> Result<source::Model> {
+    source::Entity::find_by_id(id.to_string())
+        .one(txn)
+        .await
+        .map_err(|e| internal("reading a source", e))?
+        .ok_or_else(|| not_found(format!("source {id:?}")))
+}
+
+async fn audited<C: ConnectionTrait>(
+    ctx: &Context<'_>,
+    db: &C,
+    who: &Principal,
+    action: &str,
+    target: &str,
+    arguments: Value,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<()> {
+    audit::record(
+        db,
+        AuditEntry {
+            principal: who,
+            client_addr: client_addr(ctx),
+            action,
+            target: Some(target.to_string()),
+            arguments,
+            before,
+            after,
+        },
+    )
+    .await
+    .map_err(|e| internal("writing the audit log", e))
+}
+
+fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
+    principal(ctx).ok_or_else(|| internal("reading the caller", "guard passed without principal"))
+}
+
+impl OpsMutation {
+    async fn set_paused(&self, ctx: &Context<'_>, id: String, paused: bool) -> Result<Chain> {
+        let st = state(ctx);
+        let who = caller(ctx)?;
+        let txn = st
+            .db
+            .begin()
+            .await
+            .map_err(|e| internal("starting a transaction", e))?;
+        let before = find_source(&txn, &id).await?;
+        let mut am: source::ActiveModel = before.clone().into();
+        am.paused = Set(paused);
+        if !paused && before.status == "paused" {
+            am.status = Set("idle".to_string());
+        }
+        am.updated_at = Set(Utc::now());
+        let after = am
+            .update(&txn)
+            .await
+            .map_err(|e| internal("updating a source", e))?;
+        let action = if paused {
+            "pauseSource"
+        } else {
+            "resumeSource"
+        };
+        audited(
+            ctx,
+            &txn,
+            who,
+            action,
+            &id,
+            json!({ "id": id }),
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        txn.commit().await.map_err(|e| internal("committing", e))?;
+        Ok(Chain::from(after))
+    }
+
+    async fn command(
+        &self,
+        ctx: &Context<'_>,
+        id: String,
+        command: &str,
+        action: &str,
+        arguments: Value,
+    ) -> Result<Chain> {
+        let st = state(ctx);
+        let who = caller(ctx)?;
+        let txn = st
+            .db
+            .begin()
+            .await
+            .map_err(|e| internal("starting a transaction", e))?;
+        let row = find_source(&txn, &id).await?;
+        let cmd = commands::enqueue(&txn, &id, command, arguments.clone(), &who.subject)
+            .await
+            .map_err(|e| internal("queueing a source command", e))?;
+        audited(
+            ctx,
+            &txn,
+            who,
+            action,
+            &id,
+            arguments,
+            serde_json::to_value(&row).ok(),
+            Some(json!({ "commandId": cmd.id })),
+        )
+        .await?;
+        txn.commit().await.map_err(|e| internal("committing", e))?;
+        Ok(Chain::from(row))
+    }
+}
+
+#[Object]
+impl OpsMutation {
+    /// Pauses a source: its task stops fetching until resumed (state is kept).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn pause_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Source id, e.g. `evm:sepolia`.")] id: String,
+    ) -> Result<Chain> {
+        self.set_paused(ctx, id, true).await
+    }
+
+    /// Resumes a paused source.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn resume_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Source id.")] id: String,
+    ) -> Result<Chain> {
+        self.set_paused(ctx, id, false).await
+    }
+
+    /// Re-indexes a source from a height or cursor: the supervisor stops the task, stores the
+    /// new position and starts it again (within a few seconds). Returns the source as it was.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn rewind_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Source id.")] id: String,
+        #[graphql(desc = "Height (block or ledger) to continue after.")] height: Option<i64>,
+        #[graphql(desc = "Source-specific cursor to continue after (default: the height).")] cursor: Option<String>,
+    ) -> Result<Chain> {
+        if height.is_none() && cursor.is_none() {
+            return Err(bad_input("height", "give a height or a cursor"));
+        }
+        if height.is_some_and(|h| h < 0) {
+            return Err(bad_input("height", "must not be negative"));
+        }
+        self.command(
+            ctx,
+            id,
+            commands::REWIND,
+            "rewindSource",
+            json!({ "height": height, "cursor": cursor }),
+        )
+        .await
+    }
+
+    /// Restarts a source's task (it reloads its state from the database).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn restart_source(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Source id.")] id: String,
+    ) -> Result<Chain> {
+        self.command(ctx, id, commands::RESTART, "restartSource", json!({}))
+            .await
+    }
+
+    /// Closes a circuit breaker now (the guarded upstream is tried again at once).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn reset_circuit_breaker(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Breaker name.")] name: String,
+    ) -> Result<CircuitBreakerState> {
+        let st = state(ctx);
+        let who = caller(ctx)?;
+        let txn = st
+            .db
+            .begin()
+            .await
+            .map_err(|e| internal("starting a transaction", e))?;
+        let (before, after) = breaker_store::request_reset(&txn, &name, &who.subject)
+            .await
+            .map_err(|e| internal("resetting a breaker", e))?
+            .ok_or_else(|| not_found(format!("circuit breaker {name:?}")))?;
+        audited(
+            ctx,
+            &txn,
+            who,
+            "resetCircuitBreaker",
+            &name,
+            json!({ "name": name }),
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        )
+        .await?;
+        txn.commit().await.map_err(|e| internal("committing", e))?;
+        Ok(after.into())
+    }
+}
