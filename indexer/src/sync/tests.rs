@@ -252,9 +252,9 @@ async fn a_rewind_command_restarts_the_source_from_the_given_height() {
     .unwrap();
     // The task is stopped, the row rewound, a fresh instance resumes at 2 and catches up.
     for _ in 0..500 {
-        let c = orrero_cmd(&ctx, cmd.id).await;
-        if c.result.is_some() && steps.load(Ordering::SeqCst) >= 2 {
-            assert!(c.result.unwrap().contains("rewound to height Some(2)"));
+        let c = stored_command(&ctx, cmd.id).await;
+        if let (Some(result), true) = (&c.result, steps.load(Ordering::SeqCst) >= 2) {
+            assert!(result.contains("rewound to height Some(2)"));
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -272,7 +272,7 @@ async fn a_rewind_command_restarts_the_source_from_the_given_height() {
     sup.shutdown(Duration::from_secs(2)).await;
 }
 
-async fn orrero_cmd(ctx: &SyncContext, id: i64) -> orrery_entity::source_command::Model {
+async fn stored_command(ctx: &SyncContext, id: i64) -> orrery_entity::source_command::Model {
     orrery_entity::source_command::Entity::find_by_id(id)
         .one(&ctx.db)
         .await
