@@ -83,6 +83,10 @@ pub async fn serve(mut config: Config) -> Result<(), StartError> {
     };
     let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    orrery_indexer::metrics::Metrics::global().touch_api(&[
+        orrery_indexer::bus::topics::SOURCE_UPDATED,
+        orrery_indexer::bus::topics::CONFIG_UPDATED,
+    ]);
     let app = server::router(state, schema, auth);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

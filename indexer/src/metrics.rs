@@ -371,6 +371,36 @@ impl Metrics {
         METRICS.get_or_init(Metrics::new)
     }
 
+    /// Creates the zero-valued series of a source, so dashboards and alerts see 0, not absence.
+    pub fn touch_source(&self, source: &str) {
+        self.source_errors.with_label_values(&[source]);
+        self.reorgs.with_label_values(&[source]);
+        for reason in ["panic", "stall"] {
+            self.source_restarts.with_label_values(&[source, reason]);
+        }
+    }
+
+    /// Creates the zero-valued series of an upstream client.
+    pub fn touch_upstream(&self, upstream: &str) {
+        self.upstream_retries.with_label_values(&[upstream]);
+        self.rate_limit_waits.with_label_values(&[upstream]);
+        self.rate_limit_wait_seconds.with_label_values(&[upstream]);
+        for to in ["open", "half_open", "closed"] {
+            self.breaker_transitions.with_label_values(&[upstream, to]);
+        }
+    }
+
+    /// Creates the zero-valued series of the API side (auth failures, bus topics).
+    pub fn touch_api(&self, topics: &[&str]) {
+        for reason in ["invalid", "malformed", "not_configured", "throttled"] {
+            self.auth_failures.with_label_values(&[reason]);
+        }
+        for topic in topics {
+            self.bus_published.with_label_values(&[topic]);
+            self.bus_publish_failures.with_label_values(&[topic]);
+        }
+    }
+
     /// Encodes every metric in the Prometheus text format.
     pub fn encode(&self) -> String {
         use prometheus::Encoder;

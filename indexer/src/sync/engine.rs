@@ -154,6 +154,7 @@ pub async fn run_source(
     cancel: CancellationToken,
 ) -> EngineExit {
     let id = ctx.source.id.clone();
+    Metrics::global().touch_source(&id);
     let mut consecutive_errors = 0u32;
     // Set up: the row, then the source's own state.
     let row = loop {

@@ -301,6 +301,7 @@ impl UpstreamClient {
             .connect_timeout(config.timeout)
             .build()
             .map_err(|e| config_error(error_chain(&e)))?;
+        crate::metrics::Metrics::global().touch_upstream(&config.name);
         let limiter = RateLimiter::new(config.name.clone(), config.requests_per_hour, config.burst);
         let breaker = Arc::new(CircuitBreaker::new(
             config.name.clone(),
