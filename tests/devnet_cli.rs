@@ -38,15 +38,32 @@ async fn orrery_devnet_prints_urls_that_answer_like_the_real_services() {
             }
         }
     });
-    let urls = rx.recv_timeout(Duration::from_secs(60)).expect("devnet printed its URLs");
+    let urls = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("devnet printed its URLs");
     let horizon = &urls["horizon"];
-    let root: Value = reqwest::get(horizon.as_str()).await.unwrap().json().await.unwrap();
-    assert!(root["history_latest_ledger"].as_u64().unwrap() > 0, "{root}");
-    let tip = reqwest::get(format!("{}/blocks/tip/height", urls["esplora"])).await.unwrap().text().await.unwrap();
+    let root: Value = reqwest::get(horizon.as_str())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        root["history_latest_ledger"].as_u64().unwrap() > 0,
+        "{root}"
+    );
+    let tip = reqwest::get(format!("{}/blocks/tip/height", urls["esplora"]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(tip.trim().parse::<u64>().is_ok(), "{tip}");
     let chain_id: Value = reqwest::Client::new()
         .post(urls["evm:sepolia"].as_str())
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}))
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}),
+        )
         .send()
         .await
         .unwrap()
@@ -64,5 +81,9 @@ async fn serve_with_devnet_starts_the_simulated_chains_in_process() {
     let server = Server::start_with_args(&base_env(&db), &["serve", "--devnet"]);
     let (status, _) = server.get("/ready").await;
     assert_eq!(status, 200);
-    assert!(server.logs().contains("devnet started"), "{}", server.logs());
+    assert!(
+        server.logs().contains("devnet started"),
+        "{}",
+        server.logs()
+    );
 }

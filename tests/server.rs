@@ -132,7 +132,8 @@ async fn bad_config_exits_non_zero_with_one_clear_line() {
     std::fs::write(&toml, "listen = \"127.0.0.1:0\"\nlistne = 3\n").unwrap();
     let toml_arg = toml.display().to_string();
     let sqlite = format!("sqlite://{}?mode=rwc", dir.join("x.db").display());
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
             vec!["serve"],

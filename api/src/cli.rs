@@ -47,6 +47,9 @@ pub enum Command {
     /// Mint access tokens for local use.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// UTXOracle estimates, price history export and pruning.
+    #[command(subcommand)]
+    Prices(crate::cli_prices::PricesCommand),
     /// Run the simulated chains standalone and print their URLs (Ctrl-C stops).
     Devnet(DevnetArgs),
 }
@@ -227,6 +230,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => health(cli.config.as_deref(), args).await,
         Command::Config(cmd) => config_command(cli.config.as_deref(), cmd).await,
         Command::Devnet(args) => devnet(args).await,
+        Command::Prices(cmd) => crate::cli_prices::run(cli.config.as_deref(), cmd).await,
         Command::Token(TokenCommand::Issue { role, ttl, subject }) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
             let secret = config
@@ -257,7 +261,8 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
         crate::sources::live_devnet_config(args.seed)
     };
     if args.port_base != 0 {
-        config.ports = orrery_devnet::PortConfig::from_base(args.port_base, config.evm_chains.len());
+        config.ports =
+            orrery_devnet::PortConfig::from_base(args.port_base, config.evm_chains.len());
     }
     let devnet = orrery_devnet::Devnet::start(config).await?;
     let urls = devnet.urls();
@@ -267,10 +272,18 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     for e in &urls.evm {
         println!(
             "evm {:<11} {} (chain id {}; identity {}, reputation {}, validation {})",
-            e.name, e.url, e.chain_id, e.contracts.identity, e.contracts.reputation, e.contracts.validation
+            e.name,
+            e.url,
+            e.chain_id,
+            e.contracts.identity,
+            e.contracts.reputation,
+            e.contracts.validation
         );
     }
-    println!("control API     POST {}/_devnet/... (see devnet/README.md)", urls.horizon);
+    println!(
+        "control API     POST {}/_devnet/... (see devnet/README.md)",
+        urls.horizon
+    );
     crate::server::shutdown_signal().await;
     devnet.shutdown().await;
     Ok(ExitCode::SUCCESS)

@@ -283,6 +283,7 @@ impl<const N: usize> EnvSource for [(&str, &str); N] {
         self.iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v.to_string())
+            .filter(|v| !v.is_empty())
     }
 }
 

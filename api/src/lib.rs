@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod cli_prices;
 pub mod config;
 pub mod db;
 pub mod graphql;

@@ -111,8 +111,26 @@ pub async fn start(
     } else {
         None
     };
-    let supervisor = Supervisor::new();
+    let mut supervisor = Supervisor::new();
     // Each source area registers its tasks here.
+    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, bus)
+        .await
+        .map_err(|e| SourcesError::Source {
+            source_name: "stellar",
+            reason: e.to_string(),
+        })?;
+    orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, bus)
+        .await
+        .map_err(|e| SourcesError::Source {
+            source_name: "evm",
+            reason: e.to_string(),
+        })?;
+    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, bus)
+        .await
+        .map_err(|e| SourcesError::Source {
+            source_name: "bitcoin",
+            reason: e.to_string(),
+        })?;
     let _ = (db, bus);
     Ok(Running { supervisor, devnet })
 }

@@ -31,6 +31,24 @@ pub mod topics {
     pub const SOURCE_UPDATED: &str = "source.updated";
     /// A `config_entry` row changed; payload: the row (`orrery_entity::config_entry::Model`).
     pub const CONFIG_UPDATED: &str = "config.updated";
+    /// An EVM contract event was indexed; payload: chain, blockNumber, txHash, logIndex, contract, name, args.
+    pub const EVM_EVENT: &str = "evm.event";
+    /// EVM blocks were committed; payload: chain, number (last block), hash, fromBlock, events.
+    pub const EVM_BLOCK: &str = "evm.block";
+    /// A chain reorganisation was rolled back; payload: chain, source, fromBlock, depth.
+    pub const REORG: &str = "reorg";
+    /// A price point was stored (payload: the `price_point` row).
+    pub const PRICE_UPDATED: &str = "price.updated";
+    /// A price comparison was stored or filled (payload: the `price_comparison` row).
+    pub const PRICE_COMPARISON_UPDATED: &str = "price.comparison_updated";
+    /// A Bitcoin block header was stored (payload: height, hash, prev_hash, time).
+    pub const BITCOIN_BLOCK: &str = "bitcoin.block";
+    /// A Stellar operation was indexed for a watched account; payload `{account_id, operation_id}`.
+    pub const STELLAR_OPERATION_INDEXED: &str = "stellar.operation_indexed";
+    /// A Stellar balance changed; payload `{account_id, asset_code, asset_issuer, balance}`.
+    pub const STELLAR_BALANCE_CHANGED: &str = "stellar.balance_changed";
+    /// A distribution changed; payload: the row (`orrery_entity::distribution::Model`).
+    pub const DISTRIBUTION_UPDATED: &str = "distribution.updated";
 }
 
 /// One notification: a topic (what happened) and a JSON payload (the changed object).

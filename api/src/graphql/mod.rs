@@ -24,6 +24,7 @@ pub struct QueryRoot(
     ops::OpsQuery,
     stellar::StellarQuery,
     prices::PricesQuery,
+    evm::EvmQuery,
 );
 
 /// Every mutation (all need an operator or admin token).
@@ -36,6 +37,7 @@ pub struct SubscriptionRoot(
     subscription::CoreSubscription,
     stellar::StellarSubscription,
     prices::PricesSubscription,
+    evm::EvmSubscription,
 );
 
 /// The schema type served at `/graphql` and `/graphql/ws`.

@@ -201,20 +201,19 @@ async fn find_source(txn: &DatabaseTransaction, id: &str) -> Result<source::Mode
         .ok_or_else(|| not_found(format!("source {id:?}")))
 }
 
+/// Writes the audit row of `action` on `target` (caller and address from the request).
 async fn audited<C: ConnectionTrait>(
     ctx: &Context<'_>,
     db: &C,
-    who: &Principal,
     action: &str,
     target: &str,
     arguments: Value,
-    before: Option<Value>,
-    after: Option<Value>,
+    (before, after): (Option<Value>, Option<Value>),
 ) -> Result<()> {
     audit::record(
         db,
         AuditEntry {
-            principal: who,
+            principal: caller(ctx)?,
             client_addr: client_addr(ctx),
             action,
             target: Some(target.to_string()),
@@ -234,7 +233,6 @@ fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
 impl OpsMutation {
     async fn set_paused(&self, ctx: &Context<'_>, id: String, paused: bool) -> Result<Chain> {
         let st = state(ctx);
-        let who = caller(ctx)?;
         let txn = st
             .db
             .begin()
@@ -259,12 +257,13 @@ impl OpsMutation {
         audited(
             ctx,
             &txn,
-            who,
             action,
             &id,
             json!({ "id": id }),
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            (
+                serde_json::to_value(&before).ok(),
+                serde_json::to_value(&after).ok(),
+            ),
         )
         .await?;
         txn.commit().await.map_err(|e| internal("committing", e))?;
@@ -293,12 +292,13 @@ impl OpsMutation {
         audited(
             ctx,
             &txn,
-            who,
             action,
             &id,
             arguments,
-            serde_json::to_value(&row).ok(),
-            Some(json!({ "commandId": cmd.id })),
+            (
+                serde_json::to_value(&row).ok(),
+                Some(json!({ "commandId": cmd.id })),
+            ),
         )
         .await?;
         txn.commit().await.map_err(|e| internal("committing", e))?;
@@ -386,12 +386,13 @@ impl OpsMutation {
         audited(
             ctx,
             &txn,
-            who,
             "resetCircuitBreaker",
             &name,
             json!({ "name": name }),
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
+            (
+                serde_json::to_value(&before).ok(),
+                serde_json::to_value(&after).ok(),
+            ),
         )
         .await?;
         txn.commit().await.map_err(|e| internal("committing", e))?;

@@ -1,5 +1,99 @@
 //! Bitcoin source (Esplora) feeding the UTXOracle estimator, exchange prices, comparisons.
+//!
+//! - [`source::BitcoinSource`] (`bitcoin`): headers, reorgs, rolling window, a price and a
+//!   comparison every `bitcoin.interval_secs`;
+//! - [`exchange::ExchangeSource`] (`exchange`): `/api/v1/prices` every interval, fills
+//!   comparisons made while it was down;
+//! - [`oneshot`]: `orrery prices utxoracle` (compute and print, write nothing);
+//! - [`store`]: price rows, export and prune.
 
+pub mod buffer;
+pub mod comparison;
+pub mod esplora;
+pub mod exchange;
+pub mod oneshot;
 pub mod settings;
+pub mod source;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use url::Url;
 
 pub use settings::BitcoinSettings;
+
+use crate::bus::SharedBus;
+use crate::sync::{breaker_store, EngineConfig, SourceError, Supervisor, SyncContext};
+use crate::upstream::{UpstreamClient, UpstreamConfig};
+
+/// The exchange upstream client (upstream name `exchange`; breaker recovers within one
+/// interval so a returning endpoint is seen promptly).
+pub fn exchange_client(base_url: &str, interval: Duration) -> Result<UpstreamClient, SourceError> {
+    let url = Url::parse(base_url).map_err(|e| {
+        SourceError::Config(format!("bitcoin.exchange_prices_url {base_url:?}: {e}"))
+    })?;
+    let mut config = UpstreamConfig::new("exchange", vec![url]);
+    config.breaker_recovery = interval.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    config.max_retries = 1;
+    Ok(UpstreamClient::new(config)?)
+}
+
+/// Starts the `bitcoin` source (when `esplora_url` is set) and the `exchange` source (when
+/// `exchange_prices_url` is set) under `supervisor`.
+pub async fn spawn_all(
+    settings: &BitcoinSettings,
+    supervisor: &mut Supervisor,
+    db: &DatabaseConnection,
+    bus: &SharedBus,
+) -> Result<(), SourceError> {
+    let interval = Duration::from_secs(settings.interval_secs.max(1));
+    let engine = EngineConfig {
+        max_error_backoff: interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        ..EngineConfig::default()
+    };
+    if let Some(url) = &settings.esplora_url {
+        let esplora = esplora::EsploraClient::new(url, settings.requests_per_hour)?;
+        breaker_store::restore_and_track(db.clone(), esplora.upstream().breaker()).await?;
+        let buffer = buffer::PriceBuffer::new(settings.write_buffer);
+        let (recent, poll) = (
+            settings.recent_blocks,
+            Duration::from_secs(settings.poll_interval_secs.max(1)),
+        );
+        let factory = Arc::new(move || {
+            Box::new(source::BitcoinSource::new(
+                esplora.clone(),
+                recent,
+                interval,
+                poll,
+                buffer.clone(),
+            )) as Box<dyn crate::sync::Source>
+        });
+        let ctx = SyncContext::new(
+            db.clone(),
+            bus.clone(),
+            source::BitcoinSource::descriptor_static(),
+        );
+        supervisor.spawn(factory, ctx, engine.clone());
+    }
+    if let Some(url) = &settings.exchange_prices_url {
+        let client = exchange_client(url, interval)?;
+        breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
+        let backfill = Duration::from_secs(settings.exchange_backfill_secs);
+        let factory = Arc::new(move || {
+            Box::new(exchange::ExchangeSource::new(
+                client.clone(),
+                interval,
+                backfill,
+            )) as Box<dyn crate::sync::Source>
+        });
+        let ctx = SyncContext::new(
+            db.clone(),
+            bus.clone(),
+            exchange::ExchangeSource::descriptor_static(),
+        );
+        supervisor.spawn(factory, ctx, engine);
+    }
+    Ok(())
+}

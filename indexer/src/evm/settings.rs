@@ -3,11 +3,34 @@
 use serde::Deserialize;
 
 /// EVM indexing settings (`[evm]` in `orrery.toml`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvmSettings {
     /// Chains to follow (`[[evm.chains]]`). Empty: the devnet's chains when devnet runs.
     pub chains: Vec<EvmChainSettings>,
+    /// Largest `eth_getLogs` block range (`evm.max_block_range`, default 10000); the range
+    /// adapts below it when the node refuses ranges or result counts.
+    pub max_block_range: u64,
+    /// `eth_getLogs` ranges in flight per chain during backfill (`evm.concurrency`, default 4).
+    pub concurrency: usize,
+    /// Local request budget per chain and hour (`evm.requests_per_hour`, default 0 = none;
+    /// the node's own rate-limit answers are always honoured).
+    pub requests_per_hour: u32,
+    /// Wait between polls of the head once caught up, in milliseconds
+    /// (`evm.poll_interval_ms`, default 2000).
+    pub poll_interval_ms: u64,
+}
+
+impl Default for EvmSettings {
+    fn default() -> Self {
+        Self {
+            chains: Vec::new(),
+            max_block_range: 10_000,
+            concurrency: 4,
+            requests_per_hour: 0,
+            poll_interval_ms: 2_000,
+        }
+    }
 }
 
 /// One chain (`[[evm.chains]]`).

@@ -1,5 +1,78 @@
 //! Stellar source (Horizon): watched accounts, balances, operations, distributions.
+//!
+//! Accounts come from `stellar.accounts` plus, with `stellar.discover`, every holder of
+//! `stellar.assets`. Each account backfills from its own cursor; then the source follows
+//! `/operations` from the cursor recorded before the backfill began (SSE, falling back to
+//! polling), so the
+//! handoff neither loses nor duplicates. A full resync of one account is requested by
+//! setting its `stellar_sync_state` row to `mode = 'full', status = 'requested'`.
 
+pub mod amount;
+pub mod dex;
+pub mod distributions;
+pub mod horizon;
 pub mod settings;
+pub mod source;
+pub mod sse;
+pub mod store;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+use url::Url;
 
 pub use settings::StellarSettings;
+pub use source::StellarSource;
+
+use crate::bus::SharedBus;
+use crate::sync::{EngineConfig, SourceFactory, Supervisor, SyncContext};
+use crate::upstream::{UpstreamClient, UpstreamConfig};
+
+/// Why the Stellar source cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StellarStartError {
+    /// `stellar.horizon_url` is not a URL.
+    #[error("stellar.horizon_url {0:?} is not a URL")]
+    Url(String),
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    /// The breaker row could not be restored.
+    #[error("restoring the horizon breaker: {0}")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+/// The upstream client for `settings` (name `horizon`).
+pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, StellarStartError> {
+    let Some(url) = &settings.horizon_url else {
+        return Ok(None);
+    };
+    let base = Url::parse(url).map_err(|_| StellarStartError::Url(url.clone()))?;
+    let mut cfg = UpstreamConfig::new("horizon", vec![base]);
+    cfg.requests_per_hour = settings.requests_per_hour;
+    Ok(Some(UpstreamClient::new(cfg)?))
+}
+
+/// Registers the Stellar source with `supervisor` when a Horizon URL is configured.
+pub async fn spawn_all(
+    settings: &StellarSettings,
+    supervisor: &mut Supervisor,
+    db: &DatabaseConnection,
+    bus: &SharedBus,
+) -> Result<(), StellarStartError> {
+    let Some(client) = client(settings)? else {
+        return Ok(());
+    };
+    crate::sync::breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
+    let settings = settings.clone();
+    let factory: SourceFactory = Arc::new(move || {
+        Box::new(StellarSource::new(client.clone(), settings.clone()))
+            as Box<dyn crate::sync::Source>
+    });
+    supervisor.spawn(
+        factory,
+        SyncContext::new(db.clone(), bus.clone(), source::descriptor()),
+        EngineConfig::default(),
+    );
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! Horizon records turned into rows: operations, their balance deltas and participants,
+//! and account snapshots. Pure functions over JSON, so they are tested without a server.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::amount::parse_stroops;
+
+/// One asset: code (`XLM` for native) and issuer (empty for native).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AssetKey {
+    /// Asset code, `XLM` for native.
+    pub code: String,
+    /// Issuer, empty for native.
+    pub issuer: String,
+}
+
+impl AssetKey {
+    /// The native asset.
+    pub fn native() -> Self {
+        Self {
+            code: "XLM".into(),
+            issuer: String::new(),
+        }
+    }
+
+    /// Parses `CODE:ISSUER` or `native`/`XLM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "native" || s == "XLM" {
+            return Some(Self::native());
+        }
+        let (code, issuer) = s.split_once(':')?;
+        if code.is_empty() || issuer.is_empty() {
+            return None;
+        }
+        Some(Self {
+            code: code.into(),
+            issuer: issuer.into(),
+        })
+    }
+
+    /// `native` or `CODE:ISSUER` (Horizon's query form).
+    pub fn canonical(&self) -> String {
+        if self.issuer.is_empty() {
+            "native".into()
+        } else {
+            format!("{}:{}", self.code, self.issuer)
+        }
+    }
+
+    /// Horizon asset type for this key.
+    pub fn asset_type(&self) -> &'static str {
+        if self.issuer.is_empty() {
+            "native"
+        } else if self.code.len() <= 4 {
+            "credit_alphanum4"
+        } else {
+            "credit_alphanum12"
+        }
+    }
+}
+
+/// Why a Horizon record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("horizon record: {0}")]
+pub struct DecodeError(pub String);
+
+/// A signed balance change of one account in one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Account whose balance changes.
+    pub account: String,
+    /// Asset.
+    pub asset: AssetKey,
+    /// Change in stroops.
+    pub stroops: i64,
+}
+
+/// An operation decoded from Horizon.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedOp {
+    /// Operation id.
+    pub id: i64,
+    /// Paging token.
+    pub paging_token: String,
+    /// Transaction hash.
+    pub transaction_hash: String,
+    /// Close time.
+    pub created_at: DateTime<Utc>,
+    /// Horizon type name.
+    pub op_type: String,
+    /// Source account.
+    pub source_account: String,
+    /// Sender for payment-like operations.
+    pub from: Option<String>,
+    /// Receiver for payment-like operations.
+    pub to: Option<String>,
+    /// Asset moved (or trusted).
+    pub asset: Option<AssetKey>,
+    /// Amount in stroops (payment amount, starting balance, trust limit).
+    pub amount: Option<i64>,
+    /// Whether the transaction succeeded.
+    pub successful: bool,
+    /// Accounts the operation concerns (source, sender, receiver, trustor...).
+    pub participants: Vec<String>,
+    /// Balance changes it causes.
+    pub deltas: Vec<Delta>,
+    /// The full record.
+    pub raw: Value,
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+fn asset_at(v: &Value, prefix: &str) -> Option<AssetKey> {
+    let t = s(v, &format!("{prefix}asset_type"))?;
+    if t == "native" {
+        return Some(AssetKey::native());
+    }
+    Some(AssetKey {
+        code: s(v, &format!("{prefix}asset_code"))?.to_string(),
+        issuer: s(v, &format!("{prefix}asset_issuer"))?.to_string(),
+    })
+}
+
+fn amount(v: &Value, k: &str) -> Result<Option<i64>, DecodeError> {
+    match s(v, k) {
+        None => Ok(None),
+        Some(a) => parse_stroops(a)
+            .map(Some)
+            .ok_or_else(|| DecodeError(format!("{k} {a:?} is not an amount"))),
+    }
+}
+
+/// Decodes one operation record.
+pub fn decode_operation(v: &Value) -> Result<DecodedOp, DecodeError> {
+    let id_s = s(v, "id").ok_or_else(|| DecodeError("operation without id".into()))?;
+    let id: i64 = id_s
+        .parse()
+        .map_err(|_| DecodeError(format!("operation id {id_s:?}")))?;
+    let created_at = s(v, "created_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| DecodeError(format!("operation {id}: created_at")))?;
+    let op_type = s(v, "type").unwrap_or("unknown").to_string();
+    let source = s(v, "source_account")
+        .ok_or_else(|| DecodeError(format!("operation {id}: source_account")))?
+        .to_string();
+    let successful = v
+        .get("transaction_successful")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut from = None;
+    let mut to = None;
+    let mut asset = None;
+    let mut amt = None;
+    let mut deltas = Vec::new();
+    match op_type.as_str() {
+        "create_account" => {
+            from = s(v, "funder").map(String::from);
+            to = s(v, "account").map(String::from);
+            asset = Some(AssetKey::native());
+            amt = amount(v, "starting_balance")?;
+        }
+        "payment" => {
+            from = s(v, "from").map(String::from);
+            to = s(v, "to").map(String::from);
+            asset = asset_at(v, "");
+            amt = amount(v, "amount")?;
+        }
+        "path_payment_strict_receive" | "path_payment_strict_send" => {
+            from = s(v, "from").map(String::from);
+            to = s(v, "to").map(String::from);
+            asset = asset_at(v, "");
+            amt = amount(v, "amount")?;
+            if successful {
+                if let (Some(f), Some(sa), Some(sx)) =
+                    (&from, asset_at(v, "source_"), amount(v, "source_amount")?)
+                {
+                    deltas.push(Delta {
+                        account: f.clone(),
+                        asset: sa,
+                        stroops: -sx,
+                    });
+                }
+            }
+        }
+        "change_trust" => {
+            from = s(v, "trustor").map(String::from);
+            to = from.clone();
+            asset = asset_at(v, "");
+            amt = amount(v, "limit")?;
+        }
+        _ => {}
+    }
+    if successful {
+        match op_type.as_str() {
+            "create_account" | "payment" => {
+                if let (Some(f), Some(t), Some(a), Some(x)) = (&from, &to, &asset, amt) {
+                    deltas.push(Delta {
+                        account: f.clone(),
+                        asset: a.clone(),
+                        stroops: -x,
+                    });
+                    deltas.push(Delta {
+                        account: t.clone(),
+                        asset: a.clone(),
+                        stroops: x,
+                    });
+                }
+            }
+            "path_payment_strict_receive" | "path_payment_strict_send" => {
+                if let (Some(t), Some(a), Some(x)) = (&to, &asset, amt) {
+                    deltas.push(Delta {
+                        account: t.clone(),
+                        asset: a.clone(),
+                        stroops: x,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut participants = vec![source.clone()];
+    for p in [&from, &to].into_iter().flatten() {
+        if !participants.contains(p) {
+            participants.push(p.clone());
+        }
+    }
+    Ok(DecodedOp {
+        id,
+        paging_token: s(v, "paging_token").unwrap_or(id_s).to_string(),
+        transaction_hash: s(v, "transaction_hash").unwrap_or_default().to_string(),
+        created_at,
+        op_type,
+        source_account: source,
+        from,
+        to,
+        asset,
+        amount: amt,
+        successful,
+        participants,
+        deltas,
+        raw: v.clone(),
+    })
+}
+
+/// One balance line of an account record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceLine {
+    /// Asset.
+    pub asset: AssetKey,
+    /// Balance in stroops.
+    pub balance: i64,
+    /// Trustline limit (credit assets).
+    pub limit: Option<i64>,
+    /// Last modification ledger, when given.
+    pub last_modified_ledger: Option<i64>,
+}
+
+/// An account record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSnapshot {
+    /// Account id.
+    pub id: String,
+    /// Sequence number.
+    pub sequence: Option<i64>,
+    /// Subentry count.
+    pub subentry_count: Option<i32>,
+    /// Last modification ledger.
+    pub last_modified_ledger: Option<i64>,
+    /// Last modification time.
+    pub last_modified_at: Option<DateTime<Utc>>,
+    /// Balances.
+    pub balances: Vec<BalanceLine>,
+}
+
+/// Decodes `/accounts/{id}`.
+pub fn decode_account(v: &Value) -> Result<AccountSnapshot, DecodeError> {
+    let id = s(v, "account_id")
+        .or_else(|| s(v, "id"))
+        .ok_or_else(|| DecodeError("account without id".into()))?
+        .to_string();
+    let mut balances = Vec::new();
+    for b in v
+        .get("balances")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // Liquidity-pool shares have no asset code; they are not balances we track.
+        let Some(asset) = asset_at(b, "") else {
+            continue;
+        };
+        balances.push(BalanceLine {
+            asset,
+            balance: amount(b, "balance")?.unwrap_or(0),
+            limit: amount(b, "limit")?,
+            last_modified_ledger: b.get("last_modified_ledger").and_then(Value::as_i64),
+        });
+    }
+    Ok(AccountSnapshot {
+        sequence: s(v, "sequence").and_then(|x| x.parse().ok()),
+        subentry_count: v
+            .get("subentry_count")
+            .and_then(Value::as_i64)
+            .map(|x| x as i32),
+        last_modified_ledger: v.get("last_modified_ledger").and_then(Value::as_i64),
+        last_modified_at: s(v, "last_modified_time")
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc)),
+        id,
+        balances,
+    })
+}
+
+/// Records of a HAL collection page.
+pub fn records(page: &Value) -> Vec<Value> {
+    page.get("_embedded")
+        .and_then(|e| e.get("records"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The ledger of an operation id (`id >> 32`).
+pub fn ledger_of(op_id: i64) -> i64 {
+    op_id >> 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn payment_moves_the_amount_between_sender_and_receiver() {
+        let v = json!({"id": "4294971393", "paging_token": "4294971393", "type": "payment",
+            "source_account": "GA", "from": "GA", "to": "GB", "asset_type": "credit_alphanum4",
+            "asset_code": "UBEC", "asset_issuer": "GI", "amount": "12.5000000",
+            "created_at": "2025-01-01T00:00:05Z", "transaction_hash": "ab",
+            "transaction_successful": true});
+        let op = decode_operation(&v).unwrap();
+        assert_eq!(op.id, 4_294_971_393);
+        assert_eq!(ledger_of(op.id), 1);
+        assert_eq!(op.amount, Some(125_000_000));
+        let ubec = AssetKey::parse("UBEC:GI").unwrap();
+        assert_eq!(
+            op.deltas,
+            vec![
+                Delta {
+                    account: "GA".into(),
+                    asset: ubec.clone(),
+                    stroops: -125_000_000
+                },
+                Delta {
+                    account: "GB".into(),
+                    asset: ubec,
+                    stroops: 125_000_000
+                },
+            ]
+        );
+        assert_eq!(op.participants, vec!["GA".to_string(), "GB".to_string()]);
+    }
+
+    #[test]
+    fn failed_and_trust_operations_change_no_balance() {
+        let v = json!({"id": "5", "type": "payment", "source_account": "GA", "from": "GA",
+            "to": "GB", "asset_type": "native", "amount": "1", "created_at": "2025-01-01T00:00:05Z",
+            "transaction_successful": false});
+        assert!(decode_operation(&v).unwrap().deltas.is_empty());
+        let v = json!({"id": "6", "type": "change_trust", "source_account": "GA", "trustor": "GA",
+            "asset_type": "credit_alphanum4", "asset_code": "UBEC", "asset_issuer": "GI",
+            "limit": "922337203685.4775807", "created_at": "2025-01-01T00:00:05Z"});
+        let op = decode_operation(&v).unwrap();
+        assert!(op.deltas.is_empty());
+        assert_eq!(op.participants, vec!["GA".to_string()]);
+        let bad = json!({"id": "7", "type": "payment", "source_account": "GA", "from": "GA",
+            "to": "GB", "asset_type": "native", "amount": "1.2.3", "created_at": "2025-01-01T00:00:05Z"});
+        assert!(decode_operation(&bad).is_err());
+    }
+
+    #[test]
+    fn account_balances_decode_with_native_last() {
+        let v = json!({"account_id": "GA", "sequence": "42", "subentry_count": 1,
+            "last_modified_ledger": 9, "balances": [
+            {"balance": "3.0000000", "limit": "922337203685.4775807", "asset_type": "credit_alphanum4",
+             "asset_code": "UBEC", "asset_issuer": "GI", "last_modified_ledger": 7},
+            {"balance": "100.0000000", "asset_type": "native"}]});
+        let a = decode_account(&v).unwrap();
+        assert_eq!(a.sequence, Some(42));
+        assert_eq!(a.balances.len(), 2);
+        assert_eq!(a.balances[0].balance, 30_000_000);
+        assert_eq!(a.balances[1].asset, AssetKey::native());
+        assert_eq!(a.balances[1].limit, None);
+    }
+}
