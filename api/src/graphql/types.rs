@@ -50,11 +50,53 @@ impl Chain {
             .map(|t| (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
     }
 
+    /// Name of the upstream (HTTP client, breaker, rate limiter) this source reads from.
+    async fn upstream(&self) -> String {
+        upstream_name(&self.kind, &self.id)
+    }
+
+    /// State of the circuit breaker guarding this source's upstream (null before first use).
+    async fn circuit_breaker(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Option<super::ops::CircuitBreakerState>> {
+        use sea_orm::EntityTrait;
+        let db = &ctx.data_unchecked::<crate::state::AppState>().db;
+        let row = orrery_entity::circuit_breaker::Entity::find_by_id(upstream_name(&self.kind, &self.id))
+            .one(db)
+            .await
+            .map_err(|e| super::error::internal("reading a circuit breaker", e))?;
+        Ok(row.map(Into::into))
+    }
+
+    /// Requests left in the upstream's rate-limit budget, as this server process sees it
+    /// (null when this process does not run the source or the upstream has no budget).
+    async fn rate_limit_remaining(&self) -> Option<f64> {
+        let name = upstream_name(&self.kind, &self.id);
+        orrery_indexer::metrics::Metrics::global()
+            .registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == "orrery_rate_limit_remaining")?
+            .get_metric()
+            .iter()
+            .find(|m| m.get_label().iter().any(|l| l.name() == "upstream" && l.value() == name))
+            .map(|m| m.get_gauge().get_value())
+            .filter(|v| *v < f64::from(u32::MAX))
+    }
+
     /// True when the source is not in error, not paused, and at most one height behind head.
     async fn is_synced(&self) -> bool {
         !self.paused
             && self.status != "error"
             && matches!((self.head_height, self.indexed_height), (Some(h), Some(i)) if h - i <= 1)
+    }
+}
+
+/// The upstream client name a source uses: `horizon` for Stellar, `esplora` for Bitcoin, the
+/// source id for the others (`evm:<chain>`, `exchange`).
+pub fn upstream_name(kind: &str, id: &str) -> String {
+    match kind {
+        "stellar" => "horizon".to_string(),
+        "bitcoin" => "esplora".to_string(),
+        _ => id.to_string(),
     }
 }
 
