@@ -16,6 +16,9 @@ pub mod source;
 pub mod sse;
 pub mod store;
 
+#[cfg(test)]
+mod fixture_tests;
+
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
