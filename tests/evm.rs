@@ -248,11 +248,20 @@ async fn evm_two_chains_backfill_follow_reorg_and_graphql() {
         let head = control.evm_head(&ep.name).unwrap();
         assert_indexed_exactly(&conn, &devnet, &ep.name, head - CONFIRMATIONS, &names).await;
     }
+    let rss = server_peak_rss_kb(&db.url);
+    if rss.is_none() {
+        let logs = server.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        panic!(
+            "server process gone after backfill; last log lines (newest first):\n{}",
+            tail.join("\n")
+        );
+    }
     println!(
         "BENCH evm backfill: {total_logs} logs on 2 chains in {:.1}s = {:.0} logs/s; server peak RSS {:?} kB",
         elapsed.as_secs_f64(),
         total_logs as f64 / elapsed.as_secs_f64(),
-        server_peak_rss_kb(&db.url)
+        rss
     );
 
     // Follow the head (backfill-to-head handoff), then a reorg of depth 5 while following.

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use orrery_indexer::bitcoin::esplora::EsploraClient;
-use orrery_indexer::bitcoin::{oneshot, store};
+use orrery_indexer::bitcoin::{oneshot, parquet_export, store};
 
 use crate::app;
 use crate::config::{Config, ProcessEnv};
@@ -43,7 +43,7 @@ pub struct UtxoracleArgs {
 pub enum ExportFormat {
     /// Comma-separated values with a header line.
     Csv,
-    /// Apache Parquet (not supported in this build).
+    /// Apache Parquet (one row group, uncompressed; times as TIMESTAMP(MILLIS, UTC)).
     Parquet,
 }
 
@@ -129,10 +129,16 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
+fn write_parquet(
+    path: &Path,
+    write: impl FnOnce(std::fs::File) -> Result<(), parquet_export::ParquetExportError>,
+) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    write(file).with_context(|| format!("cannot write {}", path.display()))
+}
+
 async fn export(config: &Config, a: ExportArgs) -> anyhow::Result<ExitCode> {
-    if a.format == ExportFormat::Parquet {
-        anyhow::bail!("parquet not supported in this build; use --format csv");
-    }
     let from = a
         .from
         .as_deref()
@@ -140,17 +146,28 @@ async fn export(config: &Config, a: ExportArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let to = a.to.as_deref().map(|s| parse_time("to", s)).transpose()?;
     let (db, _bus) = app::open(config).await?;
-    let (text, rows) = match a.table {
-        ExportTable::Points => {
+    let rows = match (a.table, a.format) {
+        (ExportTable::Points, format) => {
             let rows = store::points_in(&db, from, to).await?;
-            (store::points_csv(&rows), rows.len())
+            match format {
+                ExportFormat::Csv => write_file(&a.output, &store::points_csv(&rows))?,
+                ExportFormat::Parquet => {
+                    write_parquet(&a.output, |f| parquet_export::write_points(&rows, f))?
+                }
+            }
+            rows.len()
         }
-        ExportTable::Comparisons => {
+        (ExportTable::Comparisons, format) => {
             let rows = store::comparisons_in(&db, from, to).await?;
-            (store::comparisons_csv(&rows), rows.len())
+            match format {
+                ExportFormat::Csv => write_file(&a.output, &store::comparisons_csv(&rows))?,
+                ExportFormat::Parquet => {
+                    write_parquet(&a.output, |f| parquet_export::write_comparisons(&rows, f))?
+                }
+            }
+            rows.len()
         }
     };
-    write_file(&a.output, &text)?;
     println!(
         "{}",
         serde_json::json!({"rows": rows, "output": a.output.display().to_string()})

@@ -29,7 +29,11 @@ pub struct QueryRoot(
 
 /// Every mutation (all need an operator or admin token).
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(mutation::CoreMutation, ops::OpsMutation);
+pub struct MutationRoot(
+    mutation::CoreMutation,
+    ops::OpsMutation,
+    stellar::StellarMutation,
+);
 
 /// Every subscription (all read from the event bus).
 #[derive(MergedSubscription, Default)]

@@ -16,19 +16,25 @@ use orrery_entity::{
     stellar_account_operation, stellar_balance, stellar_operation, stellar_sync_state,
     stellar_transaction,
 };
-use orrery_indexer::bus::topics;
+use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::stellar::admin::{self, AdminError, NewDistribution};
 use orrery_indexer::stellar::amount::{format_stroops, parse_stroops};
 use orrery_indexer::stellar::horizon::AssetKey;
+use orrery_indexer::stellar::resync::ResyncMode;
 use sea_orm::sea_query::Query;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use serde_json::json;
 
 use super::error::{bad_input, internal, not_found};
+use super::mutation::client_addr;
 use super::pagination::{build_page, Page};
 use super::query::{page_args, state, wants_total};
 use super::subscription::bus_stream;
+use crate::audit::{self, AuditEntry};
+use crate::auth::{principal, Principal, Role, RoleGuard};
 
 /// The batched loaders of this module (registered as schema data).
 pub struct StellarLoaders {
@@ -341,7 +347,7 @@ pub struct StellarSyncStatus {
     pub account_id: String,
     /// `syncing`, `synced`, `requested` or `error`.
     pub status: String,
-    /// `incremental` or `full`.
+    /// `incremental`, `full` or `targeted:<from>-<to>` (with status `requested`).
     pub mode: String,
     /// Paging token the next page starts after.
     pub cursor: Option<String>,
@@ -965,5 +971,313 @@ impl StellarSubscription {
                 _ => Some(Distribution::from(row)),
             }
         })
+    }
+}
+
+/// How `resyncAccount` re-fetches an account.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ResyncModeInput {
+    /// Catch up from the account's cursor.
+    Incremental,
+    /// Replay the whole history (links and balance history replaced atomically).
+    Full,
+    /// Re-fetch and upsert the operations of `fromLedger..=toLedger` (nothing deleted).
+    Targeted,
+}
+
+/// One recipient of `createDistribution`.
+#[derive(InputObject)]
+pub struct RecipientInput {
+    /// Receiving `G...` account.
+    pub account: String,
+    /// Amount, decimal string with at most 7 decimals (exact).
+    pub amount: String,
+}
+
+/// Input of `createDistribution`.
+#[derive(InputObject)]
+pub struct CreateDistributionInput {
+    /// Name.
+    pub name: String,
+    /// Asset code, e.g. `UBEC`.
+    pub asset_code: String,
+    /// Asset issuer (`G...`).
+    pub asset_issuer: String,
+    /// Paying account (`G...`).
+    pub source_account: String,
+    /// Total budget, decimal string with at most 7 decimals (exact).
+    pub total_budget: String,
+    /// Recipients and their amounts.
+    pub recipients: Vec<RecipientInput>,
+}
+
+/// Stellar admin mutations (operator or admin).
+#[derive(Default)]
+pub struct StellarMutation;
+
+fn admin_error(e: AdminError) -> async_graphql::Error {
+    match e {
+        AdminError::BadInput { argument, reason } => bad_input(argument, reason),
+        AdminError::NotFound(what) => not_found(what),
+        AdminError::Db(e) => internal("writing stellar state", e),
+    }
+}
+
+/// Runs `change` in a transaction with its audit row (`action` on `target`, before/after
+/// from the change); commits only when both succeed.
+async fn audited_change<T, B, A, F>(
+    ctx: &Context<'_>,
+    action: &str,
+    target: &str,
+    arguments: serde_json::Value,
+    change: F,
+) -> Result<T>
+where
+    F: for<'t> FnOnce(
+        &'t DatabaseTransaction,
+        &'t Principal,
+    ) -> futures::future::BoxFuture<'t, Result<(T, B, A), AdminError>>,
+    B: serde::Serialize,
+    A: serde::Serialize,
+{
+    let who = principal(ctx)
+        .ok_or_else(|| internal("reading the caller", "guard passed without principal"))?;
+    let txn = state(ctx)
+        .db
+        .begin()
+        .await
+        .map_err(|e| internal("starting a transaction", e))?;
+    let (out, before, after) = change(&txn, who).await.map_err(admin_error)?;
+    let before = serde_json::to_value(&before).ok().filter(|v| !v.is_null());
+    audit::record(
+        &txn,
+        AuditEntry {
+            principal: who,
+            client_addr: client_addr(ctx),
+            action,
+            target: Some(target.to_string()),
+            arguments,
+            before,
+            after: serde_json::to_value(&after).ok(),
+        },
+    )
+    .await
+    .map_err(|e| internal("writing the audit log", e))?;
+    txn.commit().await.map_err(|e| internal("committing", e))?;
+    Ok(out)
+}
+
+async fn publish_distribution(ctx: &Context<'_>, d: &distribution::Model) {
+    match serde_json::to_value(d) {
+        Ok(v) => {
+            publish_logged(
+                state(ctx).bus.as_ref(),
+                BusEvent::new(topics::DISTRIBUTION_UPDATED, v),
+            )
+            .await
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode distribution"),
+    }
+}
+
+fn max_per_recipient(ctx: &Context<'_>) -> Result<Option<i64>> {
+    state(ctx)
+        .config
+        .stellar
+        .max_per_recipient
+        .as_deref()
+        .map(|m| {
+            parse_stroops(m).ok_or_else(|| {
+                internal(
+                    "reading stellar.max_per_recipient",
+                    format!("{m:?} is not an amount"),
+                )
+            })
+        })
+        .transpose()
+}
+
+#[Object]
+impl StellarMutation {
+    /// Starts following a Stellar account (picked up by the source within a poll interval).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn watch_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`G...` account id (56 characters, base32).")] id: String,
+    ) -> Result<StellarAccount> {
+        let acc = id.clone();
+        let row = audited_change(ctx, "watchAccount", &id, json!({ "id": id }), |txn, _| {
+            Box::pin(async move {
+                let (before, after) = admin::watch(txn, &acc).await?;
+                Ok((after.clone(), before, after))
+            })
+        })
+        .await?;
+        Ok(row.into())
+    }
+
+    /// Stops following a Stellar account; its indexed data is kept.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn unwatch_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`G...` account id.")] id: String,
+    ) -> Result<StellarAccount> {
+        let acc = id.clone();
+        let row = audited_change(ctx, "unwatchAccount", &id, json!({ "id": id }), |txn, _| {
+            Box::pin(async move {
+                let (before, after) = admin::unwatch(txn, &acc).await?;
+                Ok((after.clone(), before, after))
+            })
+        })
+        .await?;
+        Ok(row.into())
+    }
+
+    /// Requests a resync of a watched account; the source applies it when live.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn resync_account(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "`G...` account id.")] id: String,
+        #[graphql(desc = "What to re-fetch.")] mode: ResyncModeInput,
+        #[graphql(desc = "First ledger (TARGETED only, inclusive).")] from_ledger: Option<i64>,
+        #[graphql(desc = "Last ledger (TARGETED only, inclusive).")] to_ledger: Option<i64>,
+    ) -> Result<StellarSyncStatus> {
+        let mode = match mode {
+            ResyncModeInput::Incremental | ResyncModeInput::Full => {
+                if from_ledger.is_some() {
+                    return Err(bad_input("fromLedger", "only with mode TARGETED"));
+                }
+                if to_ledger.is_some() {
+                    return Err(bad_input("toLedger", "only with mode TARGETED"));
+                }
+                if mode == ResyncModeInput::Full {
+                    ResyncMode::Full
+                } else {
+                    ResyncMode::Incremental
+                }
+            }
+            ResyncModeInput::Targeted => {
+                let from = from_ledger
+                    .ok_or_else(|| bad_input("fromLedger", "required with mode TARGETED"))?;
+                let to = to_ledger
+                    .ok_or_else(|| bad_input("toLedger", "required with mode TARGETED"))?;
+                ResyncMode::targeted(from, to).map_err(|(which, e)| {
+                    bad_input(
+                        if which == "from" {
+                            "fromLedger"
+                        } else {
+                            "toLedger"
+                        },
+                        e,
+                    )
+                })?
+            }
+        };
+        let acc = id.clone();
+        let args = json!({ "id": id, "mode": mode.as_mode(),
+                           "fromLedger": from_ledger, "toLedger": to_ledger });
+        let row = audited_change(ctx, "resyncAccount", &id, args, |txn, _| {
+            Box::pin(async move {
+                let (before, after) = admin::request_resync(txn, &acc, mode).await?;
+                Ok((after.clone(), before, after))
+            })
+        })
+        .await?;
+        Ok(row.into())
+    }
+
+    /// Creates a draft distribution and evaluates its rules (see `rulesPassed`).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn create_distribution(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The distribution.")] input: CreateDistributionInput,
+    ) -> Result<Distribution> {
+        let max = max_per_recipient(ctx)?;
+        let new = NewDistribution {
+            name: input.name,
+            asset_code: input.asset_code,
+            asset_issuer: input.asset_issuer,
+            source_account: input.source_account,
+            total_budget: input.total_budget,
+            recipients: input
+                .recipients
+                .into_iter()
+                .map(|r| (r.account, r.amount))
+                .collect(),
+        };
+        let args = json!({
+            "name": new.name, "assetCode": new.asset_code, "assetIssuer": new.asset_issuer,
+            "sourceAccount": new.source_account, "totalBudget": new.total_budget,
+            "recipients": new.recipients.iter()
+                .map(|(a, m)| json!({ "account": a, "amount": m })).collect::<Vec<_>>(),
+        });
+        let target = new.name.clone();
+        let d = audited_change(ctx, "createDistribution", &target, args, |txn, who| {
+            Box::pin(async move {
+                let rows = admin::create_distribution(txn, &new, max, &who.subject).await?;
+                let after =
+                    json!({ "distribution": rows.distribution, "recipients": rows.recipients });
+                Ok((rows.distribution, None::<()>, after))
+            })
+        })
+        .await?;
+        publish_distribution(ctx, &d).await;
+        Ok(d.into())
+    }
+
+    /// Approves a draft distribution whose rules passed (refused with the reasons otherwise).
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn approve_distribution(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Distribution id.")] id: i64,
+    ) -> Result<Distribution> {
+        let d = audited_change(
+            ctx,
+            "approveDistribution",
+            &id.to_string(),
+            json!({ "id": id }),
+            |txn, who| {
+                Box::pin(async move {
+                    let (before, after) =
+                        admin::approve_distribution(txn, id, &who.subject).await?;
+                    Ok((after.clone(), before, after))
+                })
+            },
+        )
+        .await?;
+        publish_distribution(ctx, &d).await;
+        Ok(d.into())
+    }
+
+    /// Cancels a draft, approved or executing distribution.
+    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    async fn cancel_distribution(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Distribution id.")] id: i64,
+        #[graphql(desc = "Why (recorded in the distribution's events).")] reason: String,
+    ) -> Result<Distribution> {
+        let why = reason.clone();
+        let d = audited_change(
+            ctx,
+            "cancelDistribution",
+            &id.to_string(),
+            json!({ "id": id, "reason": reason }),
+            |txn, who| {
+                Box::pin(async move {
+                    let (before, after) =
+                        admin::cancel_distribution(txn, id, &why, &who.subject).await?;
+                    Ok((after.clone(), before, after))
+                })
+            },
+        )
+        .await?;
+        publish_distribution(ctx, &d).await;
+        Ok(d.into())
     }
 }

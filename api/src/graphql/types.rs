@@ -56,13 +56,17 @@ impl Chain {
     }
 
     /// State of the circuit breaker guarding this source's upstream (null before first use).
-    async fn circuit_breaker(&self, ctx: &async_graphql::Context<'_>) -> async_graphql::Result<Option<super::ops::CircuitBreakerState>> {
+    async fn circuit_breaker(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<super::ops::CircuitBreakerState>> {
         use sea_orm::EntityTrait;
         let db = &ctx.data_unchecked::<crate::state::AppState>().db;
-        let row = orrery_entity::circuit_breaker::Entity::find_by_id(upstream_name(&self.kind, &self.id))
-            .one(db)
-            .await
-            .map_err(|e| super::error::internal("reading a circuit breaker", e))?;
+        let row =
+            orrery_entity::circuit_breaker::Entity::find_by_id(upstream_name(&self.kind, &self.id))
+                .one(db)
+                .await
+                .map_err(|e| super::error::internal("reading a circuit breaker", e))?;
         Ok(row.map(Into::into))
     }
 
@@ -77,7 +81,11 @@ impl Chain {
             .find(|f| f.name() == "orrery_rate_limit_remaining")?
             .get_metric()
             .iter()
-            .find(|m| m.get_label().iter().any(|l| l.name() == "upstream" && l.value() == name))
+            .find(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "upstream" && l.value() == name)
+            })
             .map(|m| m.get_gauge().get_value())
             .filter(|v| *v < f64::from(u32::MAX))
     }

@@ -4,14 +4,19 @@
 //!   comparison every `bitcoin.interval_secs`;
 //! - [`exchange::ExchangeSource`] (`exchange`): `/api/v1/prices` every interval, fills
 //!   comparisons made while it was down;
+//! - [`daily`]: daily mode of the `bitcoin` source (`UTXORACLE_DAILY`, one price per
+//!   finished UTC day);
+//! - [`parquet_export`]: `orrery prices export --format parquet`;
 //! - [`oneshot`]: `orrery prices utxoracle` (compute and print, write nothing);
 //! - [`store`]: price rows, export and prune.
 
 pub mod buffer;
 pub mod comparison;
+pub mod daily;
 pub mod esplora;
 pub mod exchange;
 pub mod oneshot;
+pub mod parquet_export;
 pub mod settings;
 pub mod source;
 pub mod store;
@@ -57,18 +62,17 @@ pub async fn spawn_all(
         let esplora = esplora::EsploraClient::new(url, settings.requests_per_hour)?;
         breaker_store::restore_and_track(db.clone(), esplora.upstream().breaker()).await?;
         let buffer = buffer::PriceBuffer::new(settings.write_buffer);
+        let (daily, start_height) = (settings.daily, settings.start_height);
         let (recent, poll) = (
             settings.recent_blocks,
             Duration::from_secs(settings.poll_interval_secs.max(1)),
         );
         let factory = Arc::new(move || {
-            Box::new(source::BitcoinSource::new(
-                esplora.clone(),
-                recent,
-                interval,
-                poll,
-                buffer.clone(),
-            )) as Box<dyn crate::sync::Source>
+            Box::new(
+                source::BitcoinSource::new(esplora.clone(), recent, interval, poll, buffer.clone())
+                    .with_daily(daily)
+                    .with_start_height(start_height),
+            ) as Box<dyn crate::sync::Source>
         });
         let ctx = SyncContext::new(
             db.clone(),

@@ -32,6 +32,13 @@ pub struct BitcoinSettings {
     /// `bitcoin.exchange_backfill_secs`: a returning exchange price fills comparisons that
     /// lack one up to this far back. Default 3600.
     pub exchange_backfill_secs: u64,
+    /// `bitcoin.daily`: daily mode, the UTXOracle price of each finished UTC day (source
+    /// `UTXORACLE_DAILY`, stored once the tip is 6 blocks past midnight). Default true.
+    pub daily: bool,
+    /// `bitcoin.start_height`: first block indexed on an empty database. Default unset:
+    /// the last `recent_blocks` blocks (then daily prices start with the first whole day
+    /// indexed).
+    pub start_height: Option<u64>,
 }
 
 impl Default for BitcoinSettings {
@@ -46,6 +53,8 @@ impl Default for BitcoinSettings {
             retention_days: 365,
             write_buffer: 1024,
             exchange_backfill_secs: 3600,
+            daily: true,
+            start_height: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::buffer::{PendingPrice, PriceBuffer, Written};
 use super::comparison::Thresholds;
+use super::daily::{DailyOutcome, DailyTracker};
 use super::esplora::{BlockHeader, EsploraClient};
 use super::store::{self, ComparisonRow, PricePointRow, PAIR_BTC_USD, SOURCE_UTXORACLE};
 use crate::bus::{topics, BusEvent};
@@ -48,6 +49,10 @@ pub struct BitcoinSource {
     indexed: Option<u64>,
     last_compute: Option<Instant>,
     buffer: PriceBuffer,
+    /// Daily mode (`bitcoin.daily`); `None` when off.
+    daily: Option<DailyTracker>,
+    /// First height indexed on an empty database (`bitcoin.start_height`).
+    start_height: Option<u64>,
 }
 
 impl BitcoinSource {
@@ -70,6 +75,48 @@ impl BitcoinSource {
             indexed: None,
             last_compute: None,
             buffer,
+            daily: Some(DailyTracker::new()),
+            start_height: None,
+        }
+    }
+
+    /// Turns daily mode (one price per finished UTC day, see [`super::daily`]) on or off
+    /// (default on).
+    pub fn with_daily(mut self, on: bool) -> Self {
+        self.daily = on.then(DailyTracker::new);
+        self
+    }
+
+    /// On an empty database, start indexing at `height` instead of the last
+    /// `recent_blocks` blocks.
+    pub fn with_start_height(mut self, height: Option<u64>) -> Self {
+        self.start_height = height;
+        self
+    }
+
+    /// One slice of daily work; true while a day's blocks are still being fetched.
+    async fn daily_step(&mut self, ctx: &SyncContext) -> Result<bool, SourceError> {
+        let Some(daily) = self.daily.as_mut() else {
+            return Ok(false);
+        };
+        match daily.step(&ctx.db, &self.esplora).await? {
+            DailyOutcome::Stored(p) => {
+                tracing::info!(at = %p.at, price = p.price, "daily UTXOracle price stored");
+                if let Ok(v) = serde_json::to_value(&p) {
+                    crate::bus::publish_logged(
+                        ctx.bus.as_ref(),
+                        BusEvent::new(topics::PRICE_UPDATED, v),
+                    )
+                    .await;
+                }
+                crate::metrics::Metrics::global()
+                    .price
+                    .with_label_values(&[&p.pair, &p.source])
+                    .set(p.price);
+                Ok(true)
+            }
+            DailyOutcome::Working | DailyOutcome::Skipped { .. } => Ok(true),
+            DailyOutcome::Idle => Ok(false),
         }
     }
 
@@ -137,6 +184,9 @@ impl BitcoinSource {
             depth,
             "bitcoin reorg: rolling back"
         );
+        if let Some(daily) = self.daily.as_mut() {
+            daily.invalidate_above(&ctx.db, h).await?;
+        }
         let txn = ctx.begin().await?;
         bitcoin_block::Entity::delete_many()
             .filter(bitcoin_block::Column::Height.gt(h as i64))
@@ -260,6 +310,9 @@ impl Source for BitcoinSource {
     ) -> Result<(), SourceError> {
         self.indexed = stored.indexed_height.map(|h| h.max(0) as u64);
         self.last_compute = None;
+        if let Some(daily) = self.daily.as_mut() {
+            daily.reset();
+        }
         self.refill(ctx).await
     }
 
@@ -273,7 +326,10 @@ impl Source for BitcoinSource {
         let tip = self.esplora.tip_height().await?;
         let indexed = match self.indexed {
             Some(h) => h,
-            None => tip.saturating_sub(self.recent_blocks as u64),
+            None => match self.start_height {
+                Some(s) => s.saturating_sub(1).min(tip),
+                None => tip.saturating_sub(self.recent_blocks as u64),
+            },
         };
         // Caught up: the stored tip must still be on the best chain.
         if indexed >= tip {
@@ -288,10 +344,12 @@ impl Source for BitcoinSource {
             if due && !self.window.is_empty() {
                 self.compute(ctx).await?;
             }
+            // Daily work runs once caught up; while a day is in progress, step again at once.
+            let more = self.daily_step(ctx).await?;
             return Ok(Progress {
                 head_height: Some(tip as i64),
                 indexed_height: Some(indexed as i64),
-                caught_up: true,
+                caught_up: !more,
                 ..Progress::default()
             });
         }

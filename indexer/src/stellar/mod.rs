@@ -4,13 +4,17 @@
 //! `stellar.assets`. Each account backfills from its own cursor; then the source follows
 //! `/operations` from the cursor recorded before the backfill began (SSE, falling back to
 //! polling), so the
-//! handoff neither loses nor duplicates. A full resync of one account is requested by
-//! setting its `stellar_sync_state` row to `mode = 'full', status = 'requested'`.
+//! handoff neither loses nor duplicates. A resync of one account is requested by setting its
+//! `stellar_sync_state` row to `status = 'requested'` with `mode` `full`, `incremental` or
+//! `targeted:<from>-<to>` (see [`resync`]). Accounts whose `stellar_account.watched` is
+//! switched (see [`admin`]) are picked up or dropped within a poll interval, without restart.
 
+pub mod admin;
 pub mod amount;
 pub mod dex;
 pub mod distributions;
 pub mod horizon;
+pub mod resync;
 pub mod settings;
 pub mod source;
 pub mod sse;

@@ -10,14 +10,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use futures::future::join_all;
-use orrery_entity::{source, stellar_sync_state};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+use orrery_entity::{source, stellar_account, stellar_sync_state};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
+};
 use serde_json::{json, Value};
 
 use super::amount::format_stroops;
 use super::horizon::{
     self, decode_account, decode_operation, AccountSnapshot, AssetKey, DecodedOp,
 };
+use super::resync::{self, ResyncMode, REQUESTED};
 use super::settings::StellarSettings;
 use super::store::{self, Running};
 use super::{dex, distributions, sse};
@@ -51,6 +54,8 @@ pub struct StellarSource {
     last_discovery: Option<std::time::Instant>,
     stream_unsupported: bool,
     last_prices: Option<std::time::Instant>,
+    /// Last time the watched set was compared with `stellar_account.watched`.
+    last_watch_check: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +98,7 @@ impl StellarSource {
             last_discovery: None,
             stream_unsupported: false,
             last_prices: None,
+            last_watch_check: None,
         }
     }
 
@@ -249,39 +255,68 @@ impl StellarSource {
         }
         store::ensure_accounts(&ctx.db, &new).await?;
         tracing::info!(new = new.len(), "stellar: discovered new holders");
-        for (id, _) in new {
-            self.accounts.insert(
-                id,
-                AccountState {
-                    cursor: 0,
-                    caught_up: false,
-                    full: false,
-                },
+        // Holders an operator unwatched stay unwatched: the database decides.
+        self.refresh_watched(ctx).await
+    }
+
+    /// Ids of the accounts marked watched in the database.
+    async fn watched_ids(ctx: &SyncContext) -> Result<BTreeSet<String>, SourceError> {
+        let ids: Vec<String> = stellar_account::Entity::find()
+            .select_only()
+            .column(stellar_account::Column::AccountId)
+            .filter(stellar_account::Column::Watched.eq(true))
+            .into_tuple()
+            .all(&ctx.db)
+            .await?;
+        Ok(ids.into_iter().collect())
+    }
+
+    /// Follows `stellar_account.watched`: newly watched accounts are backfilled from their
+    /// stored cursor (covering what the live stream skipped while they were unwatched),
+    /// unwatched ones are no longer fetched.
+    async fn refresh_watched(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
+        let watched = Self::watched_ids(ctx).await?;
+        self.last_watch_check = Some(std::time::Instant::now());
+        let gone: Vec<String> = self
+            .accounts
+            .keys()
+            .filter(|a| !watched.contains(*a))
+            .cloned()
+            .collect();
+        for a in &gone {
+            self.accounts.remove(a);
+            self.running.remove(a);
+            self.dirty.remove(a);
+            self.mismatched.remove(a);
+        }
+        let new: Vec<String> = watched
+            .into_iter()
+            .filter(|a| !self.accounts.contains_key(a))
+            .collect();
+        let mut added = 0usize;
+        for chunk in new.chunks(200) {
+            let rows = stellar_sync_state::Entity::find()
+                .filter(stellar_sync_state::Column::AccountId.is_in(chunk.to_vec()))
+                .all(&ctx.db)
+                .await?;
+            for r in rows {
+                added += 1;
+                self.accounts.insert(r.account_id.clone(), state_of(&r));
+            }
+        }
+        if !gone.is_empty() || added > 0 {
+            tracing::info!(
+                added,
+                removed = gone.len(),
+                "stellar: watched accounts changed"
             );
         }
         Ok(())
     }
 
     async fn load_states(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
-        let rows = stellar_sync_state::Entity::find().all(&ctx.db).await?;
         self.accounts.clear();
-        for r in rows {
-            let full = r.mode == "full" && r.status == "requested";
-            let cursor = r
-                .cursor
-                .as_deref()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            self.accounts.insert(
-                r.account_id,
-                AccountState {
-                    cursor,
-                    caught_up: false,
-                    full,
-                },
-            );
-        }
-        Ok(())
+        self.refresh_watched(ctx).await
     }
 
     async fn running_of(
@@ -669,18 +704,24 @@ impl StellarSource {
     /// `status = 'requested'`).
     async fn pick_requests(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
         let rows = stellar_sync_state::Entity::find()
-            .filter(stellar_sync_state::Column::Status.eq("requested"))
+            .filter(stellar_sync_state::Column::Status.eq(REQUESTED))
             .all(&ctx.db)
             .await?;
         for r in rows {
-            let st = self
-                .accounts
-                .entry(r.account_id.clone())
-                .or_insert(AccountState {
-                    cursor: 0,
-                    caught_up: false,
-                    full: false,
-                });
+            // Requests of unwatched accounts wait until the account is watched again.
+            let Some(st) = self.accounts.get_mut(&r.account_id) else {
+                continue;
+            };
+            if let Some(ResyncMode::Targeted {
+                from_ledger,
+                to_ledger,
+            }) = ResyncMode::parse(&r.mode)
+            {
+                let caught_up = st.caught_up;
+                self.targeted(ctx, r, from_ledger, to_ledger, caught_up)
+                    .await?;
+                continue;
+            }
             st.caught_up = false;
             st.full = r.mode == "full";
             if !st.full {
@@ -691,6 +732,51 @@ impl StellarSource {
             }
         }
         Ok(())
+    }
+}
+
+impl StellarSource {
+    /// Re-fetches `row`'s account operations in ledgers `from..=to` and upserts them with
+    /// their links, then clears the request, in one transaction (the cursor does not move).
+    async fn targeted(
+        &mut self,
+        ctx: &SyncContext,
+        row: stellar_sync_state::Model,
+        from: i64,
+        to: i64,
+        caught_up: bool,
+    ) -> Result<(), SourceError> {
+        let account = row.account_id.clone();
+        let ops = resync::fetch_range(&self.client, &account, from, to, self.limit()).await?;
+        let refs: Vec<&DecodedOp> = ops.iter().collect();
+        let txn = ctx.begin().await?;
+        resync::upsert_range(&txn, &account, &refs).await?;
+        let mut a = row.into_active_model();
+        a.mode = Set(ResyncMode::Incremental.as_mode());
+        a.status = Set(if caught_up { "synced" } else { "syncing" }.into());
+        a.last_sync_at = Set(Some(Utc::now()));
+        a.updated_at = Set(Utc::now());
+        a.update(&txn).await?;
+        let progress = Progress {
+            items: vec![("operation", refs.len() as u64)],
+            ..Default::default()
+        };
+        ctx.commit(txn, &progress, vec![]).await?;
+        tracing::info!(%account, from, to, operations = refs.len(), "stellar: targeted resync done");
+        Ok(())
+    }
+}
+
+/// In-memory state of a sync-state row.
+fn state_of(r: &stellar_sync_state::Model) -> AccountState {
+    AccountState {
+        cursor: r
+            .cursor
+            .as_deref()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        caught_up: false,
+        full: r.mode == "full" && r.status == REQUESTED,
     }
 }
 
@@ -714,6 +800,12 @@ impl Source for StellarSource {
     async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
         if !self.ready {
             return self.discover(ctx).await;
+        }
+        let check_due = self
+            .last_watch_check
+            .is_none_or(|t| t.elapsed() >= self.poll_interval());
+        if check_due {
+            self.refresh_watched(ctx).await?;
         }
         let pending: Vec<String> = self
             .accounts

@@ -89,29 +89,94 @@ pub async fn insert_operations<C: ConnectionTrait>(
     ops: &[&DecodedOp],
 ) -> Result<(), DbErr> {
     for chunk in ops.chunks(CHUNK) {
-        let rows = chunk.iter().map(|op| stellar_operation::ActiveModel {
-            id: Set(op.id),
-            paging_token: Set(op.paging_token.clone()),
-            transaction_hash: Set(op.transaction_hash.clone()),
-            ledger: Set(Some(ledger_of(op.id))),
-            created_at: Set(op.created_at),
-            op_type: Set(op.op_type.clone()),
-            source_account: Set(op.source_account.clone()),
-            from_account: Set(op.from.clone()),
-            to_account: Set(op.to.clone()),
-            asset_type: Set(op.asset.as_ref().map(|a| a.asset_type().to_string())),
-            asset_code: Set(op.asset.as_ref().map(|a| a.code.clone())),
-            asset_issuer: Set(op
-                .asset
-                .as_ref()
-                .map(|a| a.issuer.clone())
-                .filter(|i| !i.is_empty())),
-            amount_stroops: Set(op.amount),
-            successful: Set(op.successful),
-            details: Set(op.raw.clone()),
-        });
+        let rows = chunk.iter().map(|op| operation_row(op));
         stellar_operation::Entity::insert_many(rows)
             .on_conflict_do_nothing_on([stellar_operation::Column::Id])
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The `stellar_operation` row of `op`.
+fn operation_row(op: &DecodedOp) -> stellar_operation::ActiveModel {
+    stellar_operation::ActiveModel {
+        id: Set(op.id),
+        paging_token: Set(op.paging_token.clone()),
+        transaction_hash: Set(op.transaction_hash.clone()),
+        ledger: Set(Some(ledger_of(op.id))),
+        created_at: Set(op.created_at),
+        op_type: Set(op.op_type.clone()),
+        source_account: Set(op.source_account.clone()),
+        from_account: Set(op.from.clone()),
+        to_account: Set(op.to.clone()),
+        asset_type: Set(op.asset.as_ref().map(|a| a.asset_type().to_string())),
+        asset_code: Set(op.asset.as_ref().map(|a| a.code.clone())),
+        asset_issuer: Set(op
+            .asset
+            .as_ref()
+            .map(|a| a.issuer.clone())
+            .filter(|i| !i.is_empty())),
+        amount_stroops: Set(op.amount),
+        successful: Set(op.successful),
+        details: Set(op.raw.clone()),
+    }
+}
+
+/// Upserts operation rows: present ids get their fields rewritten from Horizon's record.
+pub async fn upsert_operations<C: ConnectionTrait>(
+    db: &C,
+    ops: &[&DecodedOp],
+) -> Result<(), DbErr> {
+    use stellar_operation::Column as C;
+    for chunk in ops.chunks(CHUNK) {
+        let rows = chunk.iter().map(|op| operation_row(op));
+        stellar_operation::Entity::insert_many(rows)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(C::Id)
+                    .update_columns([
+                        C::PagingToken,
+                        C::TransactionHash,
+                        C::Ledger,
+                        C::CreatedAt,
+                        C::OpType,
+                        C::SourceAccount,
+                        C::FromAccount,
+                        C::ToAccount,
+                        C::AssetType,
+                        C::AssetCode,
+                        C::AssetIssuer,
+                        C::AmountStroops,
+                        C::Successful,
+                        C::Details,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `account`'s links to `ops` (existing links are kept).
+pub async fn insert_links<C: ConnectionTrait>(
+    db: &C,
+    account: &str,
+    ops: &[&DecodedOp],
+) -> Result<(), DbErr> {
+    for chunk in ops.chunks(CHUNK) {
+        let links = chunk
+            .iter()
+            .map(|op| stellar_account_operation::ActiveModel {
+                account_id: Set(account.to_string()),
+                operation_id: Set(op.id),
+                created_at: Set(op.created_at),
+            });
+        stellar_account_operation::Entity::insert_many(links)
+            .on_conflict_do_nothing_on([
+                stellar_account_operation::Column::AccountId,
+                stellar_account_operation::Column::OperationId,
+            ])
             .exec_without_returning(db)
             .await?;
     }
@@ -168,22 +233,7 @@ pub async fn write_account_page<C: ConnectionTrait>(
     caught_up: bool,
 ) -> Result<(), DbErr> {
     let when: HashMap<i64, _> = ops.iter().map(|o| (o.id, o.created_at)).collect();
-    for chunk in ops.chunks(CHUNK) {
-        let links = chunk
-            .iter()
-            .map(|op| stellar_account_operation::ActiveModel {
-                account_id: Set(account.to_string()),
-                operation_id: Set(op.id),
-                created_at: Set(op.created_at),
-            });
-        stellar_account_operation::Entity::insert_many(links)
-            .on_conflict_do_nothing_on([
-                stellar_account_operation::Column::AccountId,
-                stellar_account_operation::Column::OperationId,
-            ])
-            .exec_without_returning(db)
-            .await?;
-    }
+    insert_links(db, account, ops).await?;
     for chunk in changes.chunks(CHUNK) {
         let rows = chunk.iter().map(|c| stellar_balance_history::ActiveModel {
             account_id: Set(account.to_string()),
