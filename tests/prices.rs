@@ -467,7 +467,9 @@ async fn export_then_prune_round_trips() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("\"rows\":48"), "{stdout}");
     let exported = std::fs::read_to_string(&out).unwrap();
-    let (code, _, err) = run_cli(
+    let out = dir.join("points.parquet");
+    let out_s = out.display().to_string();
+    let (code, stdout, err) = run_cli(
         &env,
         &[
             "prices",
@@ -480,8 +482,30 @@ async fn export_then_prune_round_trips() {
             &out_s,
         ],
     );
-    assert_ne!(code, 0);
-    assert!(err.contains("parquet not supported"), "{err}");
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("\"rows\":48"), "{stdout}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(
+        bytes.len() > 8 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),
+        "not a parquet file"
+    );
+    let (code, stdout, err) = run_cli(
+        &env,
+        &[
+            "prices",
+            "export",
+            "--to",
+            "2025-01-02",
+            "--format",
+            "parquet",
+            "--table",
+            "comparisons",
+            "--output",
+            &dir.join("comparisons.parquet").display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("\"rows\":24"), "{stdout}");
     let archive = dir.join("archive");
     let (code, stdout, err) = run_cli(
         &env,
@@ -553,5 +577,104 @@ async fn restart_rebuilds_the_window() {
     let fresh = oneshot::recent(&client, 144).await.unwrap();
     assert_eq!(p["price"].as_f64(), fresh.price_usd, "{p} vs {fresh:?}");
     drop(server);
+    devnet.shutdown().await;
+}
+
+async fn daily_points(db: &TestDb) -> Vec<orrery_entity::price_point::Model> {
+    use orrery_entity::price_point;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    price_point::Entity::find()
+        .filter(price_point::Column::Source.eq("UTXORACLE_DAILY"))
+        .order_by_asc(price_point::Column::At)
+        .all(&db.connect().await)
+        .await
+        .unwrap()
+}
+
+/// Daily mode: after indexing 3 days (+7 blocks) from the chain start, each finished day has
+/// one `UTXORACLE_DAILY` point within 1% of the devnet's price, over exactly its 144 blocks;
+/// the unfinished day has none; a reorg reaching into the last finished day recomputes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_prices_are_stored_for_finished_days() {
+    let db = TestDb::new().await;
+    let devnet = devnet(3 * 144 + 7, 60).await;
+    let path = vec![61_000.0, 64_500.0, 58_200.0, 70_000.0];
+    devnet.control().set_price_path(path.clone()).unwrap();
+    let truth = devnet.control().daily_prices();
+    let start_height = devnet.control().bitcoin_tip() - (3 * 144 + 7) + 1;
+    let config =
+        std::env::temp_dir().join(format!("orrery_prices_daily_{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[bitcoin]\nesplora_url = \"{}\"\nrecent_blocks = 144\ninterval_secs = 2\npoll_interval_secs = 1\nstart_height = {start_height}\n",
+            devnet.urls().esplora
+        ),
+    )
+    .unwrap();
+    let env = base_env(&db);
+    let server =
+        Server::start_with_args(&env, &["--config", &config.display().to_string(), "serve"]);
+    let points = wait_for("three daily prices", Duration::from_secs(90), || async {
+        let p = daily_points(&db).await;
+        if std::env::var("PRICES_DEBUG").is_ok() {
+            eprintln!("{} daily points\n{}", p.len(), server.logs());
+        }
+        (p.len() >= 3).then(|| serde_json::to_value(&p).unwrap())
+    })
+    .await;
+    let points: Vec<orrery_entity::price_point::Model> = serde_json::from_value(points).unwrap();
+    assert_eq!(points.len(), 3, "{points:?}");
+    for (d, p) in points.iter().enumerate() {
+        assert_eq!(p.at.timestamp(), truth[d].0, "{p:?}");
+        assert_eq!(p.pair, "BTC/USD");
+        let err = (p.price - truth[d].1).abs() / truth[d].1;
+        assert!(err < 0.01, "day {d}: {} vs {} ({err})", p.price, truth[d].1);
+        let details = p.details.as_ref().unwrap();
+        assert_eq!(details["blocks"], 144, "{details}");
+        assert_eq!(
+            details["first_height"],
+            json!(start_height + 144 * d as u64)
+        );
+        assert_eq!(
+            details["last_height"],
+            json!(start_height + 144 * d as u64 + 143)
+        );
+        assert!(p.confidence.unwrap() >= 0.3, "{p:?}");
+        assert_eq!(
+            details["qualifying_outputs"].as_f64(),
+            p.volume,
+            "{details}"
+        );
+    }
+    // The unfinished day (7 blocks) has no point, even after a few more steps.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = daily_points(&db).await;
+    assert!(now.iter().all(|p| p.at.timestamp() < truth[3].0), "{now:?}");
+    assert_eq!(now.len(), 3);
+
+    // A reorg replacing the last 79 blocks reaches 72 blocks into day 2: it is recomputed
+    // over the new branch (equal to a fresh one-shot estimate of that day).
+    let client = EsploraClient::new(&devnet.urls().esplora, 0).unwrap();
+    let date = chrono::DateTime::from_timestamp(truth[2].0, 0)
+        .unwrap()
+        .date_naive();
+    let before = oneshot::daily(&client, date).await.unwrap();
+    assert_eq!(before.price_usd, Some(now[2].price));
+    devnet.control().reorg_bitcoin(79).unwrap();
+    let after = oneshot::daily(&client, date).await.unwrap();
+    assert_ne!(
+        after.price_usd, before.price_usd,
+        "the reorg changed nothing"
+    );
+    let want = after.price_usd.unwrap();
+    wait_for("day 2 recomputed", Duration::from_secs(60), || async {
+        let p = daily_points(&db).await;
+        (p.len() == 3 && p[2].price == want).then_some(Value::Null)
+    })
+    .await;
+    assert!(server.logs().contains("bitcoin reorg"), "no reorg logged");
+    drop(server);
+    let _ = std::fs::remove_file(&config);
     devnet.shutdown().await;
 }

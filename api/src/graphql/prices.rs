@@ -23,7 +23,7 @@ pub struct PricePoint {
     pub id: i64,
     /// Pair, e.g. `BTC/USD`.
     pub pair: String,
-    /// `UTXORACLE`, `EXCHANGE` or `STELLAR_DEX`.
+    /// `UTXORACLE` (rolling window), `UTXORACLE_DAILY` (one per UTC day), `EXCHANGE` or `STELLAR_DEX`.
     pub source: String,
     /// Observation time.
     pub at: DateTime<Utc>,
@@ -194,7 +194,10 @@ impl PricesQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Pair, e.g. `BTC/USD`.")] pair: String,
-        #[graphql(desc = "`UTXORACLE`, `EXCHANGE` or `STELLAR_DEX`.")] source: String,
+        #[graphql(
+            desc = "`UTXORACLE` (rolling window), `UTXORACLE_DAILY` (one per UTC day), `EXCHANGE` or `STELLAR_DEX`."
+        )]
+        source: String,
     ) -> Result<Option<PricePoint>> {
         let row = price_point::Entity::find()
             .filter(price_point::Column::Pair.eq(pair))
@@ -211,7 +214,10 @@ impl PricesQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Pair, e.g. `BTC/USD`.")] pair: String,
-        #[graphql(desc = "`UTXORACLE`, `EXCHANGE` or `STELLAR_DEX`.")] source: String,
+        #[graphql(
+            desc = "`UTXORACLE` (rolling window), `UTXORACLE_DAILY` (one per UTC day), `EXCHANGE` or `STELLAR_DEX`."
+        )]
+        source: String,
         #[graphql(desc = "Start (inclusive).")] from: DateTime<Utc>,
         #[graphql(desc = "End (exclusive).")] to: DateTime<Utc>,
         #[graphql(desc = "Bucket width: `1m`, `5m`, `1h` or `1d`.")] interval: String,
