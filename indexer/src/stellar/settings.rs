@@ -49,6 +49,12 @@ pub struct StellarSettings {
     pub stream: bool,
     /// `discover_interval_secs`: how often holders are discovered again once live. Default 600.
     pub discover_interval_secs: u64,
+    /// `breaker_threshold`: consecutive Horizon failures that open its circuit breaker.
+    /// Default 5.
+    pub breaker_threshold: u32,
+    /// `breaker_recovery_secs`: how long the Horizon breaker stays open before a probe.
+    /// Default 60.
+    pub breaker_recovery_secs: u64,
 }
 
 impl Default for StellarSettings {
@@ -74,6 +80,8 @@ impl Default for StellarSettings {
             dex_interval_secs: 300,
             stream: true,
             discover_interval_secs: 600,
+            breaker_threshold: 5,
+            breaker_recovery_secs: 60,
         }
     }
 }
