@@ -33,11 +33,15 @@ pub struct Running {
     pub supervisor: Supervisor,
     /// The in-process devnet, when enabled.
     pub devnet: Option<Devnet>,
+    /// Trigger action workers (claimed rows are redelivered after their claim expires, so
+    /// stopping them mid-delivery loses nothing).
+    pub workers: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops sources, then the devnet.
     pub async fn shutdown(self, grace: Duration) {
+        self.workers.abort();
         self.supervisor.shutdown(grace).await;
         if let Some(d) = self.devnet {
             d.shutdown().await;
@@ -131,6 +135,11 @@ pub async fn start(
             source_name: "bitcoin",
             reason: e.to_string(),
         })?;
-    let _ = (db, bus);
-    Ok(Running { supervisor, devnet })
+    let workers =
+        orrery_indexer::triggers::spawn_workers(db.clone(), bus.clone(), Default::default());
+    Ok(Running {
+        supervisor,
+        devnet,
+        workers,
+    })
 }

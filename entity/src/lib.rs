@@ -11,6 +11,7 @@
 //! - Prices are `f64` (statistical estimates, never token amounts).
 //! - Timestamps are [`sea_orm::prelude::DateTimeUtc`].
 
+pub mod action_run;
 pub mod audit_log;
 pub mod bitcoin_block;
 pub mod circuit_breaker;
@@ -35,3 +36,4 @@ pub mod stellar_balance_history;
 pub mod stellar_operation;
 pub mod stellar_sync_state;
 pub mod stellar_transaction;
+pub mod trigger;

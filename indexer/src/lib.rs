@@ -8,5 +8,6 @@ pub mod evm;
 pub mod metrics;
 pub mod stellar;
 pub mod sync;
+pub mod triggers;
 pub mod upstream;
 pub mod utxoracle;

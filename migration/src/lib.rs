@@ -22,6 +22,7 @@ mod m20250101_000004_prices;
 mod m20250101_000005_evm;
 mod m20250101_000006_bitcoin;
 mod m20250102_000007_source_command;
+mod m20250103_000008_triggers;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000005_evm::Migration),
             Box::new(m20250101_000006_bitcoin::Migration),
             Box::new(m20250102_000007_source_command::Migration),
+            Box::new(m20250103_000008_triggers::Migration),
         ]
     }
 }

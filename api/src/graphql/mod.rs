@@ -10,6 +10,7 @@ pub mod prices;
 pub mod query;
 pub mod stellar;
 pub mod subscription;
+pub mod triggers;
 pub mod types;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
@@ -25,6 +26,7 @@ pub struct QueryRoot(
     stellar::StellarQuery,
     prices::PricesQuery,
     evm::EvmQuery,
+    triggers::TriggersQuery,
 );
 
 /// Every mutation (all need an operator or admin token).
@@ -33,6 +35,7 @@ pub struct MutationRoot(
     mutation::CoreMutation,
     ops::OpsMutation,
     stellar::StellarMutation,
+    triggers::TriggersMutation,
 );
 
 /// Every subscription (all read from the event bus).

@@ -277,6 +277,7 @@ impl EvmSource {
         };
         let depth = cursor as i64 - floor;
         let txn = ctx.begin().await?;
+        crate::triggers::drop_orphaned(&txn, self.chain(), floor).await?;
         let orphaned = store::rollback(&txn, self.chain(), floor).await?;
         let progress = Progress {
             head_height: Some(head as i64),
@@ -509,6 +510,8 @@ impl Source for EvmSource {
             .and_then(|h| DateTime::<Utc>::from_timestamp(h.timestamp as i64, 0));
         let txn = ctx.begin().await?;
         store::insert_events(&txn, self.chain(), &rows).await?;
+        // Trigger actions are queued in the events' transaction: durable exactly with them.
+        let queued = crate::triggers::enqueue_matches(&txn, self.chain(), &rows).await?;
         let at = Utc::now();
         for row in &rows {
             store::project(&txn, self.chain(), row, at).await?;
@@ -556,6 +559,12 @@ impl Source for EvmSource {
                     "fromBlock": next,
                     "events": rows.len(),
                 }),
+            ));
+        }
+        if queued > 0 {
+            events.push(BusEvent::new(
+                crate::triggers::ACTION_QUEUED,
+                json!({ "chain": self.chain(), "queued": queued }),
             ));
         }
         ctx.commit(txn, &progress, events).await?;
