@@ -181,7 +181,10 @@ const COMPARISONS: &str = "query($inv: Boolean!) { priceComparisons(onlyInvalid:
 
 fn write_config(dir: &std::path::Path, devnet: &Devnet) -> String {
     let urls = devnet.urls();
-    let path = dir.join(format!("orrery_prices_{}.toml", std::process::id()));
+    // One file per call: tests run concurrently and each points at its own devnet.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = dir.join(format!("orrery_prices_{}_{n}.toml", std::process::id()));
     std::fs::write(
         &path,
         format!(
