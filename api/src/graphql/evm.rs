@@ -242,16 +242,6 @@ pub struct EvmReorg {
     pub orphaned_events: i64,
 }
 
-fn cursor_id(args: &PageArgs) -> Result<Option<i64>> {
-    args.after
-        .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| bad_input("after", "is not a cursor of this list"))
-        })
-        .transpose()
-}
-
 async fn id_page<E, M, N>(
     ctx: &Context<'_>,
     base: Select<E>,
@@ -277,7 +267,7 @@ where
         None
     };
     let mut q = base.order_by_asc(id_col).limit(args.fetch());
-    if let Some(after) = cursor_id(&args)? {
+    if let Some(after) = args.after_id()? {
         q = q.filter(id_col.gt(after));
     }
     let rows = q.all(db).await.map_err(|e| internal(what, e))?;
@@ -463,7 +453,7 @@ impl EvmQuery {
             None
         };
         let mut q = base.order_by_asc(evm_event::Column::Id).limit(args.fetch());
-        if let Some(after) = cursor_id(&args)? {
+        if let Some(after) = args.after_id()? {
             q = q.filter(evm_event::Column::Id.gt(after));
         }
         let rows = q.all(db).await.map_err(|e| internal("listing events", e))?;

@@ -170,10 +170,7 @@ impl OpsQuery {
         let mut q = base
             .order_by_desc(audit_log::Column::Id)
             .limit(args.fetch());
-        if let Some(a) = &args.after {
-            let id: i64 = a
-                .parse()
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?;
+        if let Some(id) = args.after_id()? {
             q = q.filter(audit_log::Column::Id.lt(id));
         }
         let rows = q

@@ -58,6 +58,17 @@ impl PageArgs {
         Ok(Self { limit, after })
     }
 
+    /// `after` as a numeric row id, for lists keyed by an integer id.
+    pub fn after_id(&self) -> async_graphql::Result<Option<i64>> {
+        self.after
+            .as_deref()
+            .map(|a| {
+                a.parse::<i64>()
+                    .map_err(|_| bad_input("after", "is not a cursor returned by this API"))
+            })
+            .transpose()
+    }
+
     /// How many rows to fetch: one more than asked, to learn whether a next page exists.
     pub fn fetch(&self) -> u64 {
         self.limit + 1

@@ -742,10 +742,7 @@ impl StellarQuery {
             None
         };
         let mut q = base.order_by_asc(stellar_operation::Column::Id);
-        if let Some(a) = &args.after {
-            let id: i64 = a
-                .parse()
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?;
+        if let Some(id) = args.after_id()? {
             q = q.filter(stellar_operation::Column::Id.gt(id));
         }
         let rows = q
@@ -855,10 +852,7 @@ impl StellarQuery {
             None
         };
         let mut q = base.order_by_asc(distribution::Column::Id);
-        if let Some(a) = &args.after {
-            let id: i64 = a
-                .parse()
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?;
+        if let Some(id) = args.after_id()? {
             q = q.filter(distribution::Column::Id.gt(id));
         }
         let rows = q

@@ -180,16 +180,6 @@ impl From<action_run::Model> for ActionRun {
     }
 }
 
-fn id_cursor(after: &Option<String>) -> Result<Option<i64>> {
-    after
-        .as_deref()
-        .map(|a| {
-            a.parse()
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))
-        })
-        .transpose()
-}
-
 /// Trigger queries.
 #[derive(Default)]
 pub struct TriggersQuery;
@@ -221,7 +211,7 @@ impl TriggersQuery {
             None
         };
         let mut q = base.order_by_asc(trigger::Column::Id).limit(args.fetch());
-        if let Some(a) = id_cursor(&args.after)? {
+        if let Some(a) = args.after_id()? {
             q = q.filter(trigger::Column::Id.gt(a));
         }
         let rows = q
@@ -267,7 +257,7 @@ impl TriggersQuery {
         let mut q = base
             .order_by_asc(action_run::Column::Id)
             .limit(args.fetch());
-        if let Some(a) = id_cursor(&args.after)? {
+        if let Some(a) = args.after_id()? {
             q = q.filter(action_run::Column::Id.gt(a));
         }
         let rows = q
