@@ -18,6 +18,15 @@ async fn orrery_devnet_prints_urls_that_answer_like_the_real_services() {
         .spawn()
         .expect("spawn orrery devnet");
     let stdout = child.stdout.take().unwrap();
+    // Killed even when an assertion below fails.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut urls = std::collections::HashMap::new();
@@ -71,8 +80,6 @@ async fn orrery_devnet_prints_urls_that_answer_like_the_real_services() {
         .await
         .unwrap();
     assert!(chain_id["result"].as_str().unwrap().starts_with("0x"));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
