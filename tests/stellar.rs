@@ -200,15 +200,95 @@ async fn wait_synced(db: &DatabaseConnection, server: &Server) {
     }
 }
 
+/// A usize from env `key`, `default` when unset or not a number.
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// splitmix64: the kill schedule's deterministic pseudo-random sequence.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Five kill moments (ms each server lives), spread over a span proportional to `ops`:
+/// 600..1600 ms per run at 6,000 operations, scaled linearly above that.
+fn kill_schedule(seed: u64, ops: usize) -> Vec<u64> {
+    let scale = (ops as f64 / 6_000.0).max(1.0);
+    let mut state = seed;
+    (0..5)
+        .map(|_| ((600 + splitmix(&mut state) % 1_000) as f64 * scale) as u64)
+        .collect()
+}
+
+#[test]
+fn kill_schedule_is_deterministic_and_scales() {
+    let a = kill_schedule(42, 6_000);
+    assert_eq!(a, kill_schedule(42, 6_000));
+    assert_ne!(a, kill_schedule(43, 6_000));
+    assert!(a.iter().all(|ms| (600..1_600).contains(ms)), "{a:?}");
+    let big = kill_schedule(42, 60_000);
+    for (s, b) in a.iter().zip(&big) {
+        assert!((*b as i64 - *s as i64 * 10).abs() <= 10, "{a:?} {big:?}");
+    }
+}
+
+/// Horizon requests of `server` that timed out so far (from its `/metrics`).
+async fn horizon_timeouts(server: &Server) -> u64 {
+    let Ok(r) = reqwest::get(format!("{}/metrics", server.base)).await else {
+        return 0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("orrery_upstream_requests_total{")
+                && l.contains("status=\"timeout\"")
+                && l.contains("upstream=\"horizon\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Sizes: `ORRERY_STELLAR_E2E_ACCOUNTS` (default 60), `ORRERY_STELLAR_E2E_OPS` (default 6000);
+/// kill moments from `ORRERY_STELLAR_E2E_SEED` (default: the clock; printed).
 #[tokio::test]
 async fn backfill_survives_kill9_and_faults_then_follows_live_exactly() {
-    let d = devnet(60, 6_000).await;
+    let n_accounts = env_usize("ORRERY_STELLAR_E2E_ACCOUNTS", 60);
+    let n_ops = env_usize("ORRERY_STELLAR_E2E_OPS", 6_000);
+    let seed = std::env::var("ORRERY_STELLAR_E2E_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(rand_u64() as u64);
+    let kills = kill_schedule(seed, n_ops);
+    println!(
+        "stellar e2e: {n_accounts} accounts, {n_ops} operations, seed {seed} \
+         (ORRERY_STELLAR_E2E_SEED), kill after {kills:?} ms"
+    );
+    let started = Instant::now();
+    // Final waits grow with the size (90 s at the default size).
+    let scale = (n_ops as f64 / 6_000.0).max(1.0);
+    let d = devnet(n_accounts, n_ops).await;
     let db = TestDb::new().await;
-    // Live following over SSE (the default).
-    let env = env_for(&db, &d.urls().horizon, 40, "");
+    // Live following over SSE (the default). A 2 s request timeout so hung requests
+    // time out and are retried.
+    let env = env_for(&db, &d.urls().horizon, 40, "request_timeout_secs = 2\n");
     let conn = db.connect().await;
-    // Faults during the whole backfill: 503s, 429s with Retry-After, slow answers.
+    // Faults during the whole backfill: hangs past the client timeout, 503s, 429s with
+    // Retry-After (first matching fault wins, so the hang comes first).
     let c = d.control();
+    let hang = Fault {
+        timeout: Some(Duration::from_secs(10)),
+        probability: Some(0.02),
+        ..Default::default()
+    };
+    c.set_fault("horizon", hang.clone());
     c.set_fault(
         "horizon:/accounts",
         Fault {
@@ -227,13 +307,24 @@ async fn backfill_survives_kill9_and_faults_then_follows_live_exactly() {
         },
     );
     // kill -9 five times at scattered moments during the backfill.
-    for (i, wait_ms) in [700u64, 1_300, 900, 1_600, 1_100].into_iter().enumerate() {
+    let mut timeouts = 0;
+    for wait_ms in &kills {
         let mut s = Server::start(&env);
-        tokio::time::sleep(Duration::from_millis(wait_ms + 100 * i as u64)).await;
+        tokio::time::sleep(Duration::from_millis(*wait_ms)).await;
+        timeouts += horizon_timeouts(&s).await;
         s.kill9();
     }
     let partial: usize = links(&conn).await.values().map(BTreeSet::len).sum();
+    // The last run finishes the backfill with only the hangs left, so timeouts and their
+    // retries are exercised at every size.
     c.clear_faults();
+    c.set_fault(
+        "horizon",
+        Fault {
+            probability: Some(0.01),
+            ..hang
+        },
+    );
     let server = Server::start(&env);
     let accounts = holders(&d);
     let want = expected_links(&d, &accounts);
@@ -241,8 +332,21 @@ async fn backfill_survives_kill9_and_faults_then_follows_live_exactly() {
         partial < want.values().map(BTreeSet::len).sum::<usize>(),
         "the kills should land during the backfill"
     );
-    wait_for_links(&conn, &want, &server, Duration::from_secs(90)).await;
+    println!(
+        "stellar e2e: {partial} of {} links stored after the kills ({:.1} s); \
+         {timeouts} Horizon request timeouts",
+        want.values().map(BTreeSet::len).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    wait_for_links(&conn, &want, &server, Duration::from_secs_f64(90.0 * scale)).await;
     wait_synced(&conn, &server).await;
+    let timeouts = timeouts + horizon_timeouts(&server).await;
+    c.clear_faults();
+    println!(
+        "stellar e2e: backfill exact after {:.1} s; {timeouts} Horizon request timeouts in all",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(timeouts > 0, "no request hung past the client timeout");
     // Operation rows: exactly the union, with exact amounts.
     let all: BTreeSet<i64> = want.values().flatten().copied().collect();
     let ops = stellar_operation::Entity::find().all(&conn).await.unwrap();
@@ -352,6 +456,10 @@ async fn backfill_survives_kill9_and_faults_then_follows_live_exactly() {
     assert!(
         !logs.contains("does not stream") && !logs.contains("cannot open the stream"),
         "live following should have used SSE\n{logs}"
+    );
+    println!(
+        "stellar e2e: done in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
     d.shutdown().await;
 }

@@ -59,6 +59,7 @@ pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, Stel
     cfg.requests_per_hour = settings.requests_per_hour;
     cfg.breaker_threshold = settings.breaker_threshold.max(1);
     cfg.breaker_recovery = std::time::Duration::from_secs(settings.breaker_recovery_secs.max(1));
+    cfg.timeout = std::time::Duration::from_secs(settings.request_timeout_secs.max(1));
     Ok(Some(UpstreamClient::new(cfg)?))
 }
 
@@ -84,4 +85,24 @@ pub async fn spawn_all(
         EngineConfig::default(),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_takes_timeout_and_breaker_from_settings() {
+        let mut s = StellarSettings::default();
+        assert!(client(&s).unwrap().is_none());
+        assert_eq!(s.request_timeout_secs, 30);
+        s.horizon_url = Some("http://127.0.0.1:1".into());
+        s.request_timeout_secs = 2;
+        s.breaker_threshold = 7;
+        let c = client(&s).unwrap().unwrap();
+        assert_eq!(c.config().timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.config().breaker_threshold, 7);
+        s.horizon_url = Some("not a url".into());
+        assert!(matches!(client(&s), Err(StellarStartError::Url(_))));
+    }
 }

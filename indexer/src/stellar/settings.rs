@@ -55,6 +55,9 @@ pub struct StellarSettings {
     /// `breaker_recovery_secs`: how long the Horizon breaker stays open before a probe.
     /// Default 60.
     pub breaker_recovery_secs: u64,
+    /// `request_timeout_secs`: per-request Horizon timeout (connect, headers and body; for
+    /// the SSE stream only until the headers arrive). Default 30.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for StellarSettings {
@@ -82,6 +85,7 @@ impl Default for StellarSettings {
             discover_interval_secs: 600,
             breaker_threshold: 5,
             breaker_recovery_secs: 60,
+            request_timeout_secs: 30,
         }
     }
 }
