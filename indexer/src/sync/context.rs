@@ -16,8 +16,12 @@ use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
 /// Shared by the engine and its source.
 #[derive(Clone)]
 pub struct SyncContext {
-    /// Database pool.
+    /// Database pool for reads (and for the few writes outside a source's batches).
     pub db: DatabaseConnection,
+    /// The connection every engine write transaction runs on. On SQLite this is a pool of
+    /// one connection (one writer, readers never wait for it under WAL); on PostgreSQL it is
+    /// the same pool as `db`.
+    pub writer: DatabaseConnection,
     /// Event bus.
     pub bus: SharedBus,
     /// Which source this context belongs to.
@@ -29,11 +33,18 @@ impl SyncContext {
     /// A context for `source`.
     pub fn new(db: DatabaseConnection, bus: SharedBus, source: SourceDescriptor) -> Self {
         Self {
+            writer: db.clone(),
             db,
             bus,
             source,
             last_row: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Uses `writer` for the engine's write transactions (see [`SyncContext::writer`]).
+    pub fn with_writer(mut self, writer: DatabaseConnection) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// The source row as last written by this process.
@@ -75,7 +86,7 @@ impl SyncContext {
 
     /// Starts the transaction a step writes its rows in.
     pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.db.begin().await
+        self.writer.begin().await
     }
 
     /// Records `progress` in the source row inside `txn`, commits, and then publishes
