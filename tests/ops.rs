@@ -86,6 +86,8 @@ async fn seed_rows(db: &TestDb) {
         last_error: Set(None),
         last_sync_at: Set(Some(now)),
         head_updated_at: Set(Some(now)),
+        backfill_from: Set(None),
+        eta_seconds: Set(None),
         paused: Set(false),
         created_at: Set(now),
         updated_at: Set(now),

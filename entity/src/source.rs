@@ -37,6 +37,11 @@ pub struct Model {
     pub last_sync_at: Option<DateTimeUtc>,
     /// When `head_height` was last refreshed.
     pub head_updated_at: Option<DateTimeUtc>,
+    /// Height the current backfill started from (cleared once caught up); with
+    /// `indexed_height` and `head_height` it gives the backfill's progress.
+    pub backfill_from: Option<i64>,
+    /// Estimated seconds until the backfill reaches the head (engine's measured rate).
+    pub eta_seconds: Option<i64>,
     /// Paused by an operator.
     pub paused: bool,
     /// Row creation time.

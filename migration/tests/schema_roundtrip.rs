@@ -126,6 +126,8 @@ async fn core_rows(db: &DatabaseConnection) {
             last_error: Some("timeout".into()),
             last_sync_at: Some(t(1)),
             head_updated_at: None,
+            backfill_from: Some(6_900_000),
+            eta_seconds: Some(42),
             paused: true,
             created_at: t(0),
             updated_at: t(2),

@@ -233,6 +233,11 @@ impl Server {
     }
 
     /// Kills the process at once (SIGKILL).
+    /// The server's process id (None once it has exited).
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

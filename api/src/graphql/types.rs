@@ -35,6 +35,11 @@ pub struct Chain {
     pub head_updated_at: Option<DateTime<Utc>>,
     /// Whether an operator paused the source.
     pub paused: bool,
+    /// Height the current backfill started from (null when caught up).
+    pub backfill_from: Option<i64>,
+    /// Estimated seconds until the backfill reaches the head, at the rate measured by the
+    /// engine (0 when caught up; null while no rate is known yet).
+    pub eta_seconds: Option<i64>,
 }
 
 #[ComplexObject]
@@ -42,6 +47,18 @@ impl Chain {
     /// Head height minus indexed height (0 when caught up; null until both are known).
     async fn lag_blocks(&self) -> Option<i64> {
         Some((self.head_height? - self.indexed_height?).max(0))
+    }
+
+    /// Fraction of the current backfill range done, 0..1: (indexed - backfillFrom) /
+    /// (head - backfillFrom); 1 when no backfill is running and the source is synced, null
+    /// before any height is known.
+    async fn progress(&self) -> Option<f64> {
+        let (head, indexed) = (self.head_height?, self.indexed_height?);
+        Some(match self.backfill_from {
+            Some(from) => orrery_indexer::sync::eta::progress(from, indexed, head),
+            None if head <= indexed => 1.0,
+            None => orrery_indexer::sync::eta::progress(indexed, indexed, head),
+        })
     }
 
     /// Seconds since the last commit (null before the first).
@@ -124,6 +141,8 @@ impl From<source::Model> for Chain {
             last_sync_at: s.last_sync_at,
             head_updated_at: s.head_updated_at,
             paused: s.paused,
+            backfill_from: s.backfill_from,
+            eta_seconds: s.eta_seconds,
         }
     }
 }

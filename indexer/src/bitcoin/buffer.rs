@@ -1,10 +1,11 @@
-//! Computed prices waiting for the database: bounded, in memory, retried every step.
+//! Computed prices waiting for the database: bounded, in memory, written (oldest first) in
+//! the engine's next transaction and released once it commits.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use orrery_entity::{price_comparison, price_point};
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DbErr};
 
 use super::comparison::Thresholds;
 use super::store::{upsert_comparison, upsert_point, ComparisonRow, PricePointRow};
@@ -75,65 +76,38 @@ impl PriceBuffer {
         self.set_metric(g.len());
     }
 
-    /// Writes `p` now; on failure queues it (behind older results) and returns the error.
-    pub async fn write_or_buffer(
-        &self,
-        db: &DatabaseConnection,
-        p: PendingPrice,
-        t: &Thresholds,
-    ) -> Result<Written, DbErr> {
-        match write(db, &p, t).await {
-            Ok(w) => Ok(w),
-            Err(e) => {
-                tracing::warn!(error = %e, at = %p.comparison.at, "price write failed; buffered");
-                self.push(p);
-                Err(e)
-            }
-        }
+    /// Every waiting result, oldest first.
+    pub fn snapshot(&self) -> Vec<PendingPrice> {
+        self.inner
+            .lock()
+            .map(|g| g.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
-    /// Writes queued results oldest first, stopping at the first failure.
-    pub async fn flush(&self, db: &DatabaseConnection, t: &Thresholds) -> Vec<Written> {
-        let mut done = Vec::new();
-        loop {
-            let next = match self.inner.lock() {
-                Ok(g) => g.front().cloned(),
-                Err(_) => None,
-            };
-            let Some(p) = next else { break };
-            match write(db, &p, t).await {
-                Ok(w) => {
-                    if let Ok(mut g) = self.inner.lock() {
-                        if g.front() == Some(&p) {
-                            g.pop_front();
-                        }
-                        self.set_metric(g.len());
-                    }
-                    done.push(w);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, waiting = self.len(), "buffered price write failed again");
-                    break;
+    /// Removes `written` (a prefix of an earlier [`PriceBuffer::snapshot`]) once committed.
+    pub fn release(&self, written: &[PendingPrice]) {
+        if let Ok(mut g) = self.inner.lock() {
+            for p in written {
+                if g.front() == Some(p) {
+                    g.pop_front();
                 }
             }
+            self.set_metric(g.len());
         }
-        done
     }
 }
 
-/// Writes one result in one transaction.
-pub async fn write(
-    db: &DatabaseConnection,
+/// Writes one result into the caller's transaction.
+pub async fn write_in<C: ConnectionTrait>(
+    db: &C,
     p: &PendingPrice,
     t: &Thresholds,
 ) -> Result<Written, DbErr> {
-    let txn = db.begin().await?;
     let point = match &p.point {
-        Some(pt) => Some(upsert_point(&txn, pt).await?),
+        Some(pt) => Some(upsert_point(db, pt).await?),
         None => None,
     };
-    let comparison = upsert_comparison(&txn, &p.comparison, t).await?;
-    txn.commit().await?;
+    let comparison = upsert_comparison(db, &p.comparison, t).await?;
     Ok(Written { point, comparison })
 }
 
@@ -166,21 +140,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failed_writes_are_kept_and_written_later_in_order() {
+    async fn results_wait_until_released_in_order() {
         let db = Database::connect("sqlite::memory:").await.unwrap();
         let buf = PriceBuffer::new(2);
         let t = Thresholds::default();
-        // No tables yet: every write fails and is buffered; the oldest beyond 2 is dropped.
+        // The oldest beyond capacity is dropped.
         for s in [1_700_000_000, 1_700_000_600, 1_700_001_200] {
-            assert!(buf.write_or_buffer(&db, pending(s), &t).await.is_err());
+            buf.push(pending(s));
         }
         assert_eq!(buf.len(), 2);
         assert_eq!(Metrics::global().price_write_buffered.get(), 2.0);
-        assert!(buf.flush(&db, &t).await.is_empty());
+        let waiting = buf.snapshot();
+        // No tables yet: the write fails and nothing is released.
+        assert!(write_in(&db, &waiting[0], &t).await.is_err());
         assert_eq!(buf.len(), 2);
         orrery_migration::Migrator::up(&db, None).await.unwrap();
-        let written = buf.flush(&db, &t).await;
-        assert_eq!(written.len(), 2);
+        let mut written = Vec::new();
+        for p in &waiting {
+            written.push(write_in(&db, p, &t).await.unwrap());
+        }
+        buf.release(&waiting);
         assert!(buf.is_empty());
         let ats: Vec<i64> = written
             .iter()

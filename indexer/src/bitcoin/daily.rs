@@ -19,7 +19,6 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use orrery_entity::{bitcoin_block, price_point};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use serde_json::json;
 
@@ -66,6 +65,8 @@ pub enum DailyOutcome {
     Working,
     /// A day's price was stored.
     Stored(price_point::Model),
+    /// A day's blocks are all in: its point is ready to be written with [`write_day`].
+    Ready(DayPoint),
     /// A day could not be estimated (nothing stored for it).
     Skipped {
         /// The day.
@@ -215,62 +216,76 @@ impl DailyTracker {
                 return Ok(DailyOutcome::Working);
             }
         }
-        let outcome = store_day(db, job).await?;
+        let point = day_point(job);
         let day = job.day;
         self.job = None;
         self.next_day = day.succ_opt();
-        Ok(outcome)
+        Ok(DailyOutcome::Ready(point))
     }
 }
 
-/// Stores (or, when no estimate can be made, deletes) the day's point.
-async fn store_day(
-    db: &sea_orm::DatabaseConnection,
-    job: &DayJob,
-) -> Result<DailyOutcome, SourceError> {
+/// A finished day's result, to be written in the engine's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayPoint {
+    /// The day.
+    pub day: NaiveDate,
+    /// Its blocks.
+    pub blocks: usize,
+    /// The point, or why none could be estimated.
+    pub point: Result<PricePointRow, String>,
+}
+
+fn day_point(job: &DayJob) -> DayPoint {
     let at = day_start(job.day);
-    let txn = db.begin().await?;
-    let outcome = match job.acc.estimate() {
-        Ok(e) => {
-            let row = PricePointRow {
-                pair: PAIR_BTC_USD.into(),
-                source: SOURCE_UTXORACLE_DAILY.into(),
-                at,
-                price: e.price_usd,
-                confidence: Some(e.confidence),
-                volume: Some(e.qualifying_outputs as f64),
-                details: Some(json!({
-                    "mode": "daily",
-                    "date": job.day.to_string(),
-                    "blocks": e.blocks,
-                    "first_height": job.blocks.first().map(|b| b.0),
-                    "last_height": job.blocks.last().map(|b| b.0),
-                    "qualifying_outputs": e.qualifying_outputs,
-                    "rough_price_usd": e.rough_price_usd,
-                    "price_points": e.price_points,
-                    "mad_usd": e.mad_usd,
-                    "estimator_valid": e.is_valid,
-                })),
-            };
-            DailyOutcome::Stored(store::upsert_point(&txn, &row).await?)
-        }
-        Err(err) => {
+    let point = match job.acc.estimate() {
+        Ok(e) => Ok(PricePointRow {
+            pair: PAIR_BTC_USD.into(),
+            source: SOURCE_UTXORACLE_DAILY.into(),
+            at,
+            price: e.price_usd,
+            confidence: Some(e.confidence),
+            volume: Some(e.qualifying_outputs as f64),
+            details: Some(json!({
+                "mode": "daily",
+                "date": job.day.to_string(),
+                "blocks": e.blocks,
+                "first_height": job.blocks.first().map(|b| b.0),
+                "last_height": job.blocks.last().map(|b| b.0),
+                "qualifying_outputs": e.qualifying_outputs,
+                "rough_price_usd": e.rough_price_usd,
+                "price_points": e.price_points,
+                "mad_usd": e.mad_usd,
+                "estimator_valid": e.is_valid,
+            })),
+        }),
+        Err(err) => Err(err.to_string()),
+    };
+    DayPoint {
+        day: job.day,
+        blocks: job.blocks.len(),
+        point,
+    }
+}
+
+/// Stores (or, when no estimate could be made, deletes) the day's point.
+pub async fn write_day<C: ConnectionTrait>(db: &C, p: &DayPoint) -> Result<DailyOutcome, DbErr> {
+    Ok(match &p.point {
+        Ok(row) => DailyOutcome::Stored(store::upsert_point(db, row).await?),
+        Err(reason) => {
             price_point::Entity::delete_many()
                 .filter(price_point::Column::Pair.eq(PAIR_BTC_USD))
                 .filter(price_point::Column::Source.eq(SOURCE_UTXORACLE_DAILY))
-                .filter(price_point::Column::At.eq(at))
-                .exec(&txn)
+                .filter(price_point::Column::At.eq(day_start(p.day)))
+                .exec(db)
                 .await?;
-            tracing::warn!(day = %job.day, blocks = job.blocks.len(), error = %err,
+            tracing::warn!(day = %p.day, blocks = p.blocks, error = %reason,
                 "no daily UTXOracle price");
             DailyOutcome::Skipped {
-                day: job.day,
-                reason: err.to_string(),
+                day: p.day,
+                reason: reason.clone(),
             }
         }
-    };
-    txn.commit().await?;
-    Ok(outcome)
+    })
 }
 
 #[cfg(test)]

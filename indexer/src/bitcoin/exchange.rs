@@ -1,6 +1,7 @@
 //! The `exchange` source: polls a mempool-style `/api/v1/prices` every interval, stores an
 //! `EXCHANGE` price point and fills comparisons that were made while it was unavailable.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +11,12 @@ use serde_json::{json, Value};
 use super::comparison::Thresholds;
 use super::store::{self, PricePointRow, PAIR_BTC_USD, SOURCE_EXCHANGE};
 use crate::bus::{topics, BusEvent};
-use crate::sync::{Progress, Source, SourceDescriptor, SourceError, SyncContext};
+use sea_orm::{DatabaseTransaction, DbErr};
+
+use crate::sync::{
+    BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, SyncContext,
+    Written,
+};
 use crate::upstream::UpstreamClient;
 
 /// Reads the USD price out of a `/api/v1/prices` answer (`{"time": .., "USD": ..}`).
@@ -53,13 +59,28 @@ impl ExchangeSource {
     }
 }
 
+/// One exchange reading to store.
+#[derive(Debug)]
+pub struct ExchangeBatch {
+    at: chrono::DateTime<Utc>,
+    price: f64,
+    upstream_time: Option<Value>,
+    thresholds: Thresholds,
+    backfill: chrono::Duration,
+}
+
+/// Stores exchange readings and fills comparisons that waited for them.
+pub struct ExchangeWriter;
+
 #[async_trait]
 impl Source for ExchangeSource {
+    type Batch = ExchangeBatch;
+
     fn descriptor(&self) -> SourceDescriptor {
         Self::descriptor_static()
     }
 
-    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<ExchangeBatch>, SourceError> {
         let body: Value = self.client.get_json("/api/v1/prices").await?;
         let price = usd_price(&body)?;
         let now = Utc::now();
@@ -70,22 +91,50 @@ impl Source for ExchangeSource {
         let thresholds = Thresholds::load(&ctx.db).await;
         let backfill = chrono::Duration::from_std(self.backfill)
             .unwrap_or_else(|_| chrono::Duration::hours(1));
-        let txn = ctx.begin().await?;
+        Ok(Fetched::Batch {
+            batch: ExchangeBatch {
+                at,
+                price,
+                upstream_time: body.get("time").cloned(),
+                thresholds,
+                backfill,
+            },
+            progress: Progress {
+                caught_up: true,
+                newest_item_at: Some(at),
+                ..Progress::default()
+            },
+        })
+    }
+
+    fn writer(&self) -> Arc<dyn BatchWriter<ExchangeBatch>> {
+        Arc::new(ExchangeWriter)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.interval
+    }
+}
+
+#[async_trait]
+impl BatchWriter<ExchangeBatch> for ExchangeWriter {
+    async fn write(&self, txn: &DatabaseTransaction, b: &ExchangeBatch) -> Result<Written, DbErr> {
         let point = store::upsert_point(
-            &txn,
+            txn,
             &PricePointRow {
                 pair: PAIR_BTC_USD.into(),
                 source: SOURCE_EXCHANGE.into(),
-                at,
-                price,
+                at: b.at,
+                price: b.price,
                 confidence: None,
                 volume: None,
-                details: Some(json!({"upstream_time": body.get("time")})),
+                details: Some(json!({"upstream_time": b.upstream_time})),
             },
         )
         .await?;
         let filled =
-            store::fill_missing_exchange(&txn, at - backfill, at, price, &thresholds).await?;
+            store::fill_missing_exchange(txn, b.at - b.backfill, b.at, b.price, &b.thresholds)
+                .await?;
         let mut events = Vec::new();
         if let Ok(v) = serde_json::to_value(&point) {
             events.push(BusEvent::new(topics::PRICE_UPDATED, v));
@@ -95,22 +144,22 @@ impl Source for ExchangeSource {
                 events.push(BusEvent::new(topics::PRICE_COMPARISON_UPDATED, v));
             }
         }
-        let progress = Progress {
+        let price = b.price;
+        Ok(Written {
             items: vec![("price", 1), ("comparison_filled", filled.len() as u64)],
-            caught_up: true,
-            newest_item_at: Some(at),
-            ..Progress::default()
-        };
-        ctx.commit(txn, &progress, events).await?;
-        crate::metrics::Metrics::global()
-            .price
-            .with_label_values(&[PAIR_BTC_USD, SOURCE_EXCHANGE])
-            .set(price);
-        Ok(progress)
+            events,
+            after_commit: Some(Box::new(move || {
+                crate::metrics::Metrics::global()
+                    .price
+                    .with_label_values(&[PAIR_BTC_USD, SOURCE_EXCHANGE])
+                    .set(price);
+            })),
+        })
     }
 
-    fn poll_interval(&self) -> Duration {
-        self.interval
+    async fn revert(&self, _txn: &DatabaseTransaction, _to: i64) -> Result<Reverted, DbErr> {
+        // Exchange readings have no heights: nothing is ever reverted.
+        Ok(Reverted::default())
     }
 }
 

@@ -21,7 +21,6 @@ pub mod settings;
 pub mod source;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
@@ -67,12 +66,10 @@ pub async fn spawn_all(
             settings.recent_blocks,
             Duration::from_secs(settings.poll_interval_secs.max(1)),
         );
-        let factory = Arc::new(move || {
-            Box::new(
-                source::BitcoinSource::new(esplora.clone(), recent, interval, poll, buffer.clone())
-                    .with_daily(daily)
-                    .with_start_height(start_height),
-            ) as Box<dyn crate::sync::Source>
+        let factory = crate::sync::factory(move || {
+            source::BitcoinSource::new(esplora.clone(), recent, interval, poll, buffer.clone())
+                .with_daily(daily)
+                .with_start_height(start_height)
         });
         let ctx = SyncContext::new(
             db.clone(),
@@ -85,12 +82,8 @@ pub async fn spawn_all(
         let client = exchange_client(url, interval)?;
         breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
         let backfill = Duration::from_secs(settings.exchange_backfill_secs);
-        let factory = Arc::new(move || {
-            Box::new(exchange::ExchangeSource::new(
-                client.clone(),
-                interval,
-                backfill,
-            )) as Box<dyn crate::sync::Source>
+        let factory = crate::sync::factory(move || {
+            exchange::ExchangeSource::new(client.clone(), interval, backfill)
         });
         let ctx = SyncContext::new(
             db.clone(),

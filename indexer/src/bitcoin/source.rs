@@ -1,30 +1,38 @@
 //! The `bitcoin` source: follows Esplora blocks, stores headers, handles reorgs, feeds the
 //! UTXOracle rolling window and writes a price and a comparison every interval.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use orrery_entity::{bitcoin_block, source};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
 use serde_json::json;
 
-use super::buffer::{PendingPrice, PriceBuffer, Written};
+use super::buffer::{write_in, PendingPrice, PriceBuffer, Written as PricesWritten};
 use super::comparison::Thresholds;
-use super::daily::{DailyOutcome, DailyTracker};
+use super::daily::{write_day, DailyOutcome, DailyTracker, DayPoint};
 use super::esplora::{BlockHeader, EsploraClient};
 use super::store::{self, ComparisonRow, PricePointRow, PAIR_BTC_USD, SOURCE_UTXORACLE};
 use crate::bus::{topics, BusEvent};
-use crate::sync::{Progress, Source, SourceDescriptor, SourceError, SyncContext};
+use crate::sync::reorg_window::{Ancestor, HashWindow};
+use crate::sync::{
+    BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, SyncContext,
+    Written,
+};
 use crate::utxoracle::RollingWindow;
 
 /// Blocks fetched and committed per step while catching up.
 const BLOCKS_PER_STEP: u64 = 10;
+/// Heights asked per round while looking for the common ancestor.
+const ANCESTOR_PAGE: usize = 8;
 
 /// Bus events for stored price rows.
-pub fn price_events(w: &Written) -> Vec<BusEvent> {
+pub fn price_events(w: &PricesWritten) -> Vec<BusEvent> {
     let mut out = Vec::new();
     if let Some(p) = &w.point {
         if let Ok(v) = serde_json::to_value(p) {
@@ -45,7 +53,7 @@ pub struct BitcoinSource {
     poll: Duration,
     window: RollingWindow,
     /// Stored best-chain hashes by height (the last `recent_blocks + 16`).
-    hashes: BTreeMap<u64, String>,
+    hashes: HashWindow,
     indexed: Option<u64>,
     last_compute: Option<Instant>,
     buffer: PriceBuffer,
@@ -71,7 +79,7 @@ impl BitcoinSource {
             interval,
             poll,
             window: RollingWindow::new(recent_blocks),
-            hashes: BTreeMap::new(),
+            hashes: HashWindow::new(recent_blocks.max(1) + 16),
             indexed: None,
             last_compute: None,
             buffer,
@@ -94,32 +102,6 @@ impl BitcoinSource {
         self
     }
 
-    /// One slice of daily work; true while a day's blocks are still being fetched.
-    async fn daily_step(&mut self, ctx: &SyncContext) -> Result<bool, SourceError> {
-        let Some(daily) = self.daily.as_mut() else {
-            return Ok(false);
-        };
-        match daily.step(&ctx.db, &self.esplora).await? {
-            DailyOutcome::Stored(p) => {
-                tracing::info!(at = %p.at, price = p.price, "daily UTXOracle price stored");
-                if let Ok(v) = serde_json::to_value(&p) {
-                    crate::bus::publish_logged(
-                        ctx.bus.as_ref(),
-                        BusEvent::new(topics::PRICE_UPDATED, v),
-                    )
-                    .await;
-                }
-                crate::metrics::Metrics::global()
-                    .price
-                    .with_label_values(&[&p.pair, &p.source])
-                    .set(p.price);
-                Ok(true)
-            }
-            DailyOutcome::Working | DailyOutcome::Skipped { .. } => Ok(true),
-            DailyOutcome::Idle => Ok(false),
-        }
-    }
-
     /// Its descriptor (id `bitcoin`).
     pub fn descriptor_static() -> SourceDescriptor {
         SourceDescriptor {
@@ -127,17 +109,6 @@ impl BitcoinSource {
             kind: "bitcoin",
             name: "Bitcoin (Esplora)".into(),
             chain_id: None,
-        }
-    }
-
-    fn remember(&mut self, height: u64, hash: String) {
-        self.hashes.insert(height, hash);
-        let keep = self.recent_blocks as u64 + 16;
-        while self.hashes.len() as u64 > keep {
-            let Some((&first, _)) = self.hashes.iter().next() else {
-                break;
-            };
-            self.hashes.remove(&first);
         }
     }
 
@@ -162,20 +133,32 @@ impl BitcoinSource {
                 let block = self.esplora.block_of(&header).await?;
                 self.window.push_block(&block);
             }
-            self.remember(r.height as u64, r.hash);
+            self.hashes.push(r.height.max(0) as u64, r.hash);
         }
         Ok(())
     }
 
-    /// Rolls back to the common ancestor with the best chain; returns its height.
-    async fn roll_back(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
-        let mut h = self.indexed.unwrap_or(0);
-        while let Some(stored) = self.hashes.get(&h).cloned() {
-            if self.esplora.hash_at(h).await? == stored || h == 0 {
-                break;
-            }
-            h -= 1;
-        }
+    /// Finds the common ancestor with the best chain and returns the revert to it.
+    async fn roll_back(&mut self, ctx: &SyncContext) -> Result<Fetched<BitcoinBatch>, SourceError> {
+        let esplora = self.esplora.clone();
+        let found = self
+            .hashes
+            .find_ancestor(ANCESTOR_PAGE, |heights| {
+                let esplora = esplora.clone();
+                async move {
+                    let mut out = Vec::with_capacity(heights.len());
+                    for h in heights {
+                        out.push(Some(esplora.hash_at(h).await?));
+                    }
+                    Ok::<_, SourceError>(out)
+                }
+            })
+            .await?;
+        let h = match found {
+            Ancestor::Found(h) => h,
+            // Deeper than the window: its lowest height's parent is the best guess.
+            Ancestor::BelowWindow => self.hashes.oldest().unwrap_or(0).saturating_sub(1),
+        };
         let old = self.indexed.unwrap_or(h);
         let depth = old.saturating_sub(h);
         tracing::warn!(
@@ -184,23 +167,12 @@ impl BitcoinSource {
             depth,
             "bitcoin reorg: rolling back"
         );
+        // Reads the blocks about to go, so it must run before the revert is written.
         if let Some(daily) = self.daily.as_mut() {
             daily.invalidate_above(&ctx.db, h).await?;
         }
-        let txn = ctx.begin().await?;
-        bitcoin_block::Entity::delete_many()
-            .filter(bitcoin_block::Column::Height.gt(h as i64))
-            .exec(&txn)
-            .await?;
-        let progress = Progress {
-            indexed_height: Some(h as i64),
-            cursor: self.hashes.get(&h).cloned(),
-            items: vec![("reorg", depth)],
-            ..Progress::default()
-        };
-        ctx.commit(txn, &progress, vec![]).await?;
         self.indexed = Some(h);
-        self.hashes.retain(|k, _| *k <= h);
+        self.hashes.truncate_above(h);
         let held = self.window.len() as u64;
         if depth <= held && self.window.tip_height() == Some(old) {
             for _ in 0..depth {
@@ -210,16 +182,23 @@ impl BitcoinSource {
             self.refill(ctx).await?;
         }
         self.last_compute = None;
-        Ok(progress)
+        Ok(Fetched::Revert {
+            to: h as i64,
+            progress: Progress {
+                indexed_height: Some(h as i64),
+                cursor: self.hashes.get(h).map(str::to_owned),
+                ..Progress::default()
+            },
+        })
     }
 
-    async fn compute(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
+    /// Computes the rolling-window price now; it waits in the buffer until committed.
+    async fn compute(&mut self, ctx: &SyncContext) {
         let now = Utc::now();
         let at = Utc
             .timestamp_opt(now.timestamp(), 0)
             .single()
             .unwrap_or(now);
-        let thresholds = Thresholds::load(&ctx.db).await;
         let interval = chrono::Duration::from_std(self.interval)
             .unwrap_or_else(|_| chrono::Duration::seconds(600));
         let exchange = match store::exchange_price_between(&ctx.db, at - interval, at).await {
@@ -230,7 +209,7 @@ impl BitcoinSource {
             }
         };
         let tip = self.window.tip_height();
-        let tip_hash = tip.and_then(|h| self.hashes.get(&h).cloned());
+        let tip_hash = tip.and_then(|h| self.hashes.get(h).map(str::to_owned));
         let (point, oracle, oracle_error) = match self.window.estimate() {
             Ok(e) => (
                 Some(PricePointRow {
@@ -257,7 +236,8 @@ impl BitcoinSource {
             ),
             Err(err) => (None, None, Some(err.to_string())),
         };
-        let pending = PendingPrice {
+        // Held (bounded, never lost silently) until a transaction stores it.
+        self.buffer.push(PendingPrice {
             point,
             comparison: ComparisonRow {
                 at,
@@ -265,29 +245,23 @@ impl BitcoinSource {
                 oracle_error,
                 exchange_price: exchange,
             },
-        };
-        // A failed write is buffered (never lost silently) and the source keeps running.
-        if let Ok(w) = self
-            .buffer
-            .write_or_buffer(&ctx.db, pending, &thresholds)
-            .await
-        {
-            publish(ctx, &w).await;
-        }
+        });
         self.last_compute = Some(Instant::now());
-        Ok(())
     }
-}
 
-async fn publish(ctx: &SyncContext, w: &Written) {
-    for e in price_events(w) {
-        crate::bus::publish_logged(ctx.bus.as_ref(), e).await;
-    }
-    if let Some(p) = &w.point {
-        crate::metrics::Metrics::global()
-            .price
-            .with_label_values(&[&p.pair, &p.source])
-            .set(p.price);
+    /// The buffered prices as a batch, when any wait.
+    async fn prices(&self, ctx: &SyncContext, progress: Progress) -> Option<Fetched<BitcoinBatch>> {
+        let pending = self.buffer.snapshot();
+        if pending.is_empty() {
+            return None;
+        }
+        Some(Fetched::Batch {
+            batch: BitcoinBatch::Prices {
+                pending,
+                thresholds: Thresholds::load(&ctx.db).await,
+            },
+            progress,
+        })
     }
 }
 
@@ -297,8 +271,31 @@ fn block_time(h: &BlockHeader) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
+/// One batch of the Bitcoin source.
+#[derive(Debug)]
+pub enum BitcoinBatch {
+    /// Headers of consecutive best-chain blocks.
+    Blocks(Vec<BlockHeader>),
+    /// Rolling-window prices and their comparisons, oldest first.
+    Prices {
+        /// The results (buffered until this batch commits).
+        pending: Vec<PendingPrice>,
+        /// Comparison thresholds at fetch time.
+        thresholds: Thresholds,
+    },
+    /// A finished day's price.
+    Daily(DayPoint),
+}
+
+/// Writes Bitcoin batches and reverts.
+pub struct BitcoinWriter {
+    buffer: PriceBuffer,
+}
+
 #[async_trait]
 impl Source for BitcoinSource {
+    type Batch = BitcoinBatch;
+
     fn descriptor(&self) -> SourceDescriptor {
         Self::descriptor_static()
     }
@@ -316,12 +313,10 @@ impl Source for BitcoinSource {
         self.refill(ctx).await
     }
 
-    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
-        if !self.buffer.is_empty() {
-            let thresholds = Thresholds::load(&ctx.db).await;
-            for w in self.buffer.flush(&ctx.db, &thresholds).await {
-                publish(ctx, &w).await;
-            }
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<BitcoinBatch>, SourceError> {
+        // Prices whose write failed go first, oldest first.
+        if let Some(f) = self.prices(ctx, Progress::default()).await {
+            return Ok(f);
         }
         let tip = self.esplora.tip_height().await?;
         let indexed = match self.indexed {
@@ -333,29 +328,52 @@ impl Source for BitcoinSource {
         };
         // Caught up: the stored tip must still be on the best chain.
         if indexed >= tip {
-            if let Some(stored) = self.hashes.get(&indexed) {
-                if self.esplora.hash_at(indexed).await? != *stored {
+            if let Some(stored) = self.hashes.get(indexed).map(str::to_owned) {
+                if self.esplora.hash_at(indexed).await? != stored {
                     return self.roll_back(ctx).await;
                 }
             }
+            let caught_up = Progress {
+                head_height: Some(tip as i64),
+                indexed_height: Some(indexed as i64),
+                caught_up: true,
+                ..Progress::default()
+            };
             let due = self
                 .last_compute
                 .is_none_or(|t| t.elapsed() >= self.interval);
             if due && !self.window.is_empty() {
-                self.compute(ctx).await?;
+                self.compute(ctx).await;
+                if let Some(f) = self.prices(ctx, caught_up.clone()).await {
+                    return Ok(f);
+                }
             }
-            // Daily work runs once caught up; while a day is in progress, step again at once.
-            let more = self.daily_step(ctx).await?;
-            return Ok(Progress {
-                head_height: Some(tip as i64),
-                indexed_height: Some(indexed as i64),
-                caught_up: !more,
-                ..Progress::default()
-            });
+            // Daily work runs once caught up; while a day is in progress, fetch again at once.
+            if let Some(daily) = self.daily.as_mut() {
+                match daily.step(&ctx.db, &self.esplora).await? {
+                    DailyOutcome::Ready(point) => {
+                        return Ok(Fetched::Batch {
+                            batch: BitcoinBatch::Daily(point),
+                            progress: Progress {
+                                caught_up: false,
+                                ..caught_up
+                            },
+                        })
+                    }
+                    DailyOutcome::Working => {
+                        return Ok(Fetched::Idle(Progress {
+                            caught_up: false,
+                            ..caught_up
+                        }))
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(Fetched::Idle(caught_up));
         }
         let mut headers = Vec::new();
         let mut blocks = Vec::new();
-        let mut parent = self.hashes.get(&indexed).cloned();
+        let mut parent = self.hashes.get(indexed).map(str::to_owned);
         for h in indexed + 1..=(indexed + BLOCKS_PER_STEP).min(tip) {
             let hash = self.esplora.hash_at(h).await?;
             let header = self.esplora.header(&hash).await?;
@@ -364,7 +382,7 @@ impl Source for BitcoinSource {
                     if headers.is_empty() {
                         return self.roll_back(ctx).await;
                     }
-                    break; // commit what links; the next step detects the reorg
+                    break; // write what links; the next fetch detects the reorg
                 }
             }
             let block = self.esplora.block_of(&header).await?;
@@ -372,66 +390,143 @@ impl Source for BitcoinSource {
             headers.push(header);
             blocks.push(block);
         }
-        let txn = ctx.begin().await?;
-        for hd in &headers {
-            bitcoin_block::Entity::insert(bitcoin_block::ActiveModel {
-                height: Set(hd.height as i64),
-                hash: Set(hd.id.clone()),
-                prev_hash: Set(hd.previousblockhash.clone().unwrap_or_default()),
-                time: Set(block_time(hd)),
-                tx_count: Set(hd.tx_count as i32),
-            })
-            .on_conflict(
-                OnConflict::column(bitcoin_block::Column::Height)
-                    .update_columns([
-                        bitcoin_block::Column::Hash,
-                        bitcoin_block::Column::PrevHash,
-                        bitcoin_block::Column::Time,
-                        bitcoin_block::Column::TxCount,
-                    ])
-                    .to_owned(),
-            )
-            .exec(&txn)
-            .await?;
-        }
         let Some(last) = headers.last() else {
             return Err(SourceError::Data("no block fetched".into()));
         };
         let new_indexed = last.height;
-        let events: Vec<BusEvent> = headers
-            .iter()
-            .map(|h| {
-                BusEvent::new(
-                    topics::BITCOIN_BLOCK,
-                    json!({"height": h.height, "hash": h.id, "prev_hash": h.previousblockhash, "time": h.timestamp}),
-                )
-            })
-            .collect();
         let progress = Progress {
             head_height: Some(tip as i64),
             indexed_height: Some(new_indexed as i64),
             cursor: Some(last.id.clone()),
-            items: vec![("block", headers.len() as u64)],
-            caught_up: new_indexed >= tip,
+            start_height: Some(indexed as i64),
+            items: Vec::new(),
+            caught_up: false,
             newest_item_at: Some(block_time(last)),
         };
-        ctx.commit(txn, &progress, events).await?;
         for (hd, b) in headers.iter().zip(&blocks) {
             self.window.push_block(b);
-            self.remember(hd.height, hd.id.clone());
+            self.hashes.push(hd.height, hd.id.clone());
         }
         self.indexed = Some(new_indexed);
-        if new_indexed >= tip
-            && self
-                .last_compute
-                .is_none_or(|t| t.elapsed() >= self.interval)
-        {
-            self.compute(ctx).await?;
-        }
-        Ok(progress)
+        Ok(Fetched::Batch {
+            batch: BitcoinBatch::Blocks(headers),
+            progress,
+        })
+    }
+
+    fn writer(&self) -> Arc<dyn BatchWriter<BitcoinBatch>> {
+        Arc::new(BitcoinWriter {
+            buffer: self.buffer.clone(),
+        })
     }
 
     fn poll_interval(&self) -> Duration {
         self.poll.min(self.interval)
+    }
+}
+
+#[async_trait]
+impl BatchWriter<BitcoinBatch> for BitcoinWriter {
+    async fn write(&self, txn: &DatabaseTransaction, b: &BitcoinBatch) -> Result<Written, DbErr> {
+        match b {
+            BitcoinBatch::Blocks(headers) => {
+                let models = headers.iter().map(|hd| bitcoin_block::ActiveModel {
+                    height: Set(hd.height as i64),
+                    hash: Set(hd.id.clone()),
+                    prev_hash: Set(hd.previousblockhash.clone().unwrap_or_default()),
+                    time: Set(block_time(hd)),
+                    tx_count: Set(hd.tx_count as i32),
+                });
+                bitcoin_block::Entity::insert_many(models)
+                    .on_conflict(
+                        OnConflict::column(bitcoin_block::Column::Height)
+                            .update_columns([
+                                bitcoin_block::Column::Hash,
+                                bitcoin_block::Column::PrevHash,
+                                bitcoin_block::Column::Time,
+                                bitcoin_block::Column::TxCount,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await?;
+                let events = headers
+                    .iter()
+                    .map(|h| {
+                        BusEvent::new(
+                            topics::BITCOIN_BLOCK,
+                            json!({"height": h.height, "hash": h.id, "prev_hash": h.previousblockhash, "time": h.timestamp}),
+                        )
+                    })
+                    .collect();
+                Ok(Written {
+                    items: vec![("block", headers.len() as u64)],
+                    events,
+                    after_commit: None,
+                })
+            }
+            BitcoinBatch::Prices {
+                pending,
+                thresholds,
+            } => {
+                let mut events = Vec::new();
+                let mut prices = Vec::new();
+                for p in pending {
+                    let w = write_in(txn, p, thresholds).await?;
+                    events.extend(price_events(&w));
+                    if let Some(pt) = &w.point {
+                        prices.push((pt.pair.clone(), pt.source.clone(), pt.price));
+                    }
+                }
+                let buffer = self.buffer.clone();
+                let released = pending.clone();
+                Ok(Written {
+                    items: vec![("price", pending.len() as u64)],
+                    events,
+                    after_commit: Some(Box::new(move || {
+                        buffer.release(&released);
+                        for (pair, source, price) in prices {
+                            crate::metrics::Metrics::global()
+                                .price
+                                .with_label_values(&[&pair, &source])
+                                .set(price);
+                        }
+                    })),
+                })
+            }
+            BitcoinBatch::Daily(point) => {
+                let mut events = Vec::new();
+                let mut after: Option<Box<dyn FnOnce() + Send>> = None;
+                if let DailyOutcome::Stored(p) = write_day(txn, point).await? {
+                    tracing::info!(at = %p.at, price = p.price, "daily UTXOracle price stored");
+                    if let Ok(v) = serde_json::to_value(&p) {
+                        events.push(BusEvent::new(topics::PRICE_UPDATED, v));
+                    }
+                    let (pair, source, price) = (p.pair.clone(), p.source.clone(), p.price);
+                    after = Some(Box::new(move || {
+                        crate::metrics::Metrics::global()
+                            .price
+                            .with_label_values(&[&pair, &source])
+                            .set(price);
+                    }));
+                }
+                Ok(Written {
+                    items: vec![("daily_price", 1)],
+                    events,
+                    after_commit: after,
+                })
+            }
+        }
+    }
+
+    async fn revert(&self, txn: &DatabaseTransaction, to: i64) -> Result<Reverted, DbErr> {
+        let deleted = bitcoin_block::Entity::delete_many()
+            .filter(bitcoin_block::Column::Height.gt(to))
+            .exec(txn)
+            .await?;
+        Ok(Reverted {
+            orphaned: deleted.rows_affected,
+            events: Vec::new(),
+        })
     }
 }

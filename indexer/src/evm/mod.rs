@@ -117,9 +117,7 @@ pub async fn spawn_all(
         let factory: SourceFactory = {
             let spec = spec.clone();
             let rpc = rpc.clone();
-            Arc::new(move || {
-                Box::new(EvmSource::new(spec.clone(), rpc.clone(), t.clone())) as Box<dyn Source>
-            })
+            crate::sync::factory(move || EvmSource::new(spec.clone(), rpc.clone(), t.clone()))
         };
         let descriptor = EvmSource::new(spec.clone(), rpc.clone(), tuning.clone()).descriptor();
         tracing::info!(chain = %spec.name, contracts = spec.contracts.len(), "starting evm source");

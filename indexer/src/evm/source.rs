@@ -1,7 +1,7 @@
 //! One EVM chain as a [`Source`]: adaptive `eth_getLogs` backfill with ranges in flight,
 //! head following `confirmations` behind, reorg detection by block hash and rollback.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +10,20 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use orrery_entity::{evm_block, source};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use serde_json::json;
 
 use super::decode::{decode_log, Registry};
 use super::rpc::{Header, Log, RpcClient, RpcError};
 use super::store::{self, EventRow};
 use crate::bus::{topics, BusEvent};
-use crate::metrics::Metrics;
-use crate::sync::{Progress, Source, SourceDescriptor, SourceError, SyncContext};
+use crate::sync::reorg_window::{Ancestor, HashWindow};
+use crate::sync::{
+    BatchWriter, Fetched as Step, Progress, Reverted, Source, SourceDescriptor, SourceError,
+    SyncContext, Written,
+};
 
 /// Gaps up to this many blocks are indexed with every header checked (head following).
 const FOLLOW_WINDOW: u64 = 64;
@@ -31,7 +36,11 @@ const INITIAL_RANGE: u64 = 1_000;
 /// Logs one range may hold before it stops early (memory bound: this times concurrency).
 const RANGE_LOG_CAP: usize = 5_000;
 /// Stored headers compared per round while looking for the common ancestor.
-const ANCESTOR_PAGE: u64 = 128;
+const ANCESTOR_PAGE: usize = 128;
+/// Stored headers kept in memory for reorg detection (heights are sparse during backfill).
+const WINDOW: usize = 1_024;
+/// Batches fetched ahead while the writer commits.
+const PREFETCH: usize = 2;
 
 /// Tuning shared by every chain.
 #[derive(Debug, Clone)]
@@ -65,11 +74,35 @@ pub struct EvmSource {
     rpc: Arc<RpcClient>,
     tuning: Tuning,
     addresses: Vec<Address>,
-    /// Last indexed block; None before the first commit.
+    /// Last block fetched (and committed once the queued batches are written).
     cursor: Option<u64>,
+    /// Hashes of the stored headers (and of those queued to be stored).
+    window: HashWindow,
     /// Current adaptive `eth_getLogs` range.
     range: u64,
     chain_checked: bool,
+    /// The previous fetch saw headers that did not link: check the tip before going on.
+    suspect_tip: bool,
+    /// Batches cut from one large fetch, waiting to be handed to the engine.
+    queued: VecDeque<(EvmBatch, Progress)>,
+}
+
+/// One batch of a chain: decoded events and the headers that anchor them.
+#[derive(Debug)]
+pub struct EvmBatch {
+    /// Decoded events in block and log-index order.
+    pub rows: Vec<EventRow>,
+    /// Headers stored with the batch (every block when following; range ends in backfill).
+    pub headers: Vec<Header>,
+    /// Logs that could not be decoded.
+    pub skipped: u64,
+    /// First block the batch covers.
+    pub from_block: u64,
+}
+
+/// Writes EVM batches and reverts of one chain.
+pub struct EvmWriter {
+    chain: String,
 }
 
 /// Source id of a chain.
@@ -164,25 +197,16 @@ impl EvmSource {
             tuning,
             addresses,
             cursor: None,
+            window: HashWindow::new(WINDOW),
             range,
             chain_checked: false,
+            suspect_tip: false,
+            queued: VecDeque::new(),
         }
     }
 
     fn chain(&self) -> &str {
         &self.spec.name
-    }
-
-    async fn stored_block(
-        &self,
-        ctx: &SyncContext,
-        number: u64,
-    ) -> Result<Option<evm_block::Model>, SourceError> {
-        Ok(
-            evm_block::Entity::find_by_id((self.spec.name.clone(), number as i64))
-                .one(&ctx.db)
-                .await?,
-        )
     }
 
     /// Decodes logs into rows; unknown or malformed logs are counted and skipped.
@@ -216,147 +240,100 @@ impl EvmSource {
         (rows, skipped)
     }
 
-    /// Whether the stored tip still is on the node's chain; on a mismatch rolls back to the
-    /// common ancestor and returns the step's progress.
-    async fn check_tip(
-        &mut self,
-        ctx: &SyncContext,
-        head: u64,
-    ) -> Result<Option<Progress>, SourceError> {
-        let Some(cursor) = self.cursor else {
+    /// Whether the tip we hold still is on the node's chain; on a mismatch finds the common
+    /// ancestor in the hash window and asks the engine to revert to it.
+    async fn check_tip(&mut self, head: u64) -> Result<Option<Step<EvmBatch>>, SourceError> {
+        let Some((tip, stored)) = self.window.tip().map(|(h, s)| (h, s.to_string())) else {
             return Ok(None);
         };
-        let Some(stored) = self.stored_block(ctx, cursor).await? else {
-            return Ok(None);
-        };
-        let fetched = self.rpc.headers(&[cursor]).await.map_err(data_err)?;
+        let fetched = self.rpc.headers(&[tip]).await.map_err(data_err)?;
         match fetched.into_iter().next().flatten() {
-            Some(h) if hex(&h.hash) == stored.hash => Ok(None),
-            Some(_) => self.reorg(ctx, head, cursor).await.map(Some),
+            Some(h) if hex(&h.hash) == stored => Ok(None),
+            Some(_) => self.reorg(head).await.map(Some),
             // The node does not have our tip (lagging replica): wait.
-            None => Ok(Some(Progress {
+            None => Ok(Some(Step::Idle(Progress {
                 head_height: Some(head as i64),
                 caught_up: true,
                 ..Default::default()
-            })),
+            }))),
         }
     }
 
-    /// Finds the highest stored block still canonical, deletes everything above it in one
-    /// transaction and publishes `reorg`.
-    async fn reorg(
-        &mut self,
-        ctx: &SyncContext,
-        head: u64,
-        cursor: u64,
-    ) -> Result<Progress, SourceError> {
-        let mut ancestor: Option<u64> = None;
-        let mut below = i64::MAX;
-        'search: loop {
-            let page = evm_block::Entity::find()
-                .filter(evm_block::Column::Chain.eq(self.spec.name.clone()))
-                .filter(evm_block::Column::Number.lt(below))
-                .order_by_desc(evm_block::Column::Number)
-                .limit(ANCESTOR_PAGE)
-                .all(&ctx.db)
-                .await?;
-            let Some(last) = page.last() else { break };
-            below = last.number;
-            let numbers: Vec<u64> = page.iter().map(|b| b.number.max(0) as u64).collect();
-            let headers = self.rpc.headers(&numbers).await.map_err(data_err)?;
-            for (stored, fetched) in page.iter().zip(headers) {
-                if fetched.is_some_and(|h| hex(&h.hash) == stored.hash) {
-                    ancestor = Some(stored.number.max(0) as u64);
-                    break 'search;
+    /// Finds the highest stored block still canonical and returns the revert to it.
+    async fn reorg(&mut self, head: u64) -> Result<Step<EvmBatch>, SourceError> {
+        let rpc = self.rpc.clone();
+        let found = self
+            .window
+            .find_ancestor(ANCESTOR_PAGE, |heights| {
+                let rpc = rpc.clone();
+                async move {
+                    let headers = rpc.headers(&heights).await.map_err(data_err)?;
+                    Ok::<_, SourceError>(
+                        headers
+                            .into_iter()
+                            .map(|h| h.map(|h| hex(&h.hash)))
+                            .collect(),
+                    )
                 }
-            }
-        }
-        let floor = match ancestor {
-            Some(a) => a as i64,
-            None => self.spec.start_block as i64 - 1,
+            })
+            .await?;
+        let floor = match found {
+            Ancestor::Found(a) => a as i64,
+            Ancestor::BelowWindow => self.spec.start_block as i64 - 1,
         };
-        let depth = cursor as i64 - floor;
-        let txn = ctx.begin().await?;
-        crate::triggers::drop_orphaned(&txn, self.chain(), floor).await?;
-        let orphaned = store::rollback(&txn, self.chain(), floor).await?;
-        let progress = Progress {
-            head_height: Some(head as i64),
-            indexed_height: Some(floor),
-            cursor: Some(floor.to_string()),
-            items: Vec::new(),
-            caught_up: false,
-            newest_item_at: None,
-        };
-        let event = BusEvent::new(
-            topics::REORG,
-            json!({
-                "chain": self.chain(),
-                "source": source_id(self.chain()),
-                "fromBlock": floor + 1,
-                "depth": depth,
-                "orphanedEvents": orphaned,
-            }),
-        );
-        ctx.commit(txn, &progress, vec![event]).await?;
         self.cursor = u64::try_from(floor).ok();
-        let id = source_id(self.chain());
-        Metrics::global().reorgs.with_label_values(&[&id]).inc();
-        Metrics::global()
-            .reorg_depth
-            .with_label_values(&[&id])
-            .set(depth);
-        tracing::warn!(
-            chain = self.chain(),
-            ancestor = floor,
-            depth,
-            orphaned,
-            "reorg: rolled back to the common ancestor"
-        );
-        Ok(progress)
+        self.window.truncate_above(floor.max(0) as u64);
+        if floor < 0 {
+            self.window.clear();
+        }
+        self.suspect_tip = false;
+        Ok(Step::Revert {
+            to: floor,
+            progress: Progress {
+                head_height: Some(head as i64),
+                indexed_height: Some(floor),
+                cursor: Some(floor.to_string()),
+                ..Default::default()
+            },
+        })
     }
 
-    /// A step that saw the chain move under it: nothing committed, the next step re-checks.
-    fn moved(&self, head: u64, reason: &str) -> Progress {
+    /// A fetch that saw the chain move under it: nothing to write, the next fetch re-checks.
+    fn moved(&mut self, head: u64, reason: &str) -> Step<EvmBatch> {
         tracing::info!(
             chain = self.chain(),
             reason,
             "chain changed while reading; retrying"
         );
-        Progress {
+        self.suspect_tip = true;
+        Step::Idle(Progress {
             head_height: Some(head as i64),
             ..Default::default()
-        }
+        })
     }
 
-    /// Checks that the fetched headers link to the stored tip and to each other, and that
+    /// Checks that the fetched headers link to the held tip and to each other, and that
     /// logs of fetched blocks carry the fetched hashes.
-    async fn inconsistency(
+    fn inconsistency(
         &self,
-        ctx: &SyncContext,
         next: u64,
         headers: &[Header],
         logs: &[Log],
         every_block: bool,
-    ) -> Result<Option<&'static str>, SourceError> {
-        let Some(first) = headers.first() else {
-            return Ok(None);
-        };
+    ) -> Option<&'static str> {
+        let first = headers.first()?;
         if first.number != next {
-            return Ok(Some("unexpected header number"));
+            return Some("unexpected header number");
         }
-        if let Some(c) = self.cursor {
-            if let Some(stored) = self.stored_block(ctx, c).await? {
-                if hex(&first.parent_hash) != stored.hash {
-                    return Ok(Some("first block does not extend the stored tip"));
-                }
-            }
+        if !self.window.extends(first.number, &hex(&first.parent_hash)) {
+            return Some("first block does not extend the stored tip");
         }
         if every_block
             && headers
                 .windows(2)
                 .any(|w| w[1].parent_hash != w[0].hash || w[1].number != w[0].number + 1)
         {
-            return Ok(Some("headers do not form a chain"));
+            return Some("headers do not form a chain");
         }
         let by_number: HashMap<u64, B256> = headers.iter().map(|h| (h.number, h.hash)).collect();
         if logs.iter().any(|l| {
@@ -364,9 +341,9 @@ impl EvmSource {
                 .get(&l.block_number)
                 .is_some_and(|h| *h != l.block_hash)
         }) {
-            return Ok(Some("logs and headers disagree on a block hash"));
+            return Some("logs and headers disagree on a block hash");
         }
-        Ok(None)
+        None
     }
 
     /// Fetches from `next` up to `end` as ranges in flight; returns the logs in order and
@@ -403,7 +380,7 @@ impl EvmSource {
             logs.extend(f.logs);
             covered = f.covered;
             if f.covered < b {
-                // Stopped early at the log cap: later ranges wait for the next step.
+                // Stopped early at the log cap: later ranges wait for the next fetch.
                 break;
             }
         }
@@ -414,10 +391,88 @@ impl EvmSource {
         };
         Ok((logs, covered))
     }
+
+    /// Cuts the rows of `[next, end]` into batches of at most [`store::MAX_BATCH_ROWS`]
+    /// events, each ending on a block boundary, and queues them.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_batches(
+        &mut self,
+        head: u64,
+        next: u64,
+        end: u64,
+        rows: Vec<EventRow>,
+        headers: Vec<Header>,
+        skipped: u64,
+        caught_up: bool,
+    ) {
+        let newest = |h: Option<&Header>| {
+            h.and_then(|h| DateTime::<Utc>::from_timestamp(h.timestamp as i64, 0))
+        };
+        let mut rows = VecDeque::from(rows);
+        let mut headers = VecDeque::from(headers);
+        let mut from = next;
+        let mut skipped = Some(skipped);
+        loop {
+            // Take whole blocks while the batch has room (a block larger than the cap goes alone).
+            let mut take = 0;
+            while take < rows.len() {
+                let block = rows[take].block_number;
+                let block_len = rows
+                    .iter()
+                    .skip(take)
+                    .take_while(|r| r.block_number == block)
+                    .count();
+                if take > 0 && take + block_len > store::MAX_BATCH_ROWS {
+                    break;
+                }
+                take += block_len;
+                if take >= store::MAX_BATCH_ROWS {
+                    break;
+                }
+            }
+            let last_part = take == rows.len();
+            let batch_end = if last_part {
+                end
+            } else {
+                rows[take].block_number - 1
+            };
+            let part: Vec<EventRow> = rows.drain(..take).collect();
+            let mut part_headers = Vec::new();
+            while headers.front().is_some_and(|h| h.number <= batch_end) {
+                if let Some(h) = headers.pop_front() {
+                    part_headers.push(h);
+                }
+            }
+            let progress = Progress {
+                head_height: Some(head as i64),
+                indexed_height: Some(batch_end as i64),
+                cursor: Some(batch_end.to_string()),
+                start_height: Some(self.spec.start_block as i64 - 1),
+                items: Vec::new(),
+                caught_up: last_part && caught_up,
+                newest_item_at: newest(part_headers.last()),
+            };
+            self.queued.push_back((
+                EvmBatch {
+                    rows: part,
+                    headers: part_headers,
+                    skipped: skipped.take().unwrap_or(0),
+                    from_block: from,
+                },
+                progress,
+            ));
+            from = batch_end + 1;
+            if last_part {
+                break;
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Source for EvmSource {
+    type Batch = EvmBatch;
+
     fn descriptor(&self) -> SourceDescriptor {
         SourceDescriptor {
             id: source_id(self.chain()),
@@ -429,7 +484,7 @@ impl Source for EvmSource {
 
     async fn resume(
         &mut self,
-        _ctx: &SyncContext,
+        ctx: &SyncContext,
         stored: &source::Model,
     ) -> Result<(), SourceError> {
         self.cursor = stored
@@ -437,10 +492,31 @@ impl Source for EvmSource {
             .as_deref()
             .and_then(|c| c.parse::<i64>().ok())
             .and_then(|c| u64::try_from(c).ok());
+        self.queued.clear();
+        self.suspect_tip = true;
+        self.window.clear();
+        if let Some(c) = self.cursor {
+            let mut recent = evm_block::Entity::find()
+                .filter(evm_block::Column::Chain.eq(self.spec.name.clone()))
+                .filter(evm_block::Column::Number.lte(c as i64))
+                .order_by_desc(evm_block::Column::Number)
+                .limit(WINDOW as u64)
+                .all(&ctx.db)
+                .await?;
+            recent.reverse();
+            for b in recent {
+                if let Ok(n) = u64::try_from(b.number) {
+                    self.window.push(n, b.hash);
+                }
+            }
+        }
         Ok(())
     }
 
-    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    async fn fetch(&mut self, _ctx: &SyncContext) -> Result<Step<EvmBatch>, SourceError> {
+        if let Some((batch, progress)) = self.queued.pop_front() {
+            return Ok(Step::Batch { batch, progress });
+        }
         if !self.chain_checked {
             let id = self.rpc.chain_id().await.map_err(data_err)?;
             if id != self.spec.chain_id {
@@ -453,20 +529,25 @@ impl Source for EvmSource {
             self.chain_checked = true;
         }
         let head = self.rpc.block_number().await.map_err(data_err)?;
-        if let Some(p) = self.check_tip(ctx, head).await? {
-            return Ok(p);
-        }
         let target = head.saturating_sub(self.spec.confirmations);
         let next = self.cursor.map_or(self.spec.start_block, |c| c + 1);
+        let following = next > target || target - next < FOLLOW_WINDOW;
+        // While following (and after a fetch that did not link) the held tip is re-checked;
+        // during backfill the parent-hash link of each range does that job.
+        if following || self.suspect_tip {
+            if let Some(step) = self.check_tip(head).await? {
+                return Ok(step);
+            }
+            self.suspect_tip = false;
+        }
         if next > target {
-            return Ok(Progress {
+            return Ok(Step::Idle(Progress {
                 head_height: Some(head as i64),
                 indexed_height: self.cursor.map(|c| c as i64),
                 caught_up: true,
                 ..Default::default()
-            });
+            }));
         }
-        let following = target - next < FOLLOW_WINDOW;
         let (logs, end) = if following {
             let f = fetch_range(&self.rpc, &self.addresses, next, target, RANGE_LOG_CAP)
                 .await
@@ -497,45 +578,64 @@ impl Source for EvmSource {
             Some(h) => h,
             None => return Ok(self.moved(head, "a header is missing")),
         };
-        if let Some(reason) = self
-            .inconsistency(ctx, next, &headers, &logs, following)
-            .await?
-        {
+        if let Some(reason) = self.inconsistency(next, &headers, &logs, following) {
             return Ok(self.moved(head, reason));
         }
         let (rows, skipped) = self.decode(&logs);
-        let last_header = headers.last().cloned();
-        let newest = last_header
-            .as_ref()
-            .and_then(|h| DateTime::<Utc>::from_timestamp(h.timestamp as i64, 0));
-        let txn = ctx.begin().await?;
-        store::insert_events(&txn, self.chain(), &rows).await?;
-        // Trigger actions are queued in the events' transaction: durable exactly with them.
-        let queued = crate::triggers::enqueue_matches(&txn, self.chain(), &rows).await?;
-        let at = Utc::now();
-        for row in &rows {
-            store::project(&txn, self.chain(), row, at).await?;
+        drop(logs);
+        for h in &headers {
+            self.window.push(h.number, hex(&h.hash));
         }
-        store::upsert_blocks(&txn, self.chain(), &headers).await?;
-        let progress = Progress {
-            head_height: Some(head as i64),
-            indexed_height: Some(end as i64),
-            cursor: Some(end.to_string()),
-            items: vec![
-                ("evm_event", rows.len() as u64),
-                ("evm_log_skipped", skipped),
-            ],
-            caught_up: end >= target && following,
-            newest_item_at: newest,
-        };
+        self.cursor = Some(end);
+        self.queue_batches(
+            head,
+            next,
+            end,
+            rows,
+            headers,
+            skipped,
+            end >= target && following,
+        );
+        match self.queued.pop_front() {
+            Some((batch, progress)) => Ok(Step::Batch { batch, progress }),
+            None => Err(SourceError::Data(
+                "no batch was cut from a fetched range".into(),
+            )),
+        }
+    }
+
+    fn writer(&self) -> Arc<dyn BatchWriter<EvmBatch>> {
+        Arc::new(EvmWriter {
+            chain: self.spec.name.clone(),
+        })
+    }
+
+    fn prefetch(&self) -> usize {
+        PREFETCH
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.tuning.poll_interval
+    }
+}
+
+#[async_trait]
+impl BatchWriter<EvmBatch> for EvmWriter {
+    async fn write(&self, txn: &DatabaseTransaction, b: &EvmBatch) -> Result<Written, DbErr> {
+        let chain = self.chain.as_str();
+        store::insert_events(txn, chain, &b.rows).await?;
+        // Trigger actions are queued in the events' transaction: durable exactly with them.
+        let queued = crate::triggers::enqueue_matches(txn, chain, &b.rows).await?;
+        store::project_batch(txn, chain, &b.rows, Utc::now()).await?;
+        store::upsert_blocks(txn, chain, &b.headers).await?;
         let mut events = Vec::new();
-        if rows.len() <= MAX_EVENT_NOTIFICATIONS {
-            for r in &rows {
+        if b.rows.len() <= MAX_EVENT_NOTIFICATIONS {
+            for r in &b.rows {
                 let (name, args) = r.event.to_name_args();
                 events.push(BusEvent::new(
                     topics::EVM_EVENT,
                     json!({
-                        "chain": self.chain(),
+                        "chain": chain,
                         "blockNumber": r.block_number,
                         "blockHash": r.block_hash,
                         "txHash": r.tx_hash,
@@ -547,32 +647,42 @@ impl Source for EvmSource {
                 ));
             }
         }
-        if let Some(h) = &last_header {
+        if let Some(h) = b.headers.last() {
             events.push(BusEvent::new(
                 topics::EVM_BLOCK,
                 json!({
-                    "chain": self.chain(),
+                    "chain": chain,
                     "number": h.number,
                     "hash": hex(&h.hash),
                     "parentHash": hex(&h.parent_hash),
                     "timestamp": h.timestamp,
-                    "fromBlock": next,
-                    "events": rows.len(),
+                    "fromBlock": b.from_block,
+                    "events": b.rows.len(),
                 }),
             ));
         }
         if queued > 0 {
             events.push(BusEvent::new(
                 crate::triggers::ACTION_QUEUED,
-                json!({ "chain": self.chain(), "queued": queued }),
+                json!({ "chain": chain, "queued": queued }),
             ));
         }
-        ctx.commit(txn, &progress, events).await?;
-        self.cursor = Some(end);
-        Ok(progress)
+        Ok(Written {
+            items: vec![
+                ("evm_event", b.rows.len() as u64),
+                ("evm_log_skipped", b.skipped),
+            ],
+            events,
+            after_commit: None,
+        })
     }
 
-    fn poll_interval(&self) -> Duration {
-        self.tuning.poll_interval
+    async fn revert(&self, txn: &DatabaseTransaction, to: i64) -> Result<Reverted, DbErr> {
+        crate::triggers::drop_orphaned(txn, &self.chain, to).await?;
+        let orphaned = store::rollback(txn, &self.chain, to).await?;
+        Ok(Reverted {
+            orphaned,
+            events: Vec::new(),
+        })
     }
 }

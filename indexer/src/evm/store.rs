@@ -1,14 +1,14 @@
 //! Database writes of the EVM source: generic events, block headers, the ERC-8004
 //! projections (agents, feedback, validations), and the rollback of orphaned blocks.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use orrery_entity::{erc8004_agent, erc8004_feedback, erc8004_validation, evm_block, evm_event};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, NotSet, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 
 use super::decode::Erc8004Event;
@@ -30,8 +30,6 @@ pub struct EventRow {
     pub event: Erc8004Event,
 }
 
-const INSERT_CHUNK: usize = 400;
-
 fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -44,7 +42,7 @@ pub async fn insert_events<C: ConnectionTrait>(
     rows: &[EventRow],
 ) -> Result<(), DbErr> {
     let now = Utc::now();
-    for chunk in rows.chunks(INSERT_CHUNK) {
+    for chunk in rows.chunks(rows_per_statement(9)) {
         let models = chunk.iter().map(|r| {
             let (name, args) = r.event.to_name_args();
             evm_event::ActiveModel {
@@ -83,7 +81,7 @@ pub async fn upsert_blocks<C: ConnectionTrait>(
     chain: &str,
     headers: &[super::rpc::Header],
 ) -> Result<(), DbErr> {
-    for chunk in headers.chunks(INSERT_CHUNK) {
+    for chunk in headers.chunks(rows_per_statement(5)) {
         let models = chunk.iter().map(|h| evm_block::ActiveModel {
             chain: Set(chain.to_string()),
             number: Set(i64_of(h.number)),
@@ -108,244 +106,403 @@ pub async fn upsert_blocks<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Applies one event to the ERC-8004 tables.
-pub async fn project<C: ConnectionTrait>(
-    db: &C,
-    chain: &str,
-    row: &EventRow,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let block = i64_of(row.block_number);
-    let agent_pk = |id: &str| (chain.to_string(), id.to_string());
-    match &row.event {
-        Erc8004Event::Transfer(t) => {
-            let zero = t.from.trim_start_matches("0x").bytes().all(|b| b == b'0');
-            if zero {
-                let am = erc8004_agent::ActiveModel {
-                    chain: Set(chain.to_string()),
-                    agent_id: Set(t.token_id.clone()),
-                    owner: Set(t.to.clone()),
-                    uri: Set(None),
-                    metadata: Set(None),
-                    registered_block: Set(block),
-                    updated_block: Set(block),
-                    updated_at: Set(at),
-                };
-                erc8004_agent::Entity::insert(am)
-                    .on_conflict(
-                        OnConflict::columns([
-                            erc8004_agent::Column::Chain,
-                            erc8004_agent::Column::AgentId,
-                        ])
-                        .do_nothing()
-                        .to_owned(),
-                    )
-                    .try_insert()
-                    .exec(db)
-                    .await?;
-            } else {
-                update_agent(db, chain, &t.token_id, block, at, |am| {
-                    am.owner = Set(t.to.clone());
-                })
-                .await?;
-            }
-        }
-        Erc8004Event::Registered(r) => {
-            match erc8004_agent::Entity::find_by_id(agent_pk(&r.agent_id))
-                .one(db)
-                .await?
-            {
-                Some(m) => {
-                    let mut am: erc8004_agent::ActiveModel = m.into();
-                    am.owner = Set(r.owner.clone());
-                    am.uri = Set(Some(r.agent_uri.clone()));
-                    am.updated_block = Set(block);
-                    am.updated_at = Set(at);
-                    am.update(db).await?;
-                }
-                None => {
-                    erc8004_agent::ActiveModel {
-                        chain: Set(chain.to_string()),
-                        agent_id: Set(r.agent_id.clone()),
-                        owner: Set(r.owner.clone()),
-                        uri: Set(Some(r.agent_uri.clone())),
-                        metadata: Set(None),
-                        registered_block: Set(block),
-                        updated_block: Set(block),
-                        updated_at: Set(at),
-                    }
-                    .insert(db)
-                    .await?;
-                }
-            }
-        }
-        Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
-            update_agent(db, chain, &u.agent_id, block, at, |am| {
-                am.uri = Set(Some(u.new_uri.clone()));
-            })
-            .await?;
-        }
-        Erc8004Event::MetadataSet(m) => {
-            if let Some(agent) = erc8004_agent::Entity::find_by_id(agent_pk(&m.agent_id))
-                .one(db)
-                .await?
-            {
-                let mut meta = match agent.metadata.clone() {
-                    Some(serde_json::Value::Object(o)) => o,
-                    _ => serde_json::Map::new(),
-                };
-                meta.insert(
-                    m.metadata_key.clone(),
-                    serde_json::Value::String(m.metadata_value.clone()),
-                );
-                let mut am: erc8004_agent::ActiveModel = agent.into();
-                am.metadata = Set(Some(serde_json::Value::Object(meta)));
-                am.updated_block = Set(block);
-                am.updated_at = Set(at);
-                am.update(db).await?;
-            } else {
-                tracing::debug!(chain, agent = %m.agent_id, "MetadataSet for an unknown agent");
-            }
-        }
-        Erc8004Event::NewFeedback(f) => {
-            let index = match &f.feedback_index {
-                Some(i) => i.clone(),
-                // Legacy logs carry no index: the registry numbers feedback per client from 1.
-                None => (erc8004_feedback::Entity::find()
-                    .filter(erc8004_feedback::Column::Chain.eq(chain))
-                    .filter(erc8004_feedback::Column::AgentId.eq(f.agent_id.clone()))
-                    .filter(erc8004_feedback::Column::ClientAddress.eq(f.client_address.clone()))
-                    .count(db)
-                    .await?
-                    + 1)
-                .to_string(),
-            };
-            let score = match (&f.value, f.score) {
-                (_, Some(s)) => i32::from(s),
-                (Some(v), None) => v
-                    .parse::<i128>()
-                    .map(|v| v.clamp(i32::MIN as i128, i32::MAX as i128) as i32)
-                    .unwrap_or(0),
-                (None, None) => 0,
-            };
-            let am = erc8004_feedback::ActiveModel {
-                chain: Set(chain.to_string()),
-                agent_id: Set(f.agent_id.clone()),
-                client_address: Set(f.client_address.clone()),
-                feedback_index: Set(Some(index)),
-                score: Set(score),
-                tag1: Set(Some(f.tag1.clone()).filter(|s| !s.is_empty())),
-                tag2: Set(Some(f.tag2.clone()).filter(|s| !s.is_empty())),
-                uri: Set(Some(f.feedback_uri.clone()).filter(|s| !s.is_empty())),
-                file_hash: Set(Some(f.feedback_hash.clone())),
-                revoked: Set(false),
-                block_number: Set(block),
-                tx_hash: Set(row.tx_hash.clone()),
-                log_index: Set(i32::try_from(row.log_index).unwrap_or(i32::MAX)),
-                ..Default::default()
-            };
-            erc8004_feedback::Entity::insert(am)
-                .on_conflict(
-                    OnConflict::columns([
-                        erc8004_feedback::Column::Chain,
-                        erc8004_feedback::Column::TxHash,
-                        erc8004_feedback::Column::LogIndex,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .try_insert()
-                .exec(db)
-                .await?;
-        }
-        Erc8004Event::FeedbackRevoked(r) => {
-            set_revoked(
-                db,
-                chain,
-                &r.agent_id,
-                &r.client_address,
-                &r.feedback_index,
-                true,
-            )
-            .await?;
-        }
-        Erc8004Event::ResponseAppended(_) => {}
-        Erc8004Event::ValidationRequest(v) => {
-            let am = erc8004_validation::ActiveModel {
-                chain: Set(chain.to_string()),
-                request_hash: Set(v.request_hash.clone()),
-                agent_id: Set(v.agent_id.clone()),
-                validator_address: Set(v.validator_address.clone()),
-                request_uri: Set(Some(v.request_uri.clone())),
-                response: Set(None),
-                response_uri: Set(None),
-                tag: Set(None),
-                requested_block: Set(block),
-                responded_block: Set(None),
-                tx_hash: Set(row.tx_hash.clone()),
-                ..Default::default()
-            };
-            erc8004_validation::Entity::insert(am)
-                .on_conflict(
-                    OnConflict::columns([
-                        erc8004_validation::Column::Chain,
-                        erc8004_validation::Column::RequestHash,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .try_insert()
-                .exec(db)
-                .await?;
-        }
-        Erc8004Event::ValidationResponse(v) => {
-            erc8004_validation::Entity::update_many()
-                .col_expr(
-                    erc8004_validation::Column::Response,
-                    Expr::value(i32::from(v.response)),
-                )
-                .col_expr(
-                    erc8004_validation::Column::ResponseUri,
-                    Expr::value(v.response_uri.clone()),
-                )
-                .col_expr(erc8004_validation::Column::Tag, Expr::value(v.tag.clone()))
-                .col_expr(
-                    erc8004_validation::Column::RespondedBlock,
-                    Expr::value(block),
-                )
-                .col_expr(
-                    erc8004_validation::Column::TxHash,
-                    Expr::value(row.tx_hash.clone()),
-                )
-                .filter(erc8004_validation::Column::Chain.eq(chain))
-                .filter(erc8004_validation::Column::RequestHash.eq(v.request_hash.clone()))
-                .exec(db)
-                .await?;
-        }
-    }
-    Ok(())
+/// Rows per multi-row statement: as many as the bind-parameter limit allows (SQLite's
+/// 32,766, PostgreSQL's 65,535), so a batch of up to [`MAX_BATCH_ROWS`] rows is one
+/// statement per table whatever its size.
+fn rows_per_statement(columns: usize) -> usize {
+    (32_000 / columns.max(1)).max(1)
 }
 
-async fn update_agent<C: ConnectionTrait>(
+/// Largest number of events one batch carries (the source cuts batches at this size), so
+/// every table's write is a single statement.
+pub const MAX_BATCH_ROWS: usize = 2_500;
+
+/// The final state of every agent, feedback and validation a batch touches, folded in memory
+/// from the stored rows and the batch's events in order.
+#[derive(Debug, Default)]
+struct Fold {
+    agents: HashMap<String, erc8004_agent::Model>,
+    /// Agents that exist (stored or created in the batch) and were changed.
+    agents_changed: BTreeSet<String>,
+    feedback: Vec<erc8004_feedback::ActiveModel>,
+    revoked: Vec<(String, String, String)>,
+    validations: HashMap<String, erc8004_validation::Model>,
+    validations_changed: BTreeSet<String>,
+}
+
+/// What the batch must read before folding.
+fn touched(
+    rows: &[EventRow],
+) -> (
+    BTreeSet<String>,
+    BTreeSet<String>,
+    BTreeSet<(String, String)>,
+) {
+    let mut agents = BTreeSet::new();
+    let mut requests = BTreeSet::new();
+    let mut legacy = BTreeSet::new();
+    for r in rows {
+        match &r.event {
+            Erc8004Event::Transfer(t) => {
+                agents.insert(t.token_id.clone());
+            }
+            Erc8004Event::Registered(x) => {
+                agents.insert(x.agent_id.clone());
+            }
+            Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
+                agents.insert(u.agent_id.clone());
+            }
+            Erc8004Event::MetadataSet(m) => {
+                agents.insert(m.agent_id.clone());
+            }
+            Erc8004Event::NewFeedback(f) if f.feedback_index.is_none() => {
+                legacy.insert((f.agent_id.clone(), f.client_address.clone()));
+            }
+            Erc8004Event::ValidationResponse(v) => {
+                requests.insert(v.request_hash.clone());
+            }
+            _ => {}
+        }
+    }
+    (agents, requests, legacy)
+}
+
+fn is_zero_address(a: &str) -> bool {
+    a.trim_start_matches("0x").bytes().all(|b| b == b'0')
+}
+
+impl Fold {
+    fn agent(
+        &mut self,
+        chain: &str,
+        id: &str,
+        block: i64,
+        at: DateTime<Utc>,
+        change: impl FnOnce(&mut erc8004_agent::Model),
+    ) {
+        match self.agents.get_mut(id) {
+            Some(a) => {
+                change(a);
+                a.updated_block = block;
+                a.updated_at = at;
+                self.agents_changed.insert(id.to_string());
+            }
+            None => tracing::debug!(chain, agent = id, "update for an unknown agent"),
+        }
+    }
+
+    fn create_agent(&mut self, m: erc8004_agent::Model) {
+        self.agents_changed.insert(m.agent_id.clone());
+        self.agents.insert(m.agent_id.clone(), m);
+    }
+
+    /// Applies one event, exactly as a statement per event would have.
+    fn apply(
+        &mut self,
+        chain: &str,
+        row: &EventRow,
+        at: DateTime<Utc>,
+        legacy_counts: &mut HashMap<(String, String), u64>,
+    ) {
+        let block = i64_of(row.block_number);
+        match &row.event {
+            Erc8004Event::Transfer(t) if is_zero_address(&t.from) => {
+                // A mint creates the agent unless it already exists.
+                if !self.agents.contains_key(&t.token_id) {
+                    self.create_agent(erc8004_agent::Model {
+                        chain: chain.to_string(),
+                        agent_id: t.token_id.clone(),
+                        owner: t.to.clone(),
+                        uri: None,
+                        metadata: None,
+                        registered_block: block,
+                        updated_block: block,
+                        updated_at: at,
+                    });
+                }
+            }
+            Erc8004Event::Transfer(t) => {
+                self.agent(chain, &t.token_id, block, at, |a| a.owner = t.to.clone());
+            }
+            Erc8004Event::Registered(r) => {
+                if self.agents.contains_key(&r.agent_id) {
+                    self.agent(chain, &r.agent_id, block, at, |a| {
+                        a.owner = r.owner.clone();
+                        a.uri = Some(r.agent_uri.clone());
+                    });
+                } else {
+                    self.create_agent(erc8004_agent::Model {
+                        chain: chain.to_string(),
+                        agent_id: r.agent_id.clone(),
+                        owner: r.owner.clone(),
+                        uri: Some(r.agent_uri.clone()),
+                        metadata: None,
+                        registered_block: block,
+                        updated_block: block,
+                        updated_at: at,
+                    });
+                }
+            }
+            Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
+                self.agent(chain, &u.agent_id, block, at, |a| {
+                    a.uri = Some(u.new_uri.clone())
+                });
+            }
+            Erc8004Event::MetadataSet(m) => {
+                self.agent(chain, &m.agent_id, block, at, |a| {
+                    let mut meta = match a.metadata.take() {
+                        Some(serde_json::Value::Object(o)) => o,
+                        _ => serde_json::Map::new(),
+                    };
+                    meta.insert(
+                        m.metadata_key.clone(),
+                        serde_json::Value::String(m.metadata_value.clone()),
+                    );
+                    a.metadata = Some(serde_json::Value::Object(meta));
+                });
+            }
+            Erc8004Event::NewFeedback(f) => {
+                let pair = (f.agent_id.clone(), f.client_address.clone());
+                let index = match &f.feedback_index {
+                    Some(i) => {
+                        // Counted too: a later legacy log of the same pair numbers after it.
+                        if let Some(n) = legacy_counts.get_mut(&pair) {
+                            *n += 1;
+                        }
+                        i.clone()
+                    }
+                    // Legacy logs carry no index: the registry numbers feedback per client from 1.
+                    None => {
+                        let n = legacy_counts.entry(pair).or_insert(0);
+                        *n += 1;
+                        n.to_string()
+                    }
+                };
+                let score = match (&f.value, f.score) {
+                    (_, Some(s)) => i32::from(s),
+                    (Some(v), None) => v
+                        .parse::<i128>()
+                        .map(|v| v.clamp(i32::MIN as i128, i32::MAX as i128) as i32)
+                        .unwrap_or(0),
+                    (None, None) => 0,
+                };
+                self.feedback.push(erc8004_feedback::ActiveModel {
+                    chain: Set(chain.to_string()),
+                    agent_id: Set(f.agent_id.clone()),
+                    client_address: Set(f.client_address.clone()),
+                    feedback_index: Set(Some(index)),
+                    score: Set(score),
+                    tag1: Set(Some(f.tag1.clone()).filter(|s| !s.is_empty())),
+                    tag2: Set(Some(f.tag2.clone()).filter(|s| !s.is_empty())),
+                    uri: Set(Some(f.feedback_uri.clone()).filter(|s| !s.is_empty())),
+                    file_hash: Set(Some(f.feedback_hash.clone())),
+                    revoked: Set(false),
+                    block_number: Set(block),
+                    tx_hash: Set(row.tx_hash.clone()),
+                    log_index: Set(i32::try_from(row.log_index).unwrap_or(i32::MAX)),
+                    ..Default::default()
+                });
+            }
+            Erc8004Event::FeedbackRevoked(r) => {
+                self.revoked.push((
+                    r.agent_id.clone(),
+                    r.client_address.clone(),
+                    r.feedback_index.clone(),
+                ));
+            }
+            Erc8004Event::ResponseAppended(_) => {}
+            Erc8004Event::ValidationRequest(v) => {
+                if !self.validations.contains_key(&v.request_hash) {
+                    self.validations_changed.insert(v.request_hash.clone());
+                    self.validations.insert(
+                        v.request_hash.clone(),
+                        erc8004_validation::Model {
+                            id: 0,
+                            chain: chain.to_string(),
+                            request_hash: v.request_hash.clone(),
+                            agent_id: v.agent_id.clone(),
+                            validator_address: v.validator_address.clone(),
+                            request_uri: Some(v.request_uri.clone()),
+                            response: None,
+                            response_uri: None,
+                            tag: None,
+                            requested_block: block,
+                            responded_block: None,
+                            tx_hash: row.tx_hash.clone(),
+                        },
+                    );
+                }
+            }
+            Erc8004Event::ValidationResponse(v) => {
+                if let Some(m) = self.validations.get_mut(&v.request_hash) {
+                    m.response = Some(i32::from(v.response));
+                    m.response_uri = Some(v.response_uri.clone());
+                    m.tag = Some(v.tag.clone());
+                    m.responded_block = Some(block);
+                    m.tx_hash = row.tx_hash.clone();
+                    self.validations_changed.insert(v.request_hash.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Applies a batch of events to the ERC-8004 tables set-based: reads the touched agents,
+/// validations and legacy feedback counts (one query each), folds the events in memory in
+/// order, then writes each table with one multi-row statement. The result equals applying
+/// the events one by one.
+pub async fn project_batch<C: ConnectionTrait>(
     db: &C,
     chain: &str,
-    agent_id: &str,
-    block: i64,
+    rows: &[EventRow],
     at: DateTime<Utc>,
-    change: impl FnOnce(&mut erc8004_agent::ActiveModel),
 ) -> Result<(), DbErr> {
-    let Some(m) = erc8004_agent::Entity::find_by_id((chain.to_string(), agent_id.to_string()))
-        .one(db)
-        .await?
-    else {
-        tracing::debug!(chain, agent = agent_id, "update for an unknown agent");
+    if rows.is_empty() {
         return Ok(());
-    };
-    let mut am: erc8004_agent::ActiveModel = m.into();
-    change(&mut am);
-    am.updated_block = Set(block);
-    am.updated_at = Set(at);
-    am.update(db).await?;
+    }
+    let (agent_ids, request_hashes, legacy) = touched(rows);
+    let mut fold = Fold::default();
+    for chunk in agent_ids
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .chunks(rows_per_statement(1))
+    {
+        for m in erc8004_agent::Entity::find()
+            .filter(erc8004_agent::Column::Chain.eq(chain))
+            .filter(erc8004_agent::Column::AgentId.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?
+        {
+            fold.agents.insert(m.agent_id.clone(), m);
+        }
+    }
+    for chunk in request_hashes
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .chunks(rows_per_statement(1))
+    {
+        for m in erc8004_validation::Entity::find()
+            .filter(erc8004_validation::Column::Chain.eq(chain))
+            .filter(erc8004_validation::Column::RequestHash.is_in(chunk.iter().cloned()))
+            .all(db)
+            .await?
+        {
+            fold.validations.insert(m.request_hash.clone(), m);
+        }
+    }
+    let mut legacy_counts: HashMap<(String, String), u64> =
+        legacy.iter().map(|p| (p.clone(), 0)).collect();
+    if !legacy.is_empty() {
+        let agents: BTreeSet<&String> = legacy.iter().map(|(a, _)| a).collect();
+        let counted: Vec<(String, String, i64)> = erc8004_feedback::Entity::find()
+            .select_only()
+            .column(erc8004_feedback::Column::AgentId)
+            .column(erc8004_feedback::Column::ClientAddress)
+            .column_as(erc8004_feedback::Column::Id.count(), "n")
+            .filter(erc8004_feedback::Column::Chain.eq(chain))
+            .filter(erc8004_feedback::Column::AgentId.is_in(agents.into_iter().cloned()))
+            .group_by(erc8004_feedback::Column::AgentId)
+            .group_by(erc8004_feedback::Column::ClientAddress)
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (a, c, n) in counted {
+            if legacy.contains(&(a.clone(), c.clone())) {
+                legacy_counts.insert((a, c), u64::try_from(n).unwrap_or(0));
+            }
+        }
+    }
+    for r in rows {
+        fold.apply(chain, r, at, &mut legacy_counts);
+    }
+    write_fold(db, chain, fold).await
+}
+
+async fn write_fold<C: ConnectionTrait>(db: &C, chain: &str, fold: Fold) -> Result<(), DbErr> {
+    let agents: Vec<erc8004_agent::ActiveModel> = fold
+        .agents_changed
+        .iter()
+        .filter_map(|id| fold.agents.get(id))
+        .map(|m| m.clone().into_active_model())
+        .collect();
+    for chunk in agents.chunks(rows_per_statement(8)) {
+        erc8004_agent::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([erc8004_agent::Column::Chain, erc8004_agent::Column::AgentId])
+                    .update_columns([
+                        erc8004_agent::Column::Owner,
+                        erc8004_agent::Column::Uri,
+                        erc8004_agent::Column::Metadata,
+                        erc8004_agent::Column::UpdatedBlock,
+                        erc8004_agent::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    for chunk in fold.feedback.chunks(rows_per_statement(14)) {
+        erc8004_feedback::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    erc8004_feedback::Column::Chain,
+                    erc8004_feedback::Column::TxHash,
+                    erc8004_feedback::Column::LogIndex,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    let validations: Vec<erc8004_validation::ActiveModel> = fold
+        .validations_changed
+        .iter()
+        .filter_map(|h| fold.validations.get(h))
+        .map(|m| {
+            let mut am = m.clone().into_active_model();
+            am.id = NotSet;
+            am
+        })
+        .collect();
+    for chunk in validations.chunks(rows_per_statement(12)) {
+        erc8004_validation::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([
+                    erc8004_validation::Column::Chain,
+                    erc8004_validation::Column::RequestHash,
+                ])
+                .update_columns([
+                    erc8004_validation::Column::Response,
+                    erc8004_validation::Column::ResponseUri,
+                    erc8004_validation::Column::Tag,
+                    erc8004_validation::Column::RespondedBlock,
+                    erc8004_validation::Column::TxHash,
+                ])
+                .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    // Revocations run after the inserts, so feedback given and revoked in one batch ends
+    // revoked; one statement matches every (agent, client, index) of the batch.
+    for chunk in fold.revoked.chunks(rows_per_statement(3)) {
+        erc8004_feedback::Entity::update_many()
+            .col_expr(erc8004_feedback::Column::Revoked, Expr::value(true))
+            .filter(erc8004_feedback::Column::Chain.eq(chain))
+            .filter(
+                Expr::tuple([
+                    Expr::col(erc8004_feedback::Column::AgentId).into(),
+                    Expr::col(erc8004_feedback::Column::ClientAddress).into(),
+                    Expr::col(erc8004_feedback::Column::FeedbackIndex).into(),
+                ])
+                .in_tuples(chunk.iter().cloned()),
+            )
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -465,19 +622,21 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
             .order_by_asc(evm_event::Column::LogIndex)
             .all(db)
             .await?;
-        for m in &history {
-            let Some(row) = stored(m) else { continue };
-            let id = match &row.event {
-                Erc8004Event::Transfer(t) => &t.token_id,
-                Erc8004Event::Registered(r) => &r.agent_id,
-                Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => &u.agent_id,
-                Erc8004Event::MetadataSet(x) => &x.agent_id,
-                _ => continue,
-            };
-            if agents.contains(id) {
-                project(db, chain, &row, m.created_at).await?;
-            }
-        }
+        let replay: Vec<EventRow> = history
+            .iter()
+            .filter_map(stored)
+            .filter(|row| {
+                let id = match &row.event {
+                    Erc8004Event::Transfer(t) => &t.token_id,
+                    Erc8004Event::Registered(r) => &r.agent_id,
+                    Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => &u.agent_id,
+                    Erc8004Event::MetadataSet(x) => &x.agent_id,
+                    _ => return false,
+                };
+                agents.contains(id)
+            })
+            .collect();
+        project_batch(db, chain, &replay, Utc::now()).await?;
     }
     if !requests.is_empty() {
         let reset: HashSet<String> = requests.iter().cloned().collect();
@@ -509,14 +668,14 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
             .order_by_asc(evm_event::Column::LogIndex)
             .all(db)
             .await?;
-        for m in &history {
-            let Some(row) = stored(m) else { continue };
-            if let Erc8004Event::ValidationResponse(v) = &row.event {
-                if reset.contains(&v.request_hash) {
-                    project(db, chain, &row, m.created_at).await?;
-                }
-            }
-        }
+        let replay: Vec<EventRow> = history
+            .iter()
+            .filter_map(stored)
+            .filter(|row| {
+                matches!(&row.event, Erc8004Event::ValidationResponse(v) if reset.contains(&v.request_hash))
+            })
+            .collect();
+        project_batch(db, chain, &replay, Utc::now()).await?;
     }
     Ok(orphaned.len() as u64)
 }
@@ -529,7 +688,7 @@ mod tests {
         ValidationRequestArgs, ValidationResponseArgs,
     };
     use orrery_migration::{Migrator, MigratorTrait};
-    use sea_orm::Database;
+    use sea_orm::{Database, PaginatorTrait};
 
     const OWNER: &str = "0x1111111111111111111111111111111111111111";
     const CLIENT: &str = "0x2222222222222222222222222222222222222222";
@@ -564,9 +723,7 @@ mod tests {
 
     async fn apply(db: &sea_orm::DatabaseConnection, rows: &[EventRow]) {
         insert_events(db, "c", rows).await.unwrap();
-        for r in rows {
-            project(db, "c", r, Utc::now()).await.unwrap();
-        }
+        project_batch(db, "c", rows, Utc::now()).await.unwrap();
     }
 
     #[tokio::test]
@@ -711,5 +868,171 @@ mod tests {
         rollback(&db, "c", 9).await.unwrap();
         assert_eq!(erc8004_agent::Entity::find().count(&db).await.unwrap(), 0);
         assert_eq!(evm_event::Entity::find().count(&db).await.unwrap(), 0);
+    }
+
+    /// A synthetic registry history: `n` agents registered, re-pointed, given metadata,
+    /// feedback (new and legacy), revocations and validations.
+    fn history(n: u64) -> Vec<EventRow> {
+        let mut rows = Vec::new();
+        let agent = |i: u64| (i % 50 + 1).to_string();
+        for i in 0..n {
+            let block = 100 + i / 4;
+            let li = i % 4;
+            let event = match i % 9 {
+                0 => Erc8004Event::Transfer(TransferArgs {
+                    from: format!("0x{:040x}", 0),
+                    to: OWNER.into(),
+                    token_id: agent(i),
+                }),
+                1 => Erc8004Event::Registered(RegisteredArgs {
+                    agent_id: agent(i),
+                    agent_uri: format!("ipfs://r{i}"),
+                    owner: OWNER.into(),
+                }),
+                2 => Erc8004Event::UriUpdated(UriUpdatedArgs {
+                    agent_id: agent(i),
+                    new_uri: format!("ipfs://u{i}"),
+                    updated_by: OWNER.into(),
+                }),
+                3 => Erc8004Event::MetadataSet(crate::evm::decode::MetadataSetArgs {
+                    agent_id: agent(i),
+                    metadata_key: format!("k{}", i % 3),
+                    metadata_value: format!("v{i}"),
+                }),
+                4 => Erc8004Event::NewFeedback(NewFeedbackArgs {
+                    agent_id: agent(i),
+                    ..match feedback(Some(&i.to_string()), None) {
+                        Erc8004Event::NewFeedback(f) => f,
+                        _ => unreachable!(),
+                    }
+                }),
+                5 => Erc8004Event::NewFeedback(NewFeedbackArgs {
+                    agent_id: agent(i),
+                    ..match feedback(None, Some((i % 100) as u8)) {
+                        Erc8004Event::NewFeedback(f) => f,
+                        _ => unreachable!(),
+                    }
+                }),
+                6 => Erc8004Event::FeedbackRevoked(FeedbackRevokedArgs {
+                    agent_id: agent(i - 2),
+                    client_address: CLIENT.into(),
+                    feedback_index: (i - 2).to_string(),
+                }),
+                7 => Erc8004Event::ValidationRequest(ValidationRequestArgs {
+                    validator_address: OWNER.into(),
+                    agent_id: agent(i),
+                    request_uri: format!("ipfs://q{i}"),
+                    request_hash: format!("0x{:x}", i % 40),
+                }),
+                _ => Erc8004Event::ValidationResponse(ValidationResponseArgs {
+                    validator_address: OWNER.into(),
+                    agent_id: agent(i),
+                    request_hash: format!("0x{:x}", (i - 1) % 40),
+                    response: (i % 100) as u8,
+                    response_uri: format!("ipfs://s{i}"),
+                    response_hash: "0x01".into(),
+                    tag: format!("t{i}"),
+                }),
+            };
+            rows.push(row(block, li, event));
+        }
+        rows
+    }
+
+    async fn tables(db: &sea_orm::DatabaseConnection) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let agents = erc8004_agent::Entity::find()
+            .order_by_asc(erc8004_agent::Column::AgentId)
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                format!(
+                    "{} {} {:?} {:?} {} {}",
+                    a.agent_id, a.owner, a.uri, a.metadata, a.registered_block, a.updated_block
+                )
+            })
+            .collect();
+        let feedback = erc8004_feedback::Entity::find()
+            .order_by_asc(erc8004_feedback::Column::TxHash)
+            .order_by_asc(erc8004_feedback::Column::LogIndex)
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|f| {
+                format!(
+                    "{} {:?} {} {}",
+                    f.agent_id, f.feedback_index, f.score, f.revoked
+                )
+            })
+            .collect();
+        let validations = erc8004_validation::Entity::find()
+            .order_by_asc(erc8004_validation::Column::RequestHash)
+            .all(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| {
+                format!(
+                    "{} {:?} {:?} {:?} {}",
+                    v.request_hash, v.response, v.response_uri, v.responded_block, v.tx_hash
+                )
+            })
+            .collect();
+        (agents, feedback, validations)
+    }
+
+    #[tokio::test]
+    async fn a_batch_projects_exactly_like_one_event_at_a_time() {
+        let rows = history(900);
+        let one = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&one, None).await.unwrap();
+        for r in &rows {
+            apply(&one, std::slice::from_ref(r)).await;
+        }
+        let batched = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&batched, None).await.unwrap();
+        for chunk in rows.chunks(250) {
+            apply(&batched, chunk).await;
+        }
+        let (a, b) = (tables(&one).await, tables(&batched).await);
+        assert!(!a.0.is_empty() && !a.1.is_empty() && !a.2.is_empty());
+        assert!(
+            a.1.iter().any(|f| f.ends_with("true")),
+            "some feedback revoked"
+        );
+        assert_eq!(a, b);
+    }
+
+    #[tokio::test]
+    async fn statements_per_batch_do_not_grow_with_its_events() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        async fn count(rows: &[EventRow]) -> usize {
+            let mut db = Database::connect("sqlite::memory:").await.unwrap();
+            Migrator::up(&db, None).await.unwrap();
+            // Agents and requests exist beforehand, so every kind of statement runs.
+            apply(&db, &history(90)).await;
+            let n = Arc::new(AtomicUsize::new(0));
+            let seen = n.clone();
+            db.set_metric_callback(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+            let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+            insert_events(&txn, "c", rows).await.unwrap();
+            project_batch(&txn, "c", rows, Utc::now()).await.unwrap();
+            txn.commit().await.unwrap();
+            n.load(Ordering::SeqCst)
+        }
+        let small = count(&history(100)[10..]).await;
+        let large = count(&history(MAX_BATCH_ROWS as u64)[10..]).await;
+        assert!(small > 0);
+        assert_eq!(
+            small,
+            large,
+            "statements for 90 events vs {}",
+            MAX_BATCH_ROWS - 10
+        );
     }
 }

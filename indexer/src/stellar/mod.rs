@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod amount;
+pub mod batch;
 pub mod dex;
 pub mod distributions;
 pub mod horizon;
@@ -19,20 +20,21 @@ pub mod settings;
 pub mod source;
 pub mod sse;
 pub mod store;
+pub mod writer;
 
 #[cfg(test)]
 mod fixture_tests;
 
-use std::sync::Arc;
-
 use sea_orm::DatabaseConnection;
 use url::Url;
 
+pub use batch::StellarBatch;
 pub use settings::StellarSettings;
 pub use source::StellarSource;
+pub use writer::StellarWriter;
 
 use crate::bus::SharedBus;
-use crate::sync::{EngineConfig, SourceFactory, Supervisor, SyncContext};
+use crate::sync::{EngineConfig, Supervisor, SyncContext};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
 
 /// Why the Stellar source cannot start.
@@ -75,10 +77,8 @@ pub async fn spawn_all(
     };
     crate::sync::breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
     let settings = settings.clone();
-    let factory: SourceFactory = Arc::new(move || {
-        Box::new(StellarSource::new(client.clone(), settings.clone()))
-            as Box<dyn crate::sync::Source>
-    });
+    let factory =
+        crate::sync::factory(move || StellarSource::new(client.clone(), settings.clone()));
     supervisor.spawn(
         factory,
         SyncContext::new(db.clone(), bus.clone(), source::descriptor()),

@@ -1,33 +1,44 @@
 //! The `stellar` source: backfills every watched account from its own cursor (bounded
 //! concurrency), then follows the global operation stream from a cursor recorded before
 //! the backfill began, applying to each account only operations after that account's cursor.
-//! Every step commits the pages' rows and the cursors (accounts' and the source's) in one
-//! transaction, so a crash at any point resumes with no gap and no duplicate.
+//!
+//! The source only fetches: each [`Source::fetch`] returns one [`StellarBatch`] which
+//! [`StellarWriter`] stores in the engine's transaction together with the source's cursor.
+//! Every account's rows commit with that account's cursor (its `stellar_sync_state` row), so
+//! a crash at any point resumes with no gap and no duplicate.
+//!
+//! In-memory state (account cursors, replayed balances, the live cursor, the stream) moves
+//! forward when a batch is fetched, as if it will commit. `prefetch` stays 0: each fetch
+//! runs after the previous batch committed, because it reads what that batch wrote (cursors,
+//! replayed balances, discovered accounts). When a write fails the engine calls
+//! [`Source::resume`], which reloads that state from the database and drops the stream.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+mod chores;
+mod pages;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
-use futures::future::join_all;
 use orrery_entity::{source, stellar_account, stellar_sync_state};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QuerySelect, Set,
-};
-use serde_json::{json, Value};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde_json::Value;
 
-use super::amount::format_stroops;
-use super::horizon::{
-    self, decode_account, decode_operation, AccountSnapshot, AssetKey, DecodedOp,
-};
-use super::resync::{self, ResyncMode, REQUESTED};
+use super::batch::{PageFacts, RowsBuilder, StellarBatch};
+use super::horizon::{self, decode_operation, AssetKey, DecodedOp};
+use super::resync::REQUESTED;
 use super::settings::StellarSettings;
 use super::store::{self, Running};
-use super::{dex, distributions, sse};
-use crate::bus::{topics, BusEvent};
+use super::writer::StellarWriter;
+use super::{dex, sse};
 use crate::metrics::Metrics;
-use crate::sync::{Progress, Source, SourceDescriptor, SourceError, SyncContext};
+use crate::sync::{
+    BatchWriter, Fetched, Progress, Source, SourceDescriptor, SourceError, SyncContext,
+};
 use crate::upstream::UpstreamClient;
+
+use chores::Chore;
 
 /// Pages of `/operations` scanned to find the issuer of a bare asset code.
 const RESOLVE_PAGES: usize = 50;
@@ -35,43 +46,55 @@ const RESOLVE_PAGES: usize = 50;
 /// Source id in the `source` table.
 pub const SOURCE_ID: &str = "stellar";
 
+/// Prefix of the `last_error` a balance reconciliation mismatch stores.
+const MISMATCH: &str = "balance mismatch";
+
+/// Where the source is in its start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Assets, pairs and accounts are to be resolved (first fetch, or the discovery batch
+    /// was not committed).
+    Discover,
+    /// The discovery batch was handed to the engine; the next fetch loads the accounts it
+    /// stored.
+    Discovered,
+    /// Backfilling and following the stream.
+    Ready,
+}
+
 /// The Stellar source.
 pub struct StellarSource {
     client: UpstreamClient,
     settings: StellarSettings,
-    ready: bool,
+    writer: Arc<StellarWriter>,
+    phase: Phase,
     assets: Vec<AssetKey>,
     /// Per watched account: cursor (operation id), backfill done.
     accounts: BTreeMap<String, AccountState>,
+    /// Replayed balances, loaded lazily from the balance history.
     running: HashMap<String, Running>,
     /// Accounts whose balances should be reconciled again.
     dirty: BTreeSet<String>,
+    /// Accounts the last batch reconciled (taken off `dirty`); put back when it fails.
+    cleaned: Vec<String>,
     mismatched: BTreeSet<String>,
     live_cursor: Option<i64>,
     rr: usize,
     pairs: Vec<dex::Pair>,
     stream: Option<sse::OperationStream>,
-    last_discovery: Option<std::time::Instant>,
+    last_discovery: Option<Instant>,
     stream_unsupported: bool,
-    last_prices: Option<std::time::Instant>,
+    last_prices: Option<Instant>,
     /// Last time the watched set was compared with `stellar_account.watched`.
-    last_watch_check: Option<std::time::Instant>,
+    last_watch_check: Option<Instant>,
+    /// Work left after the live stream caught up (see [`Chore`]).
+    chores: VecDeque<Chore>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct AccountState {
     cursor: i64,
     caught_up: bool,
-    full: bool,
-}
-
-/// What one account fetch brought back.
-struct Fetched {
-    account: String,
-    ops: Vec<DecodedOp>,
-    caught_up: bool,
-    /// Account record, when the account is caught up and the record matches the cursor.
-    snapshot: Option<AccountSnapshot>,
     full: bool,
 }
 
@@ -85,11 +108,13 @@ impl StellarSource {
         Self {
             client,
             settings,
-            ready: false,
+            writer: Arc::new(StellarWriter),
+            phase: Phase::Discover,
             assets: Vec::new(),
             accounts: BTreeMap::new(),
             running: HashMap::new(),
             dirty: BTreeSet::new(),
+            cleaned: Vec::new(),
             mismatched: BTreeSet::new(),
             live_cursor: None,
             rr: 0,
@@ -99,6 +124,7 @@ impl StellarSource {
             stream_unsupported: false,
             last_prices: None,
             last_watch_check: None,
+            chores: VecDeque::new(),
         }
     }
 
@@ -153,15 +179,16 @@ impl StellarSource {
         Ok(out)
     }
 
-    /// Discovers holders, stores watched accounts, records the live start cursor.
-    async fn discover(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    /// Discovers holders and records the live start cursor: the batch stores the accounts,
+    /// the engine the cursor.
+    async fn discover(&mut self) -> Result<Fetched<StellarBatch>, SourceError> {
         self.assets = self.resolve_assets().await?;
-        self.pairs = Vec::new();
+        let mut pairs = Vec::new();
         for p in &self.settings.dex_pairs {
             let pair = dex::parse_pair(p, &self.assets).ok_or_else(|| {
                 SourceError::Config(format!("stellar.dex_pairs: cannot resolve {p:?}"))
             })?;
-            self.pairs.push(pair);
+            pairs.push(pair);
         }
         let mut found: Vec<(String, String)> = self
             .settings
@@ -188,23 +215,25 @@ impl StellarSource {
                     .unwrap_or(0)
             }
         };
-        let txn = ctx.begin().await?;
-        store::ensure_accounts(&txn, &found).await?;
-        let progress = Progress {
-            cursor: Some(head.to_string()),
-            ..Default::default()
-        };
-        ctx.commit(txn, &progress, vec![]).await?;
+        self.pairs = pairs;
         self.live_cursor = Some(head);
-        self.load_states(ctx).await?;
-        self.ready = true;
-        self.last_discovery = Some(std::time::Instant::now());
+        self.accounts.clear();
+        self.running.clear();
+        self.chores.clear();
+        self.phase = Phase::Discovered;
+        self.last_discovery = Some(Instant::now());
         tracing::info!(
-            accounts = self.accounts.len(),
+            found = found.len(),
             live_from = head,
-            "stellar: watching"
+            "stellar: discovered accounts"
         );
-        Ok(progress)
+        Ok(Fetched::Batch {
+            batch: StellarBatch::Discover { accounts: found },
+            progress: Progress {
+                cursor: Some(head.to_string()),
+                ..Default::default()
+            },
+        })
     }
 
     /// Every holder of the configured assets, as `(account, "holder:CODE")`.
@@ -239,26 +268,6 @@ impl StellarSource {
         Ok(found)
     }
 
-    /// Re-runs discovery: new holders are stored and backfilled from the start; the live
-    /// stream applies to them only what comes after their own cursor.
-    async fn rediscover(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
-        let mut new: Vec<(String, String)> = self
-            .holders()
-            .await?
-            .into_iter()
-            .filter(|(id, _)| !self.accounts.contains_key(id))
-            .collect();
-        let mut seen = BTreeSet::new();
-        new.retain(|(id, _)| seen.insert(id.clone()));
-        if new.is_empty() {
-            return Ok(());
-        }
-        store::ensure_accounts(&ctx.db, &new).await?;
-        tracing::info!(new = new.len(), "stellar: discovered new holders");
-        // Holders an operator unwatched stay unwatched: the database decides.
-        self.refresh_watched(ctx).await
-    }
-
     /// Ids of the accounts marked watched in the database.
     async fn watched_ids(ctx: &SyncContext) -> Result<BTreeSet<String>, SourceError> {
         let ids: Vec<String> = stellar_account::Entity::find()
@@ -276,7 +285,13 @@ impl StellarSource {
     /// unwatched ones are no longer fetched.
     async fn refresh_watched(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
         let watched = Self::watched_ids(ctx).await?;
-        self.last_watch_check = Some(std::time::Instant::now());
+        let new: Vec<&str> = watched
+            .iter()
+            .filter(|a| !self.accounts.contains_key(*a))
+            .map(String::as_str)
+            .collect();
+        let rows = store::load_states(&ctx.db, &new).await?;
+        self.last_watch_check = Some(Instant::now());
         let gone: Vec<String> = self
             .accounts
             .keys()
@@ -289,20 +304,12 @@ impl StellarSource {
             self.dirty.remove(a);
             self.mismatched.remove(a);
         }
-        let new: Vec<String> = watched
-            .into_iter()
-            .filter(|a| !self.accounts.contains_key(a))
-            .collect();
-        let mut added = 0usize;
-        for chunk in new.chunks(200) {
-            let rows = stellar_sync_state::Entity::find()
-                .filter(stellar_sync_state::Column::AccountId.is_in(chunk.to_vec()))
-                .all(&ctx.db)
-                .await?;
-            for r in rows {
-                added += 1;
-                self.accounts.insert(r.account_id.clone(), state_of(&r));
+        let added = rows.len();
+        for r in rows.into_values() {
+            if is_mismatch(&r) {
+                self.mismatched.insert(r.account_id.clone());
             }
+            self.accounts.insert(r.account_id.clone(), state_of(&r));
         }
         if !gone.is_empty() || added > 0 {
             tracing::info!(
@@ -310,13 +317,44 @@ impl StellarSource {
                 removed = gone.len(),
                 "stellar: watched accounts changed"
             );
+            self.publish_mismatches();
         }
         Ok(())
     }
 
-    async fn load_states(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
-        self.accounts.clear();
-        self.refresh_watched(ctx).await
+    /// Reloads every watched account from the database. An account stays caught up only
+    /// when the database holds exactly what memory had (same cursor, `synced`, no pending
+    /// full replay); every other one gets a backfill round from its stored cursor.
+    async fn reload_states(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
+        let watched = Self::watched_ids(ctx).await?;
+        let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
+        let rows = store::load_states(&ctx.db, &ids).await?;
+        let mut accounts = BTreeMap::new();
+        let mut mismatched = BTreeSet::new();
+        for r in rows.into_values() {
+            let mut st = state_of(&r);
+            if let Some(old) = self.accounts.get(&r.account_id) {
+                st.caught_up =
+                    old.caught_up && old.cursor == st.cursor && r.status == "synced" && !st.full;
+            }
+            if is_mismatch(&r) {
+                mismatched.insert(r.account_id.clone());
+            }
+            accounts.insert(r.account_id, st);
+        }
+        self.dirty.retain(|a| accounts.contains_key(a));
+        self.accounts = accounts;
+        self.mismatched = mismatched;
+        self.last_watch_check = Some(Instant::now());
+        self.publish_mismatches();
+        Ok(())
+    }
+
+    fn publish_mismatches(&self) {
+        Metrics::global()
+            .reconciliation_mismatches
+            .with_label_values(&[SOURCE_ID])
+            .set(i64::try_from(self.mismatched.len()).unwrap_or(i64::MAX));
     }
 
     async fn running_of(
@@ -330,226 +368,6 @@ impl StellarSource {
         let r = store::load_running(&ctx.db, account).await?;
         self.running.insert(account.to_string(), r.clone());
         Ok(r)
-    }
-
-    /// Fetches one page of an account (all pages for a full resync), plus its record when
-    /// it is caught up.
-    async fn fetch(
-        client: &UpstreamClient,
-        account: String,
-        cursor: i64,
-        limit: u32,
-        full: bool,
-        want_snapshot: bool,
-    ) -> Result<Fetched, SourceError> {
-        let mut ops = Vec::new();
-        let mut c = if full { 0 } else { cursor };
-        let caught_up = loop {
-            let path = format!("/accounts/{account}/operations?cursor={c}&limit={limit}&order=asc");
-            let page: Value = match client.get_json(&path).await {
-                Ok(p) => p,
-                Err(e) if e.is_not_found() => break true,
-                Err(e) => return Err(e.into()),
-            };
-            let recs = horizon::records(&page);
-            let n = recs.len();
-            for r in &recs {
-                ops.push(decode_operation(r).map_err(data)?);
-            }
-            if let Some(last) = ops.last() {
-                c = last.id;
-            }
-            if n < limit as usize {
-                break true;
-            }
-            if !full {
-                break false;
-            }
-        };
-        let mut snapshot = None;
-        if caught_up && want_snapshot {
-            match client
-                .get_json::<Value>(&format!("/accounts/{account}"))
-                .await
-            {
-                Ok(v) => {
-                    let snap = decode_account(&v).map_err(data)?;
-                    // The record is comparable only if no operation arrived after our page.
-                    let after: Value = client
-                        .get_json(&format!(
-                            "/accounts/{account}/operations?cursor={c}&limit=1&order=asc"
-                        ))
-                        .await?;
-                    if horizon::records(&after).is_empty() {
-                        snapshot = Some(snap);
-                    }
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(Fetched {
-            account,
-            ops,
-            caught_up,
-            snapshot,
-            full,
-        })
-    }
-
-    /// One backfill round over up to `account_concurrency` accounts.
-    async fn backfill(
-        &mut self,
-        ctx: &SyncContext,
-        batch: Vec<String>,
-    ) -> Result<Progress, SourceError> {
-        let limit = self.limit();
-        let reconcile = self.settings.reconcile;
-        let futs = batch.iter().map(|a| {
-            let st = &self.accounts[a];
-            Self::fetch(
-                &self.client,
-                a.clone(),
-                st.cursor,
-                limit,
-                st.full,
-                reconcile || st.full,
-            )
-        });
-        let results: Vec<Result<Fetched, SourceError>> = join_all(futs).await;
-        let mut fetched = Vec::new();
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok(f) => fetched.push(f),
-                Err(e) => {
-                    if first_err.is_none() {
-                        first_err = Some(e);
-                    }
-                }
-            }
-        }
-        if fetched.is_empty() {
-            return Err(first_err.unwrap_or_else(|| SourceError::Data("nothing fetched".into())));
-        }
-        let progress = self.write(ctx, fetched).await?;
-        if let Some(e) = first_err {
-            tracing::warn!(error = %e, "stellar: some accounts failed this round");
-        }
-        Ok(progress)
-    }
-
-    /// Writes fetched pages in one transaction with every cursor.
-    async fn write(
-        &mut self,
-        ctx: &SyncContext,
-        fetched: Vec<Fetched>,
-    ) -> Result<Progress, SourceError> {
-        let mut new_running = HashMap::new();
-        let mut staged = Vec::new();
-        for f in &fetched {
-            let cursor = self.accounts.get(&f.account).map_or(0, |s| s.cursor);
-            let mut run = if f.full {
-                Running::new()
-            } else {
-                self.running_of(ctx, &f.account).await?
-            };
-            let ops: Vec<&DecodedOp> = f.ops.iter().filter(|o| f.full || o.id > cursor).collect();
-            let changes = store::apply(&f.account, &ops, &mut run);
-            staged.push((f, ops, changes));
-            new_running.insert(f.account.clone(), run);
-        }
-        let txn = ctx.begin().await?;
-        let mut n_ops = 0u64;
-        let mut newest = None;
-        let mut events = Vec::new();
-        let mut mismatch_updates = Vec::new();
-        for (f, ops, changes) in &staged {
-            let state = stellar_sync_state::Entity::find_by_id(f.account.clone())
-                .one(&txn)
-                .await?
-                .ok_or_else(|| data(format!("no sync state for {}", f.account)))?;
-            let mut state = state;
-            if f.full {
-                store::delete_account_history(&txn, &f.account).await?;
-                state.generation += 1;
-                state.mode = "incremental".into();
-            }
-            store::insert_operations(&txn, ops).await?;
-            let last_error = match &f.snapshot {
-                Some(snap) => {
-                    store::write_snapshot(&txn, snap).await?;
-                    let run = &new_running[&f.account];
-                    let mm = store::mismatches(run, snap);
-                    mismatch_updates.push((f.account.clone(), !mm.is_empty()));
-                    for b in &snap.balances {
-                        events.push(BusEvent::new(
-                            topics::STELLAR_BALANCE_CHANGED,
-                            json!({"account_id": f.account, "asset_code": b.asset.code,
-                                   "asset_issuer": b.asset.issuer,
-                                   "balance": format_stroops(b.balance)}),
-                        ));
-                    }
-                    (!mm.is_empty()).then(|| {
-                        format!(
-                            "balance mismatch: {}",
-                            mm.iter()
-                                .map(|(a, r, h)| format!(
-                                    "{} replayed {} horizon {}",
-                                    a.canonical(),
-                                    format_stroops(*r),
-                                    format_stroops(*h)
-                                ))
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )
-                    })
-                }
-                None => state.last_error.clone(),
-            };
-            state.last_error = last_error;
-            store::write_account_page(&txn, &f.account, ops, changes, state, f.caught_up).await?;
-            n_ops += ops.len() as u64;
-            if let Some(l) = ops.last() {
-                newest = Some(
-                    newest.map_or(l.created_at, |n: chrono::DateTime<Utc>| n.max(l.created_at)),
-                );
-            }
-        }
-        let progress = Progress {
-            indexed_height: None,
-            cursor: self.live_cursor.map(|c| c.to_string()),
-            items: vec![("operation", n_ops)],
-            newest_item_at: newest,
-            ..Default::default()
-        };
-        ctx.commit(txn, &progress, events).await?;
-        // Committed: advance the in-memory state.
-        for (f, ops, _) in &staged {
-            if let Some(st) = self.accounts.get_mut(&f.account) {
-                if let Some(l) = ops.last() {
-                    st.cursor = st.cursor.max(l.id);
-                }
-                st.caught_up = f.caught_up;
-                st.full = false;
-            }
-            if f.snapshot.is_some() {
-                self.dirty.remove(&f.account);
-            }
-        }
-        self.running.extend(new_running);
-        for (a, bad) in mismatch_updates {
-            if bad {
-                self.mismatched.insert(a);
-            } else {
-                self.mismatched.remove(&a);
-            }
-        }
-        Metrics::global()
-            .reconciliation_mismatches
-            .with_label_values(&[SOURCE_ID])
-            .set(self.mismatched.len() as i64);
-        Ok(progress)
     }
 
     /// Reads the SSE stream when enabled (opening it at `cursor` if needed); `None` means
@@ -589,9 +407,10 @@ impl StellarSource {
         }
     }
 
-    /// One batch of new operations after the live cursor. A failed step drops the stream,
-    /// so what it had read is fetched again from the committed cursor (no gap).
-    async fn live(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    /// One batch of new operations after the live cursor. A failed fetch drops the stream,
+    /// so what it had read is fetched again from the live cursor (no gap); so does a failed
+    /// write, through [`Source::resume`].
+    async fn live(&mut self, ctx: &SyncContext) -> Result<Fetched<StellarBatch>, SourceError> {
         let r = self.live_inner(ctx).await;
         if r.is_err() {
             self.stream = None;
@@ -599,7 +418,10 @@ impl StellarSource {
         r
     }
 
-    async fn live_inner(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    async fn live_inner(
+        &mut self,
+        ctx: &SyncContext,
+    ) -> Result<Fetched<StellarBatch>, SourceError> {
         let cursor = self.live_cursor.unwrap_or(0);
         let limit = self.limit();
         let (ops, caught_up) = match self.stream_batch(cursor, limit as usize).await? {
@@ -624,150 +446,81 @@ impl StellarSource {
         };
         // A stream may replay the cursor's own event: keep only what is after it.
         let ops: Vec<DecodedOp> = ops.into_iter().filter(|o| o.id > cursor).collect();
-        let Some(last) = ops.last().map(|o| o.id) else {
-            return Ok(Progress {
+        let Some((last, newest)) = ops.last().map(|o| (o.id, o.created_at)) else {
+            return Ok(Fetched::Idle(Progress {
                 caught_up: true,
                 ..Default::default()
-            });
+            }));
         };
         // Per watched account: the operations after its cursor.
-        let mut per: BTreeMap<String, Vec<&DecodedOp>> = BTreeMap::new();
-        for op in &ops {
+        let mut per: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
             for p in &op.participants {
                 if let Some(st) = self.accounts.get(p) {
                     if op.id > st.cursor {
-                        per.entry(p.clone()).or_default().push(op);
+                        per.entry(p.clone()).or_default().push(i);
                     }
                 }
             }
         }
-        let mut staged = Vec::new();
-        for (account, list) in &per {
+        let mut staged = Vec::with_capacity(per.len());
+        for (account, idx) in &per {
             let mut run = self.running_of(ctx, account).await?;
-            let changes = store::apply(account, list, &mut run);
-            staged.push((account.clone(), list.clone(), changes, run));
+            let list: Vec<&DecodedOp> = idx.iter().filter_map(|&i| ops.get(i)).collect();
+            let changes = store::apply(account, &list, &mut run);
+            let last_id = list.last().map(|o| o.id);
+            staged.push((account.clone(), changes, run, last_id));
         }
-        let all: Vec<&DecodedOp> = {
-            let mut ids = BTreeSet::new();
-            per.values()
-                .flatten()
-                .filter(|o| ids.insert(o.id))
-                .copied()
-                .collect()
-        };
-        let txn = ctx.begin().await?;
-        store::insert_operations(&txn, &all).await?;
-        let mut events = Vec::new();
-        for (account, list, changes, _) in &staged {
-            let state = stellar_sync_state::Entity::find_by_id(account.clone())
-                .one(&txn)
-                .await?
-                .ok_or_else(|| data(format!("no sync state for {account}")))?;
-            store::write_account_page(&txn, account, list, changes, state, true).await?;
-            for op in list {
-                events.push(BusEvent::new(
-                    topics::STELLAR_OPERATION_INDEXED,
-                    json!({"account_id": account, "operation_id": op.id.to_string()}),
-                ));
-            }
-            for c in changes {
-                events.push(BusEvent::new(
-                    topics::STELLAR_BALANCE_CHANGED,
-                    json!({"account_id": account, "asset_code": c.asset.code,
-                           "asset_issuer": c.asset.issuer, "balance": format_stroops(c.balance)}),
-                ));
+        // Only operations of watched accounts are stored.
+        let used: BTreeSet<usize> = per.values().flatten().copied().collect();
+        let mut rows = RowsBuilder::default();
+        let mut moved: Vec<Option<usize>> = vec![None; ops.len()];
+        for (i, op) in ops.into_iter().enumerate() {
+            if used.contains(&i) {
+                moved[i] = Some(rows.op(op));
             }
         }
-        let progress = Progress {
-            head_height: Some(horizon::ledger_of(last)),
-            indexed_height: Some(horizon::ledger_of(last)),
-            cursor: Some(last.to_string()),
-            items: vec![("operation", all.len() as u64)],
-            caught_up,
-            newest_item_at: ops.last().map(|o| o.created_at),
-        };
-        ctx.commit(txn, &progress, events).await?;
+        for ((account, idx), (_, changes, _, _)) in per.iter().zip(&staged) {
+            let at: Vec<usize> = idx
+                .iter()
+                .filter_map(|&i| moved.get(i).copied().flatten())
+                .collect();
+            rows.page_at(
+                at,
+                PageFacts {
+                    account: account.clone(),
+                    changes: changes.clone(),
+                    full: false,
+                    caught_up: true,
+                    snapshot: None,
+                    mismatch: None,
+                },
+            );
+        }
+        // As if committed: advance the live cursor and the accounts it touched.
         self.live_cursor = Some(last);
-        for (account, list, _, run) in staged {
-            if let Some(st) = self.accounts.get_mut(&account) {
-                if let Some(l) = list.last() {
-                    st.cursor = st.cursor.max(l.id);
-                }
+        for (account, _, run, last_id) in staged {
+            if let (Some(st), Some(l)) = (self.accounts.get_mut(&account), last_id) {
+                st.cursor = st.cursor.max(l);
             }
             self.running.insert(account.clone(), run);
             self.dirty.insert(account);
         }
-        Ok(progress)
-    }
-
-    /// Picks full-resync requests written to the database (`mode = 'full'`,
-    /// `status = 'requested'`).
-    async fn pick_requests(&mut self, ctx: &SyncContext) -> Result<(), SourceError> {
-        let rows = stellar_sync_state::Entity::find()
-            .filter(stellar_sync_state::Column::Status.eq(REQUESTED))
-            .all(&ctx.db)
-            .await?;
-        for r in rows {
-            // Requests of unwatched accounts wait until the account is watched again.
-            let Some(st) = self.accounts.get_mut(&r.account_id) else {
-                continue;
-            };
-            if let Some(ResyncMode::Targeted {
-                from_ledger,
-                to_ledger,
-            }) = ResyncMode::parse(&r.mode)
-            {
-                let caught_up = st.caught_up;
-                self.targeted(ctx, r, from_ledger, to_ledger, caught_up)
-                    .await?;
-                continue;
-            }
-            st.caught_up = false;
-            st.full = r.mode == "full";
-            if !st.full {
-                // Anything else requested is an incremental catch-up.
-                let mut a = r.into_active_model();
-                a.status = Set("syncing".into());
-                a.update(&ctx.db).await?;
-            }
-        }
-        Ok(())
+        Ok(Fetched::Batch {
+            batch: StellarBatch::Live(rows.finish()),
+            progress: Progress {
+                head_height: Some(horizon::ledger_of(last)),
+                indexed_height: Some(horizon::ledger_of(last)),
+                cursor: Some(last.to_string()),
+                caught_up,
+                newest_item_at: Some(newest),
+                ..Default::default()
+            },
+        })
     }
 }
 
-impl StellarSource {
-    /// Re-fetches `row`'s account operations in ledgers `from..=to` and upserts them with
-    /// their links, then clears the request, in one transaction (the cursor does not move).
-    async fn targeted(
-        &mut self,
-        ctx: &SyncContext,
-        row: stellar_sync_state::Model,
-        from: i64,
-        to: i64,
-        caught_up: bool,
-    ) -> Result<(), SourceError> {
-        let account = row.account_id.clone();
-        let ops = resync::fetch_range(&self.client, &account, from, to, self.limit()).await?;
-        let refs: Vec<&DecodedOp> = ops.iter().collect();
-        let txn = ctx.begin().await?;
-        resync::upsert_range(&txn, &account, &refs).await?;
-        let mut a = row.into_active_model();
-        a.mode = Set(ResyncMode::Incremental.as_mode());
-        a.status = Set(if caught_up { "synced" } else { "syncing" }.into());
-        a.last_sync_at = Set(Some(Utc::now()));
-        a.updated_at = Set(Utc::now());
-        a.update(&txn).await?;
-        let progress = Progress {
-            items: vec![("operation", refs.len() as u64)],
-            ..Default::default()
-        };
-        ctx.commit(txn, &progress, vec![]).await?;
-        tracing::info!(%account, from, to, operations = refs.len(), "stellar: targeted resync done");
-        Ok(())
-    }
-}
-
-/// In-memory state of a sync-state row.
+/// In-memory state of a sync-state row (not caught up until a page says so).
 fn state_of(r: &stellar_sync_state::Model) -> AccountState {
     AccountState {
         cursor: r
@@ -780,32 +533,71 @@ fn state_of(r: &stellar_sync_state::Model) -> AccountState {
     }
 }
 
+/// Whether the row records a balance reconciliation mismatch.
+fn is_mismatch(r: &stellar_sync_state::Model) -> bool {
+    r.last_error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(MISMATCH))
+}
+
 #[async_trait]
 impl Source for StellarSource {
+    type Batch = StellarBatch;
+
     fn descriptor(&self) -> SourceDescriptor {
         descriptor()
     }
 
+    /// Drops everything fetched but maybe not committed: the stream (it read past the stored
+    /// cursor), pending chores and replayed balances; takes the live cursor from `stored`
+    /// and reloads the accounts from the database. Before discovery has committed, the next
+    /// fetch discovers again.
     async fn resume(
         &mut self,
-        _ctx: &SyncContext,
+        ctx: &SyncContext,
         stored: &source::Model,
     ) -> Result<(), SourceError> {
-        self.live_cursor = stored.cursor.as_deref().and_then(|c| c.parse().ok());
-        self.ready = false;
+        self.stream = None;
+        self.chores.clear();
         self.running.clear();
-        Ok(())
+        let cleaned = std::mem::take(&mut self.cleaned);
+        self.dirty.extend(cleaned);
+        self.live_cursor = stored.cursor.as_deref().and_then(|c| c.parse().ok());
+        if self.phase != Phase::Ready || self.live_cursor.is_none() {
+            self.phase = Phase::Discover;
+            self.accounts.clear();
+            return Ok(());
+        }
+        self.reload_states(ctx).await
     }
 
-    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
-        if !self.ready {
-            return self.discover(ctx).await;
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<StellarBatch>, SourceError> {
+        // The previous batch, if any, has committed: the engine asks for the next one only
+        // then (prefetch 0), or calls `resume` first.
+        self.cleaned.clear();
+        match self.phase {
+            Phase::Discover => return self.discover().await,
+            Phase::Discovered => {
+                // Committed: from now on a failure reloads instead of discovering again.
+                self.phase = Phase::Ready;
+                self.accounts.clear();
+                self.reload_states(ctx).await?;
+                tracing::info!(
+                    accounts = self.accounts.len(),
+                    live_from = ?self.live_cursor,
+                    "stellar: watching"
+                );
+            }
+            Phase::Ready => {}
         }
         let check_due = self
             .last_watch_check
             .is_none_or(|t| t.elapsed() >= self.poll_interval());
         if check_due {
             self.refresh_watched(ctx).await?;
+        }
+        if let Some(f) = self.run_chores(ctx).await? {
+            return Ok(f);
         }
         let pending: Vec<String> = self
             .accounts
@@ -826,50 +618,26 @@ impl Source for StellarSource {
             self.rr = self.rr.wrapping_add(n);
             return self.backfill(ctx, batch).await;
         }
-        let progress = self.live(ctx).await?;
-        if progress.caught_up {
-            self.pick_requests(ctx).await?;
-            // Reconcile accounts the live stream touched, a few per step.
-            if self.settings.reconcile && !self.dirty.is_empty() {
-                let batch: Vec<String> = self
-                    .dirty
-                    .iter()
-                    .take(self.settings.account_concurrency.max(1))
-                    .cloned()
-                    .collect();
-                let limit = self.limit();
-                let futs = batch.iter().map(|a| {
-                    let c = self.accounts.get(a).map_or(0, |s| s.cursor);
-                    Self::fetch(&self.client, a.clone(), c, limit, false, true)
-                });
-                let fetched: Result<Vec<Fetched>, SourceError> =
-                    join_all(futs).await.into_iter().collect();
-                self.write(ctx, fetched?).await?;
-            }
-            distributions::reconcile(ctx, &self.client, &self.settings).await?;
-            let rediscover = self.settings.discover
-                && self.last_discovery.is_some_and(|t| {
-                    t.elapsed() >= Duration::from_secs(self.settings.discover_interval_secs)
-                });
-            if rediscover {
-                self.rediscover(ctx).await?;
-                self.last_discovery = Some(std::time::Instant::now());
-            }
-            let due = self.last_prices.is_none_or(|t| {
-                t.elapsed() >= Duration::from_secs(self.settings.dex_interval_secs)
-            });
-            if !self.pairs.is_empty() && due {
-                dex::sync_prices(
-                    ctx,
-                    &self.client,
-                    &self.pairs,
-                    self.settings.dex_resolution_ms,
-                )
-                .await?;
-                self.last_prices = Some(std::time::Instant::now());
+        let fetched = self.live(ctx).await?;
+        let caught_up = match &fetched {
+            Fetched::Batch { progress, .. } | Fetched::Idle(progress) => progress.caught_up,
+            Fetched::Revert { .. } => false,
+        };
+        if caught_up {
+            self.chores = Chore::ALL.into_iter().collect();
+            if matches!(fetched, Fetched::Idle(_)) {
+                // Nothing to write from the stream: do the chores now rather than after
+                // the poll interval.
+                if let Some(f) = self.run_chores(ctx).await? {
+                    return Ok(f);
+                }
             }
         }
-        Ok(progress)
+        Ok(fetched)
+    }
+
+    fn writer(&self) -> Arc<dyn BatchWriter<StellarBatch>> {
+        self.writer.clone()
     }
 
     fn poll_interval(&self) -> Duration {

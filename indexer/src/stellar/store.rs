@@ -3,17 +3,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use orrery_entity::{
     stellar_account, stellar_account_operation, stellar_balance, stellar_balance_history,
     stellar_operation, stellar_sync_state,
 };
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, Set,
 };
 
-use super::horizon::{ledger_of, AccountSnapshot, AssetKey, DecodedOp};
+use super::horizon::{ledger_of, AccountSnapshot, AssetKey, BalanceLine, DecodedOp};
+use super::resync::{ResyncMode, REQUESTED};
 
 /// Rows per multi-row insert (keeps SQLite under its bound-variable limit).
 const CHUNK: usize = 200;
@@ -133,7 +135,7 @@ pub async fn upsert_operations<C: ConnectionTrait>(
         let rows = chunk.iter().map(|op| operation_row(op));
         stellar_operation::Entity::insert_many(rows)
             .on_conflict(
-                sea_orm::sea_query::OnConflict::column(C::Id)
+                OnConflict::column(C::Id)
                     .update_columns([
                         C::PagingToken,
                         C::TransactionHash,
@@ -164,15 +166,24 @@ pub async fn insert_links<C: ConnectionTrait>(
     account: &str,
     ops: &[&DecodedOp],
 ) -> Result<(), DbErr> {
-    for chunk in ops.chunks(CHUNK) {
-        let links = chunk
+    let links: Vec<(&str, &DecodedOp)> = ops.iter().map(|op| (account, *op)).collect();
+    insert_account_links(db, &links).await
+}
+
+/// Inserts `(account, operation)` links of any accounts (existing links are kept).
+pub async fn insert_account_links<C: ConnectionTrait>(
+    db: &C,
+    links: &[(&str, &DecodedOp)],
+) -> Result<(), DbErr> {
+    for chunk in links.chunks(CHUNK) {
+        let rows = chunk
             .iter()
-            .map(|op| stellar_account_operation::ActiveModel {
+            .map(|(account, op)| stellar_account_operation::ActiveModel {
                 account_id: Set(account.to_string()),
                 operation_id: Set(op.id),
                 created_at: Set(op.created_at),
             });
-        stellar_account_operation::Entity::insert_many(links)
+        stellar_account_operation::Entity::insert_many(rows)
             .on_conflict_do_nothing_on([
                 stellar_account_operation::Column::AccountId,
                 stellar_account_operation::Column::OperationId,
@@ -223,30 +234,29 @@ pub fn apply(account: &str, ops: &[&DecodedOp], running: &mut Running) -> Vec<Ch
     out
 }
 
-/// Writes one account's page: links, balance history and the account's new cursor.
-pub async fn write_account_page<C: ConnectionTrait>(
+/// One balance history row to insert: account, change, and the operation's time.
+pub type HistoryRow<'a> = (&'a str, &'a Change, DateTime<Utc>);
+
+/// Inserts balance history rows of any accounts, in order (existing rows are kept).
+pub async fn insert_history<C: ConnectionTrait>(
     db: &C,
-    account: &str,
-    ops: &[&DecodedOp],
-    changes: &[Change],
-    state: stellar_sync_state::Model,
-    caught_up: bool,
+    rows: &[HistoryRow<'_>],
 ) -> Result<(), DbErr> {
-    let when: HashMap<i64, _> = ops.iter().map(|o| (o.id, o.created_at)).collect();
-    insert_links(db, account, ops).await?;
-    for chunk in changes.chunks(CHUNK) {
-        let rows = chunk.iter().map(|c| stellar_balance_history::ActiveModel {
-            account_id: Set(account.to_string()),
-            asset_code: Set(c.asset.code.clone()),
-            asset_issuer: Set(c.asset.issuer.clone()),
-            operation_id: Set(c.operation_id),
-            ledger: Set(Some(ledger_of(c.operation_id))),
-            at: Set(when.get(&c.operation_id).copied().unwrap_or_else(Utc::now)),
-            delta_stroops: Set(c.delta),
-            balance_stroops: Set(Some(c.balance)),
-            ..Default::default()
-        });
-        stellar_balance_history::Entity::insert_many(rows)
+    for chunk in rows.chunks(CHUNK) {
+        let models = chunk
+            .iter()
+            .map(|(account, c, at)| stellar_balance_history::ActiveModel {
+                account_id: Set(account.to_string()),
+                asset_code: Set(c.asset.code.clone()),
+                asset_issuer: Set(c.asset.issuer.clone()),
+                operation_id: Set(c.operation_id),
+                ledger: Set(Some(ledger_of(c.operation_id))),
+                at: Set(*at),
+                delta_stroops: Set(c.delta),
+                balance_stroops: Set(Some(c.balance)),
+                ..Default::default()
+            });
+        stellar_balance_history::Entity::insert_many(models)
             .on_conflict_do_nothing_on([
                 stellar_balance_history::Column::AccountId,
                 stellar_balance_history::Column::AssetCode,
@@ -256,62 +266,166 @@ pub async fn write_account_page<C: ConnectionTrait>(
             .exec_without_returning(db)
             .await?;
     }
-    // Every field is written: the caller may have changed mode, generation or last_error.
-    let mut st = state.into_active_model().reset_all();
-    if let Some(last) = ops.last() {
-        st.cursor = Set(Some(last.paging_token.clone()));
-        st.last_ledger = Set(Some(ledger_of(last.id)));
-    }
-    st.status = Set(if caught_up { "synced" } else { "syncing" }.into());
-    st.last_sync_at = Set(Some(Utc::now()));
-    st.error_count = Set(0);
-    st.updated_at = Set(Utc::now());
-    st.update(db).await?;
     Ok(())
 }
 
-/// Removes an account's links and balance history (a full resync replays them in the same
-/// transaction, so readers never see the account half-empty).
-pub async fn delete_account_history<C: ConnectionTrait>(
+/// The sync-state rows of `accounts` that exist, by account.
+pub async fn load_states<C: ConnectionTrait>(
+    db: &C,
+    accounts: &[&str],
+) -> Result<HashMap<String, stellar_sync_state::Model>, DbErr> {
+    let mut out = HashMap::with_capacity(accounts.len());
+    for chunk in accounts.chunks(CHUNK) {
+        let rows = stellar_sync_state::Entity::find()
+            .filter(stellar_sync_state::Column::AccountId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        out.extend(rows.into_iter().map(|r| (r.account_id.clone(), r)));
+    }
+    Ok(out)
+}
+
+/// Writes sync-state rows whole, one multi-row upsert per chunk (every row exists; an
+/// account appears at most once).
+pub async fn upsert_states<C: ConnectionTrait>(
+    db: &C,
+    states: Vec<stellar_sync_state::Model>,
+) -> Result<(), DbErr> {
+    use stellar_sync_state::Column as S;
+    let mut states = states.into_iter().peekable();
+    while states.peek().is_some() {
+        let chunk: Vec<stellar_sync_state::ActiveModel> = states
+            .by_ref()
+            .take(CHUNK)
+            .map(|m| m.into_active_model().reset_all())
+            .collect();
+        stellar_sync_state::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(S::AccountId)
+                    .update_columns([
+                        S::LastLedger,
+                        S::Cursor,
+                        S::LastSyncAt,
+                        S::Status,
+                        S::Mode,
+                        S::ErrorCount,
+                        S::LastError,
+                        S::Generation,
+                        S::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Moves pending requests `(account, mode)` to `status = 'syncing'`; a row whose request
+/// changed since it was read (another mode, or no longer requested) is left alone.
+pub async fn mark_requests_taken<C: ConnectionTrait>(
+    db: &C,
+    requests: &[(String, String)],
+) -> Result<(), DbErr> {
+    use stellar_sync_state::Column as S;
+    let mut by_mode: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (account, mode) in requests {
+        by_mode.entry(mode).or_default().push(account);
+    }
+    for (mode, accounts) in by_mode {
+        for chunk in accounts.chunks(CHUNK) {
+            stellar_sync_state::Entity::update_many()
+                .col_expr(S::Status, Expr::value("syncing"))
+                .filter(S::AccountId.is_in(chunk.iter().copied()))
+                .filter(S::Status.eq(REQUESTED))
+                .filter(S::Mode.eq(mode))
+                .exec(db)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears `account`'s request `mode` (back to `incremental`, status `synced` or `syncing`)
+/// unless it changed since it was read.
+pub async fn clear_request<C: ConnectionTrait>(
     db: &C,
     account: &str,
+    mode: &str,
+    caught_up: bool,
 ) -> Result<(), DbErr> {
-    stellar_account_operation::Entity::delete_many()
-        .filter(stellar_account_operation::Column::AccountId.eq(account))
-        .exec(db)
-        .await?;
-    stellar_balance_history::Entity::delete_many()
-        .filter(stellar_balance_history::Column::AccountId.eq(account))
+    use stellar_sync_state::Column as S;
+    let now = Utc::now();
+    let status = if caught_up { "synced" } else { "syncing" };
+    stellar_sync_state::Entity::update_many()
+        .col_expr(S::Mode, Expr::value(ResyncMode::Incremental.as_mode()))
+        .col_expr(S::Status, Expr::value(status))
+        .col_expr(S::LastSyncAt, Expr::value(Some(now)))
+        .col_expr(S::UpdatedAt, Expr::value(now))
+        .filter(S::AccountId.eq(account))
+        .filter(S::Status.eq(REQUESTED))
+        .filter(S::Mode.eq(mode))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// Stores an account record: account fields and its current balances (replaced).
-pub async fn write_snapshot<C: ConnectionTrait>(
+/// Removes the links and balance history of `accounts` (a full resync replays them in the
+/// same transaction, so readers never see an account half-empty).
+pub async fn delete_account_histories<C: ConnectionTrait>(
     db: &C,
-    snap: &AccountSnapshot,
+    accounts: &[&str],
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
-    if let Some(acc) = stellar_account::Entity::find_by_id(snap.id.clone())
-        .one(db)
-        .await?
-    {
-        let mut a = acc.into_active_model();
-        a.sequence = Set(snap.sequence);
-        a.subentry_count = Set(snap.subentry_count);
-        a.last_modified_ledger = Set(snap.last_modified_ledger);
-        a.last_modified_at = Set(snap.last_modified_at);
-        a.updated_at = Set(now);
-        a.update(db).await?;
+    for chunk in accounts.chunks(CHUNK) {
+        stellar_account_operation::Entity::delete_many()
+            .filter(stellar_account_operation::Column::AccountId.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+        stellar_balance_history::Entity::delete_many()
+            .filter(stellar_balance_history::Column::AccountId.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
     }
-    stellar_balance::Entity::delete_many()
-        .filter(stellar_balance::Column::AccountId.eq(snap.id.clone()))
-        .exec(db)
-        .await?;
-    if !snap.balances.is_empty() {
-        let rows = snap.balances.iter().map(|b| stellar_balance::ActiveModel {
-            account_id: Set(snap.id.clone()),
+    Ok(())
+}
+
+/// Stores account records: each account's fields (when its row exists) and its current
+/// balances (replaced), in order.
+pub async fn write_snapshots<C: ConnectionTrait>(
+    db: &C,
+    snaps: &[&AccountSnapshot],
+) -> Result<(), DbErr> {
+    use stellar_account::Column as A;
+    let now = Utc::now();
+    // One statement per record: they differ per row and the row is never inserted here.
+    for snap in snaps {
+        stellar_account::Entity::update_many()
+            .col_expr(A::Sequence, Expr::value(snap.sequence))
+            .col_expr(A::SubentryCount, Expr::value(snap.subentry_count))
+            .col_expr(
+                A::LastModifiedLedger,
+                Expr::value(snap.last_modified_ledger),
+            )
+            .col_expr(A::LastModifiedAt, Expr::value(snap.last_modified_at))
+            .col_expr(A::UpdatedAt, Expr::value(now))
+            .filter(A::AccountId.eq(snap.id.as_str()))
+            .exec(db)
+            .await?;
+    }
+    let ids: Vec<&str> = snaps.iter().map(|s| s.id.as_str()).collect();
+    for chunk in ids.chunks(CHUNK) {
+        stellar_balance::Entity::delete_many()
+            .filter(stellar_balance::Column::AccountId.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    let lines: Vec<(&str, &BalanceLine)> = snaps
+        .iter()
+        .flat_map(|s| s.balances.iter().map(move |b| (s.id.as_str(), b)))
+        .collect();
+    for chunk in lines.chunks(CHUNK) {
+        let rows = chunk.iter().map(|(id, b)| stellar_balance::ActiveModel {
+            account_id: Set(id.to_string()),
             asset_type: Set(b.asset.asset_type().into()),
             asset_code: Set(b.asset.code.clone()),
             asset_issuer: Set(b.asset.issuer.clone()),
@@ -351,7 +465,7 @@ pub fn mismatches(running: &Running, snap: &AccountSnapshot) -> Vec<(AssetKey, i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stellar::horizon::{BalanceLine, Delta};
+    use crate::stellar::horizon::Delta;
 
     fn op(id: i64, deltas: Vec<Delta>) -> DecodedOp {
         DecodedOp {

@@ -1,14 +1,11 @@
-//! The handle a source uses to commit: rows and the source's progress in one transaction,
-//! then bus notifications after the commit.
+//! What a source and its engine share: the read pool, the writer connection, the bus, and
+//! the source row as last committed. Only the engine writes (see `engine.rs`).
 
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use orrery_entity::source;
-use sea_orm::{
-    ActiveModelTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, Set};
 
 use super::{Progress, SourceDescriptor};
 use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
@@ -58,9 +55,14 @@ impl SyncContext {
         }
     }
 
-    /// Records a step that committed no rows (new head, caught-up status): writes and
+    /// Records a fetch that wrote no rows (new head, caught-up status): writes and
     /// publishes only when something visible changed.
-    pub async fn touch(&self, progress: &Progress) -> Result<(), DbErr> {
+    pub(crate) async fn touch(
+        &self,
+        progress: &Progress,
+        backfill_from: Option<i64>,
+        eta_seconds: Option<i64>,
+    ) -> Result<(), DbErr> {
         if let Some(last) = self.last_row() {
             let status = if progress.caught_up {
                 "synced"
@@ -73,38 +75,23 @@ impl SyncContext {
                     || progress.indexed_height == last.indexed_height)
                 && (progress.cursor.is_none() || progress.cursor == last.cursor)
                 && (last.status == status || last.paused)
-                && last.error_count == 0;
+                && last.error_count == 0
+                && last.backfill_from == backfill_from;
             if unchanged {
                 return Ok(());
             }
         }
-        let row = write_progress(&self.db, &self.source.id, progress).await?;
+        let row = write_progress(
+            &self.writer,
+            &self.source.id,
+            progress,
+            backfill_from,
+            eta_seconds,
+        )
+        .await?;
         self.remember(&row);
         self.publish_source(&row).await;
         Ok(())
-    }
-
-    /// Starts the transaction a step writes its rows in.
-    pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.writer.begin().await
-    }
-
-    /// Records `progress` in the source row inside `txn`, commits, and then publishes
-    /// `events` plus `source.updated`. Either everything of the step is stored or nothing.
-    pub async fn commit(
-        &self,
-        txn: DatabaseTransaction,
-        progress: &Progress,
-        events: Vec<BusEvent>,
-    ) -> Result<source::Model, DbErr> {
-        let row = write_progress(&txn, &self.source.id, progress).await?;
-        txn.commit().await?;
-        self.remember(&row);
-        for e in events {
-            publish_logged(self.bus.as_ref(), e).await;
-        }
-        self.publish_source(&row).await;
-        Ok(row)
     }
 
     /// Publishes `source.updated` for `row`.
@@ -122,11 +109,14 @@ impl SyncContext {
     }
 }
 
-/// Applies `progress` to the source row (fields left `None` keep their stored value).
+/// Applies `progress` to the source row (fields left `None` keep their stored value), with
+/// the backfill range start and time-left estimate the engine keeps.
 pub async fn write_progress<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
     progress: &Progress,
+    backfill_from: Option<i64>,
+    eta_seconds: Option<i64>,
 ) -> Result<source::Model, DbErr> {
     let current = source::Entity::find_by_id(id.to_string())
         .one(db)
@@ -152,6 +142,12 @@ pub async fn write_progress<C: sea_orm::ConnectionTrait>(
         }
         .to_string());
     }
+    row.backfill_from = Set(backfill_from);
+    row.eta_seconds = Set(if backfill_from.is_some() || progress.caught_up {
+        eta_seconds
+    } else {
+        None
+    });
     row.error_count = Set(0);
     row.last_error = Set(None);
     row.last_sync_at = Set(Some(now));

@@ -1,14 +1,26 @@
-//! One source's run loop: step, commit, wait, retry; pause and stall handling.
+//! One source's run loop: fetch (ahead, bounded), then begin -> write or revert -> progress
+//! -> commit -> publish; waits, retries, pause and stall handling.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use orrery_entity::source;
-use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
-use super::{Progress, Source, SourceError, SyncContext};
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::context::write_progress;
+use super::eta::{EtaTracker, Every};
+use super::{BatchWriter, Fetched, Progress, Source, SourceError, SyncContext};
+use crate::bus::{publish_logged, topics, BusEvent};
 use crate::metrics::Metrics;
+
+/// At most one backfill progress line per source this often.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Engine tuning.
 #[derive(Debug, Clone)]
@@ -72,6 +84,8 @@ async fn ensure_row(ctx: &SyncContext) -> Result<source::Model, DbErr> {
         last_error: Set(None),
         last_sync_at: Set(None),
         head_updated_at: Set(None),
+        backfill_from: Set(None),
+        eta_seconds: Set(None),
         paused: Set(false),
         created_at: Set(now),
         updated_at: Set(now),
@@ -145,10 +159,32 @@ fn error_backoff(consecutive: u32, max: Duration) -> Duration {
     Duration::from_secs(secs).min(max)
 }
 
+/// Why one pipeline run ended.
+enum PipeExit {
+    Cancelled,
+    Stalled(String),
+    Paused,
+    Failed(SourceError),
+}
+
+/// What the engine remembers across pipeline runs.
+struct RunState {
+    last_indexed: Option<i64>,
+    last_head: Option<i64>,
+    last_progress_at: Instant,
+    backfill_from: Option<i64>,
+    eta: EtaTracker,
+    log_every: Every,
+}
+
+/// One fetched item and the permit that bounds how far fetching runs ahead.
+type Item<B> = (Result<Fetched<B>, SourceError>, OwnedSemaphorePermit);
+
 /// Runs `source` until cancelled or stalled. Errors never end the loop: they are recorded on
-/// the source row and retried with exponential backoff.
-pub async fn run_source(
-    mut source: Box<dyn Source>,
+/// the source row and retried with exponential backoff, after reloading the source's state
+/// from the database.
+pub async fn run_source<S: Source>(
+    mut source: S,
     ctx: SyncContext,
     config: EngineConfig,
     cancel: CancellationToken,
@@ -156,19 +192,56 @@ pub async fn run_source(
     let id = ctx.source.id.clone();
     Metrics::global().touch_source(&id);
     let mut consecutive_errors = 0u32;
-    // Set up: the row, then the source's own state.
-    let row = loop {
-        let attempt = async {
-            let row = ensure_row(&ctx).await.map_err(SourceError::from)?;
-            source.resume(&ctx, &row).await?;
-            Ok::<_, SourceError>(row)
-        };
-        match attempt.await {
-            Ok(row) => break row,
-            Err(e) => {
+    let Some(row) =
+        resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors).await
+    else {
+        return EngineExit::Cancelled;
+    };
+    tracing::info!(source = %id, cursor = ?row.cursor, height = ?row.indexed_height, "source started");
+    let writer = source.writer();
+    let mut state = RunState {
+        last_indexed: row.indexed_height,
+        last_head: row.head_height,
+        last_progress_at: Instant::now(),
+        backfill_from: row.backfill_from,
+        eta: EtaTracker::default(),
+        log_every: Every::new(PROGRESS_LOG_EVERY),
+    };
+    loop {
+        if cancel.is_cancelled() {
+            return EngineExit::Cancelled;
+        }
+        match check_paused(&ctx).await {
+            Ok(true) => {
+                if sleep_or_cancel(config.pause_check, &cancel).await {
+                    return EngineExit::Cancelled;
+                }
+                state.last_progress_at = Instant::now();
+                state.eta.reset();
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(source = %id, error = %e, "cannot read the source row"),
+        }
+        let exit = pipeline(
+            &mut source,
+            writer.as_ref(),
+            &ctx,
+            &config,
+            &cancel,
+            &mut state,
+            &mut consecutive_errors,
+        )
+        .await;
+        match exit {
+            PipeExit::Cancelled => return EngineExit::Cancelled,
+            PipeExit::Stalled(msg) => return EngineExit::Stalled(msg),
+            PipeExit::Paused => continue,
+            PipeExit::Failed(e) => {
                 consecutive_errors += 1;
-                tracing::warn!(source = %id, error = %e, "source cannot resume");
+                tracing::warn!(source = %id, error = %e, attempt = consecutive_errors, "sync step failed");
                 record_error(&ctx, &e.to_string()).await;
+                state.eta.reset();
                 if sleep_or_cancel(
                     error_backoff(consecutive_errors, config.max_error_backoff),
                     &cancel,
@@ -177,94 +250,319 @@ pub async fn run_source(
                 {
                     return EngineExit::Cancelled;
                 }
+                // Batches fetched ahead of the failure are gone: start again from the stored row.
+                match resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors)
+                    .await
+                {
+                    Some(row) => {
+                        state.last_indexed = row.indexed_height;
+                        state.backfill_from = row.backfill_from;
+                    }
+                    None => return EngineExit::Cancelled,
+                }
+            }
+        }
+    }
+}
+
+/// Makes sure the source row exists and the source has loaded its state; retries with
+/// backoff. `None` when cancelled.
+async fn resume_until_ok<S: Source>(
+    source: &mut S,
+    ctx: &SyncContext,
+    config: &EngineConfig,
+    cancel: &CancellationToken,
+    consecutive_errors: &mut u32,
+) -> Option<source::Model> {
+    loop {
+        let attempt = async {
+            let row = ensure_row(ctx).await.map_err(SourceError::from)?;
+            source.resume(ctx, &row).await?;
+            Ok::<_, SourceError>(row)
+        };
+        match attempt.await {
+            Ok(row) => {
+                ctx.remember(&row);
+                return Some(row);
+            }
+            Err(e) => {
+                *consecutive_errors += 1;
+                tracing::warn!(source = %ctx.source.id, error = %e, "source cannot resume");
+                record_error(ctx, &e.to_string()).await;
+                if sleep_or_cancel(
+                    error_backoff(*consecutive_errors, config.max_error_backoff),
+                    cancel,
+                )
+                .await
+                {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// True when an operator paused the source (and marks the row `paused` once).
+async fn check_paused(ctx: &SyncContext) -> Result<bool, DbErr> {
+    let Some(r) = source::Entity::find_by_id(ctx.source.id.clone())
+        .one(&ctx.db)
+        .await?
+    else {
+        return Ok(false);
+    };
+    if !r.paused {
+        return Ok(false);
+    }
+    if r.status != "paused" {
+        let mut am: source::ActiveModel = r.into();
+        am.status = Set("paused".to_string());
+        am.updated_at = Set(Utc::now());
+        let row = am.update(&ctx.db).await?;
+        ctx.remember(&row);
+        ctx.publish_source(&row).await;
+        tracing::info!(source = %ctx.source.id, "paused");
+    }
+    Ok(true)
+}
+
+/// Fetches and writes until an error, a pause, a stall or cancellation. Fetching runs up to
+/// `source.prefetch()` batches ahead of the writer (a semaphore bounds the batches in
+/// flight, so memory stays flat whatever the backlog).
+async fn pipeline<S: Source>(
+    source: &mut S,
+    writer: &dyn BatchWriter<S::Batch>,
+    ctx: &SyncContext,
+    config: &EngineConfig,
+    cancel: &CancellationToken,
+    state: &mut RunState,
+    consecutive_errors: &mut u32,
+) -> PipeExit {
+    let in_flight = Arc::new(Semaphore::new(source.prefetch() + 1));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Item<S::Batch>>();
+    let poll = source.poll_interval();
+    let fetcher = {
+        let in_flight = in_flight.clone();
+        async move {
+            loop {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let r = source.fetch(ctx).await;
+                let failed = r.is_err();
+                let idle = matches!(&r, Ok(Fetched::Idle(p)) if p.caught_up);
+                if tx.send((r, permit)).is_err() || failed {
+                    return;
+                }
+                if idle {
+                    // Wait for the writer to record it, then for the poll interval.
+                    let _ = in_flight.acquire_many(source.prefetch() as u32 + 1).await;
+                    tokio::time::sleep(poll).await;
+                }
             }
         }
     };
-    ctx.remember(&row);
-    let mut last_indexed = row.indexed_height;
-    let mut last_head = row.head_height;
-    let mut last_progress_at = Instant::now();
-    tracing::info!(source = %id, cursor = ?row.cursor, height = ?row.indexed_height, "source started");
-
+    let writer_loop = async {
+        let mut last_pause_check = Instant::now();
+        loop {
+            let next = tokio::select! {
+                _ = cancel.cancelled() => return PipeExit::Cancelled,
+                r = tokio::time::timeout(config.stall_timeout + poll, rx.recv()) => r,
+            };
+            let (item, permit) = match next {
+                Err(_) => {
+                    return PipeExit::Stalled(format!(
+                        "one fetch ran longer than the stall timeout ({}s)",
+                        config.stall_timeout.as_secs()
+                    ))
+                }
+                Ok(None) => {
+                    return PipeExit::Failed(SourceError::Data(
+                        "the fetch task ended without a result".into(),
+                    ))
+                }
+                Ok(Some(x)) => x,
+            };
+            let fetched = match item {
+                Ok(f) => f,
+                Err(e) => return PipeExit::Failed(e),
+            };
+            let progress = match apply(ctx, writer, fetched, state).await {
+                Ok(p) => p,
+                Err(e) => return PipeExit::Failed(e),
+            };
+            drop(permit);
+            *consecutive_errors = 0;
+            observe(ctx, state, &progress).await;
+            let behind =
+                matches!((state.last_head, state.last_indexed), (Some(h), Some(i)) if h > i);
+            if behind && state.last_progress_at.elapsed() > config.stall_timeout {
+                return PipeExit::Stalled(format!(
+                    "indexed height stuck at {:?} for {}s while head is {:?}",
+                    state.last_indexed,
+                    config.stall_timeout.as_secs(),
+                    state.last_head
+                ));
+            }
+            if last_pause_check.elapsed() >= config.pause_check {
+                last_pause_check = Instant::now();
+                if matches!(check_paused(ctx).await, Ok(true)) {
+                    return PipeExit::Paused;
+                }
+            }
+        }
+    };
+    tokio::pin!(fetcher);
+    tokio::pin!(writer_loop);
+    let mut fetch_done = false;
     loop {
-        if cancel.is_cancelled() {
-            return EngineExit::Cancelled;
+        tokio::select! {
+            _ = &mut fetcher, if !fetch_done => fetch_done = true,
+            exit = &mut writer_loop => return exit,
         }
-        match source::Entity::find_by_id(id.clone()).one(&ctx.db).await {
-            Ok(Some(r)) if r.paused => {
-                if r.status != "paused" {
-                    let mut am: source::ActiveModel = r.into();
-                    am.status = Set("paused".to_string());
-                    am.updated_at = Set(Utc::now());
-                    if let Ok(row) = am.update(&ctx.db).await {
-                        ctx.remember(&row);
-                        ctx.publish_source(&row).await;
-                    }
-                    tracing::info!(source = %id, "paused");
-                }
-                if sleep_or_cancel(config.pause_check, &cancel).await {
-                    return EngineExit::Cancelled;
-                }
-                last_progress_at = Instant::now();
-                continue;
-            }
-            _ => {}
-        }
+    }
+}
 
-        let step = tokio::select! {
-            _ = cancel.cancelled() => return EngineExit::Cancelled,
-            r = tokio::time::timeout(config.stall_timeout, source.step(&ctx)) => r,
-        };
-        let wait = match step {
-            Err(_) => {
-                return EngineExit::Stalled(format!(
-                    "one step ran longer than the stall timeout ({}s)",
-                    config.stall_timeout.as_secs()
-                ))
-            }
-            Ok(Ok(progress)) => {
-                consecutive_errors = 0;
-                record_metrics(&id, &progress);
-                let committed: u64 = progress.items.iter().map(|(_, n)| n).sum();
-                if committed == 0 {
-                    if let Err(e) = ctx.touch(&progress).await {
-                        tracing::warn!(source = %id, error = %e, "cannot record source progress");
-                    }
-                }
-                if progress.head_height.is_some() {
-                    last_head = progress.head_height;
-                }
-                if progress.indexed_height.is_some() && progress.indexed_height != last_indexed {
-                    last_indexed = progress.indexed_height;
-                    last_progress_at = Instant::now();
-                }
-                if progress.caught_up {
-                    last_progress_at = Instant::now();
-                    Some(source.poll_interval())
-                } else {
-                    None
-                }
-            }
-            Ok(Err(e)) => {
-                consecutive_errors += 1;
-                tracing::warn!(source = %id, error = %e, attempt = consecutive_errors, "sync step failed");
-                record_error(&ctx, &e.to_string()).await;
-                Some(error_backoff(consecutive_errors, config.max_error_backoff))
-            }
-        };
-        let behind = matches!((last_head, last_indexed), (Some(h), Some(i)) if h > i);
-        if behind && last_progress_at.elapsed() > config.stall_timeout {
-            return EngineExit::Stalled(format!(
-                "indexed height stuck at {:?} for {}s while head is {:?}",
-                last_indexed,
-                config.stall_timeout.as_secs(),
-                last_head
-            ));
+/// Writes one fetched item: begin, write or revert, progress, commit, then bus events.
+async fn apply<B: Send + Sync + 'static>(
+    ctx: &SyncContext,
+    writer: &dyn BatchWriter<B>,
+    fetched: Fetched<B>,
+    state: &mut RunState,
+) -> Result<Progress, SourceError> {
+    match fetched {
+        Fetched::Idle(mut progress) => {
+            progress.start_height = None;
+            backfill_fields(state, &mut progress);
+            ctx.touch(&progress, state.backfill_from, state_eta(state, &progress))
+                .await?;
+            Ok(progress)
         }
-        if let Some(wait) = wait {
-            if sleep_or_cancel(wait, &cancel).await {
-                return EngineExit::Cancelled;
+        Fetched::Batch {
+            batch,
+            mut progress,
+        } => {
+            backfill_fields(state, &mut progress);
+            let txn = ctx.writer.begin().await?;
+            let written = writer.write(&txn, &batch).await?;
+            progress.items.extend(written.items);
+            let row = write_progress(
+                &txn,
+                &ctx.source.id,
+                &progress,
+                state.backfill_from,
+                state_eta(state, &progress),
+            )
+            .await?;
+            txn.commit().await?;
+            if let Some(f) = written.after_commit {
+                f();
             }
+            ctx.remember(&row);
+            for e in written.events {
+                publish_logged(ctx.bus.as_ref(), e).await;
+            }
+            ctx.publish_source(&row).await;
+            Ok(progress)
+        }
+        Fetched::Revert { to, mut progress } => {
+            let from = state.last_indexed.unwrap_or(to);
+            let depth = (from - to).max(0);
+            progress.indexed_height = Some(to);
+            state.backfill_from = None;
+            let txn = ctx.writer.begin().await?;
+            let reverted = writer.revert(&txn, to).await?;
+            let row = write_progress(&txn, &ctx.source.id, &progress, None, None).await?;
+            txn.commit().await?;
+            ctx.remember(&row);
+            let id = &ctx.source.id;
+            let m = Metrics::global();
+            m.reorgs.with_label_values(&[id]).inc();
+            m.reorg_depth.with_label_values(&[id]).set(depth);
+            tracing::warn!(source = %id, ancestor = to, depth, orphaned = reverted.orphaned,
+                "reorg: rolled back to the common ancestor");
+            let event = BusEvent::new(
+                topics::REORG,
+                json!({
+                    "chain": ctx.source.chain(),
+                    "source": id,
+                    "fromBlock": to + 1,
+                    "depth": depth,
+                    "orphanedEvents": reverted.orphaned,
+                }),
+            );
+            publish_logged(ctx.bus.as_ref(), event).await;
+            for e in reverted.events {
+                publish_logged(ctx.bus.as_ref(), e).await;
+            }
+            ctx.publish_source(&row).await;
+            state.eta.reset();
+            Ok(progress)
+        }
+    }
+}
+
+/// Starts (or ends) the backfill range the progress is measured over.
+fn backfill_fields(state: &mut RunState, progress: &mut Progress) {
+    if progress.caught_up {
+        state.backfill_from = None;
+        return;
+    }
+    let behind = matches!((progress.head_height.or(state.last_head), progress.indexed_height), (Some(h), Some(i)) if h > i);
+    if behind && state.backfill_from.is_none() {
+        state.backfill_from = state
+            .last_indexed
+            .or(progress.start_height)
+            .or(progress.indexed_height);
+    }
+}
+
+fn state_eta(state: &RunState, progress: &Progress) -> Option<i64> {
+    if progress.caught_up {
+        return Some(0);
+    }
+    let (Some(from), Some(i), Some(h)) = (
+        state.backfill_from,
+        progress.indexed_height.or(state.last_indexed),
+        progress.head_height.or(state.last_head),
+    ) else {
+        return None;
+    };
+    state.eta.estimate(from, i, h).eta_seconds
+}
+
+/// Metrics, stall bookkeeping, the rate estimate and the periodic progress line.
+async fn observe(ctx: &SyncContext, state: &mut RunState, progress: &Progress) {
+    let id = &ctx.source.id;
+    record_metrics(id, progress);
+    if progress.head_height.is_some() {
+        state.last_head = progress.head_height;
+    }
+    let now = Instant::now();
+    if let Some(i) = progress.indexed_height {
+        state.eta.sample(now, i);
+        if progress.indexed_height != state.last_indexed {
+            state.last_indexed = progress.indexed_height;
+            state.last_progress_at = now;
+        }
+    }
+    if progress.caught_up {
+        state.last_progress_at = now;
+        return;
+    }
+    if let (Some(from), Some(i), Some(h)) =
+        (state.backfill_from, state.last_indexed, state.last_head)
+    {
+        if h > i && state.log_every.due(now) {
+            let e = state.eta.estimate(from, i, h);
+            tracing::info!(
+                source = %id,
+                done = i - from,
+                total = h - from,
+                percent = format!("{:.1}", e.progress * 100.0),
+                rate = format!("{:.0}/s", e.rate.unwrap_or(0.0)),
+                eta_seconds = e.eta_seconds,
+                "backfill progress"
+            );
         }
     }
 }

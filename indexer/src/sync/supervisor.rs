@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -15,8 +16,21 @@ use crate::metrics::Metrics;
 /// How often a running source's pending commands are checked.
 const COMMAND_POLL: Duration = Duration::from_secs(2);
 
-/// Builds a fresh source instance (after a restart the old one is gone).
-pub type SourceFactory = Arc<dyn Fn() -> Box<dyn Source> + Send + Sync>;
+/// Starts a fresh instance of a source under the engine (after a restart the old one is
+/// gone); build one with [`factory`].
+pub type SourceFactory = Arc<
+    dyn Fn(SyncContext, EngineConfig, CancellationToken) -> BoxFuture<'static, EngineExit>
+        + Send
+        + Sync,
+>;
+
+/// A [`SourceFactory`] running the sources `make` builds.
+pub fn factory<S: Source, F>(make: F) -> SourceFactory
+where
+    F: Fn() -> S + Send + Sync + 'static,
+{
+    Arc::new(move |ctx, config, cancel| Box::pin(run_source(make(), ctx, config, cancel)))
+}
 
 /// Owns every source task.
 pub struct Supervisor {
@@ -53,7 +67,7 @@ impl Supervisor {
             loop {
                 let started = Instant::now();
                 let child = cancel.child_token();
-                let mut task = tokio::spawn(run_source(factory(), ctx.clone(), config.clone(), child.clone()));
+                let mut task = tokio::spawn(factory(ctx.clone(), config.clone(), child.clone()));
                 let mut poll = tokio::time::interval(COMMAND_POLL);
                 let joined = loop {
                     tokio::select! {

@@ -28,15 +28,37 @@ async fn ctx(id: &str) -> SyncContext {
     )
 }
 
-/// Commits heights 1..=target, one per step, failing once at height 3.
+/// Commits heights 1..=target, one per fetch, failing once at height 3 (in fetch), and
+/// once writing height `fail_write_at` (the write fails after `prefetch` fetched ahead).
 struct Counting {
     height: i64,
     target: i64,
     failed_once: bool,
+    prefetch: usize,
+    writer: Arc<CountingWriter>,
+}
+
+#[derive(Default)]
+struct CountingWriter {
+    fail_write_at: Option<i64>,
+    write_failed: std::sync::atomic::AtomicBool,
+    reverted_to: std::sync::Mutex<Vec<i64>>,
+}
+
+fn counting(target: i64, failed_once: bool) -> Counting {
+    Counting {
+        height: 0,
+        target,
+        failed_once,
+        prefetch: 0,
+        writer: Arc::new(CountingWriter::default()),
+    }
 }
 
 #[async_trait]
 impl Source for Counting {
+    type Batch = i64;
+
     fn descriptor(&self) -> SourceDescriptor {
         SourceDescriptor {
             id: "count".into(),
@@ -53,34 +75,66 @@ impl Source for Counting {
         self.height = stored.indexed_height.unwrap_or(0);
         Ok(())
     }
-    async fn step(&mut self, ctx: &SyncContext) -> Result<Progress, SourceError> {
+    async fn fetch(&mut self, _ctx: &SyncContext) -> Result<Fetched<i64>, SourceError> {
         if self.height >= self.target {
-            return Ok(Progress {
+            return Ok(Fetched::Idle(Progress {
                 head_height: Some(self.target),
                 indexed_height: Some(self.height),
                 caught_up: true,
                 ..Default::default()
-            });
+            }));
         }
         if self.height == 2 && !self.failed_once {
             self.failed_once = true;
             return Err(SourceError::Data("scripted failure".into()));
         }
-        let next = self.height + 1;
-        let txn = ctx.begin().await?;
-        let p = Progress {
-            head_height: Some(self.target),
-            indexed_height: Some(next),
-            cursor: Some(format!("c{next}")),
-            items: vec![("block", 1)],
-            ..Default::default()
-        };
-        ctx.commit(txn, &p, vec![]).await?;
-        self.height = next;
-        Ok(p)
+        self.height += 1;
+        Ok(Fetched::Batch {
+            batch: self.height,
+            progress: Progress {
+                head_height: Some(self.target),
+                indexed_height: Some(self.height),
+                cursor: Some(format!("c{}", self.height)),
+                ..Default::default()
+            },
+        })
+    }
+    fn writer(&self) -> Arc<dyn BatchWriter<i64>> {
+        self.writer.clone()
+    }
+    fn prefetch(&self) -> usize {
+        self.prefetch
     }
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(20)
+    }
+}
+
+#[async_trait]
+impl BatchWriter<i64> for CountingWriter {
+    async fn write(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        height: &i64,
+    ) -> Result<Written, sea_orm::DbErr> {
+        if Some(*height) == self.fail_write_at && !self.write_failed.swap(true, Ordering::SeqCst) {
+            return Err(sea_orm::DbErr::Custom("scripted write failure".into()));
+        }
+        Ok(Written {
+            items: vec![("block", 1)],
+            ..Default::default()
+        })
+    }
+    async fn revert(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        to: i64,
+    ) -> Result<Reverted, sea_orm::DbErr> {
+        self.reverted_to.lock().unwrap().push(to);
+        Ok(Reverted {
+            orphaned: 7,
+            events: vec![],
+        })
     }
 }
 
@@ -114,11 +168,7 @@ async fn commits_progress_retries_errors_and_reports_synced() {
     let mut rx = ctx.bus.subscribe();
     let cancel = CancellationToken::new();
     let task = tokio::spawn(run_source(
-        Box::new(Counting {
-            height: 0,
-            target: 5,
-            failed_once: false,
-        }),
+        counting(5, false),
         ctx.clone(),
         fast(),
         cancel.clone(),
@@ -145,15 +195,131 @@ async fn commits_progress_retries_errors_and_reports_synced() {
 }
 
 #[tokio::test]
+async fn a_failed_write_discards_the_prefetched_batches_and_resumes_from_the_stored_row() {
+    let ctx = ctx("count").await;
+    let cancel = CancellationToken::new();
+    let mut src = counting(8, true);
+    src.prefetch = 3;
+    src.writer = Arc::new(CountingWriter {
+        fail_write_at: Some(4),
+        ..Default::default()
+    });
+    let writer = src.writer.clone();
+    let task = tokio::spawn(run_source(src, ctx.clone(), fast(), cancel.clone()));
+    let row = wait_for(&ctx, |r| r.status == "synced").await;
+    assert_eq!(row.indexed_height, Some(8));
+    assert_eq!(row.cursor.as_deref(), Some("c8"));
+    assert!(writer.write_failed.load(Ordering::SeqCst));
+    // Every height was counted once: 8 blocks, none lost or doubled by the retry.
+    let m = crate::metrics::Metrics::global()
+        .indexed_items
+        .with_label_values(&["count", "block"])
+        .get();
+    assert!(m >= 8, "{m}");
+    assert_eq!(row.backfill_from, None, "cleared once caught up");
+    assert_eq!(row.eta_seconds, Some(0));
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Reaches height 5, then reports a reorg back to 3 once.
+struct Reorging {
+    inner: Counting,
+    reverted: bool,
+}
+
+#[async_trait]
+impl Source for Reorging {
+    type Batch = i64;
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            id: "reorging".into(),
+            kind: "bitcoin",
+            name: "test".into(),
+            chain_id: None,
+        }
+    }
+    async fn resume(
+        &mut self,
+        ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
+        self.inner.resume(ctx, stored).await
+    }
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<i64>, SourceError> {
+        if self.inner.height == 5 && !self.reverted {
+            self.reverted = true;
+            self.inner.height = 3;
+            return Ok(Fetched::Revert {
+                to: 3,
+                progress: Progress {
+                    head_height: Some(5),
+                    cursor: Some("c3".into()),
+                    ..Default::default()
+                },
+            });
+        }
+        self.inner.fetch(ctx).await
+    }
+    fn writer(&self) -> Arc<dyn BatchWriter<i64>> {
+        self.inner.writer()
+    }
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(20)
+    }
+}
+
+#[tokio::test]
+async fn reverts_are_written_counted_and_published_by_the_engine() {
+    let ctx = ctx("reorging").await;
+    let mut rx = ctx.bus.subscribe();
+    let cancel = CancellationToken::new();
+    let src = Reorging {
+        inner: counting(5, true),
+        reverted: false,
+    };
+    let writer = src.inner.writer.clone();
+    let before = crate::metrics::Metrics::global()
+        .reorgs
+        .with_label_values(&["reorging"])
+        .get();
+    let task = tokio::spawn(run_source(src, ctx.clone(), fast(), cancel.clone()));
+    let mut reorg = None;
+    for _ in 0..300 {
+        while let Ok(e) = rx.try_recv() {
+            if e.topic == crate::bus::topics::REORG {
+                reorg = Some(e.payload);
+            }
+        }
+        if reorg.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reorg = reorg.expect("a reorg event");
+    assert_eq!(reorg["source"], "reorging");
+    assert_eq!(reorg["chain"], "bitcoin");
+    assert_eq!(reorg["fromBlock"], 4);
+    assert_eq!(reorg["depth"], 2);
+    assert_eq!(reorg["orphanedEvents"], 7);
+    assert_eq!(*writer.reverted_to.lock().unwrap(), vec![3]);
+    let after = crate::metrics::Metrics::global()
+        .reorgs
+        .with_label_values(&["reorging"])
+        .get();
+    assert_eq!(after - before, 1);
+    let row = wait_for(&ctx, |r| r.status == "synced").await;
+    assert_eq!(row.indexed_height, Some(5));
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
 async fn a_paused_source_does_not_step_until_resumed() {
     let ctx = ctx("count").await;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(run_source(
-        Box::new(Counting {
-            height: 0,
-            target: 2,
-            failed_once: true,
-        }),
+        counting(2, true),
         ctx.clone(),
         fast(),
         cancel.clone(),
@@ -177,6 +343,8 @@ struct Panicky;
 
 #[async_trait]
 impl Source for Panicky {
+    type Batch = ();
+
     fn descriptor(&self) -> SourceDescriptor {
         SourceDescriptor {
             id: "panicky".into(),
@@ -185,8 +353,11 @@ impl Source for Panicky {
             chain_id: Some(1),
         }
     }
-    async fn step(&mut self, _ctx: &SyncContext) -> Result<Progress, SourceError> {
+    async fn fetch(&mut self, _ctx: &SyncContext) -> Result<Fetched<()>, SourceError> {
         panic!("scripted panic");
+    }
+    fn writer(&self) -> Arc<dyn BatchWriter<()>> {
+        unreachable!("never fetched anything")
     }
 }
 
@@ -197,9 +368,9 @@ async fn the_supervisor_restarts_a_panicking_source() {
     let counter = built.clone();
     let mut sup = Supervisor::new();
     sup.spawn(
-        Arc::new(move || {
+        factory(move || {
             counter.fetch_add(1, Ordering::SeqCst);
-            Box::new(Panicky) as Box<dyn Source>
+            Panicky
         }),
         ctx.clone(),
         fast(),
@@ -226,13 +397,9 @@ async fn a_rewind_command_restarts_the_source_from_the_given_height() {
     let steps = Arc::new(AtomicU32::new(0));
     let seen = steps.clone();
     sup.spawn(
-        Arc::new(move || {
+        factory(move || {
             seen.fetch_add(1, Ordering::SeqCst);
-            Box::new(Counting {
-                height: 0,
-                target: 5,
-                failed_once: true,
-            }) as Box<dyn Source>
+            counting(5, true)
         }),
         ctx.clone(),
         fast(),
