@@ -187,7 +187,8 @@ pub struct EvmEvent {
     pub contract: String,
     /// Event name, e.g. `Registered`.
     pub name: String,
-    /// Decoded arguments (uint256 as decimal strings).
+    /// Decoded arguments (uint256 as decimal strings; an indexed string/bytes parameter such as
+    /// `indexedTag1` as its keccak256 topic hash, 0x hex).
     pub args: Json<serde_json::Value>,
 }
 

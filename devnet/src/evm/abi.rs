@@ -298,4 +298,36 @@ mod tests {
         assert_eq!(decoded.agentURI, "ipfs://x");
         assert_eq!(decoded.owner, Address::repeat_byte(0x11));
     }
+
+    #[test]
+    fn indexed_strings_are_topics_of_their_keccak256() {
+        for (kind, position) in [
+            (EventKind::MetadataSet, 2),
+            (EventKind::NewFeedback, 3),
+            (EventKind::LegacyNewFeedback, 3),
+        ] {
+            let f = EventFields {
+                kind,
+                agent_id: 3,
+                actor: Address::repeat_byte(0x22),
+                other: Address::ZERO,
+                feedback_index: 1,
+                value: 50,
+                uri: "ipfs://f".into(),
+                tag1: "starred".into(),
+                tag2: "v".into(),
+                endpoint: String::new(),
+                hash: B256::ZERO,
+                hash2: B256::ZERO,
+            };
+            let log = f.encode();
+            assert_eq!(log.topics()[0], kind.topic0());
+            assert_eq!(
+                log.topics()[position],
+                keccak256(b"starred"),
+                "{}",
+                kind.signature()
+            );
+        }
+    }
 }

@@ -1,8 +1,12 @@
 //! ERC-8004 registry events: alloy `sol!` definitions (from erc-8004-contracts `abis/`, plus
 //! the pre-2026-01-05 `NewFeedback`/`UriUpdated` versions) and their decoding into
 //! [`Erc8004Event`], whose JSON form is the generic event table's `name` + `args`.
+//!
+//! An indexed `string`/`bytes` parameter reaches the log only as its keccak256 topic; like
+//! ABI decoders, the args carry it under the parameter's name as that 0x-hex hash
+//! (`indexedMetadataKey`, `indexedTag1`; legacy `NewFeedback` has only `tag1`, the hash).
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{keccak256, Address, B256, U256};
 use alloy_sol_types::SolEvent;
 use serde::{Deserialize, Serialize};
 
@@ -108,6 +112,10 @@ pub struct UriUpdatedArgs {
 pub struct MetadataSetArgs {
     /// Agent id (decimal).
     pub agent_id: String,
+    /// The `indexedMetadataKey` topic: keccak256 of the key (0x hex). `None` in rows stored
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_metadata_key: Option<String>,
     /// Metadata key.
     pub metadata_key: String,
     /// Value bytes (0x hex).
@@ -115,6 +123,10 @@ pub struct MetadataSetArgs {
 }
 
 /// `NewFeedback` arguments (current and legacy: legacy has `score`, no index or value).
+///
+/// The current event's `indexedTag1` topic is not a field: the registry emits it from the same
+/// string as `tag1` (checked when decoding), so [`NewFeedbackArgs::indexed_tag1`] derives it and
+/// [`Erc8004Event::to_name_args`] writes it into the args.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewFeedbackArgs {
@@ -340,12 +352,18 @@ pub fn decode_log(
             let e: current::MetadataSet = decode_as("MetadataSet", topics, data)?;
             Erc8004Event::MetadataSet(MetadataSetArgs {
                 agent_id: dec(&e.agentId),
+                indexed_metadata_key: Some(h256(&e.indexedMetadataKey)),
                 metadata_key: e.metadataKey,
                 metadata_value: hex_bytes(&e.metadataValue),
             })
         }
         Registry::Reputation if t == current::NewFeedback::SIGNATURE_HASH => {
             let e: current::NewFeedback = decode_as("NewFeedback", topics, data)?;
+            if e.indexedTag1 != keccak256(e.tag1.as_bytes()) {
+                // Not what the registry emits; the stored `indexedTag1` is derived from `tag1`.
+                tracing::warn!(topic = %h256(&e.indexedTag1), tag1 = %e.tag1,
+                    "NewFeedback indexedTag1 topic is not keccak256(tag1)");
+            }
             Erc8004Event::NewFeedback(NewFeedbackArgs {
                 agent_id: dec(&e.agentId),
                 client_address: addr(&e.clientAddress),
@@ -423,8 +441,17 @@ pub fn decode_log(
     Ok(ev)
 }
 
+impl NewFeedbackArgs {
+    /// The current event's `indexedTag1` topic, keccak256 of `tag1` (0x hex); `None` for a
+    /// legacy event, whose `tag1` already is that hash.
+    pub fn indexed_tag1(&self) -> Option<String> {
+        (!self.legacy).then(|| h256(&keccak256(self.tag1.as_bytes())))
+    }
+}
+
 impl Erc8004Event {
-    /// Splits into the generic table's `name` and `args`.
+    /// Splits into the generic table's `name` and `args` (with `indexedTag1` for a current
+    /// `NewFeedback`).
     pub fn to_name_args(&self) -> (String, serde_json::Value) {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(mut m)) => {
@@ -432,14 +459,20 @@ impl Erc8004Event {
                     .remove("name")
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
-                let args = m.remove("args").unwrap_or(serde_json::Value::Null);
+                let mut args = m.remove("args").unwrap_or(serde_json::Value::Null);
+                if let (Self::NewFeedback(f), Some(a)) = (self, args.as_object_mut()) {
+                    if let Some(h) = f.indexed_tag1() {
+                        a.insert("indexedTag1".to_owned(), serde_json::Value::String(h));
+                    }
+                }
                 (name, args)
             }
             _ => (String::new(), serde_json::Value::Null),
         }
     }
 
-    /// Rebuilds an event from a stored `name` and `args` (None when they do not fit).
+    /// Rebuilds an event from a stored `name` and `args` (None when they do not fit). Extra
+    /// keys such as `indexedTag1` are ignored, and rows stored without them still decode.
     pub fn from_name_args(name: &str, args: &serde_json::Value) -> Option<Self> {
         serde_json::from_value(serde_json::json!({"name": name, "args": args})).ok()
     }
@@ -577,6 +610,142 @@ mod tests {
         let ev = decode_log(Registry::Identity, m.topics(), &m.data).unwrap();
         let (_, args) = ev.to_name_args();
         assert_eq!(args["metadataValue"], "0x01ab");
+    }
+
+    /// The ABI fixture's input names of `event`.
+    fn abi_inputs(file: &str, event: &str) -> Vec<String> {
+        let path = format!(
+            "{}/../../shared/fixtures/erc8004/erc-8004-contracts_abis_{file}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("ERC-8004 ABI fixture missing");
+        let abi: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let e = abi
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|e| e["type"] == "event" && e["name"] == event)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("{event} missing from {file}"));
+        e["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn hash_hex(s: &str) -> serde_json::Value {
+        serde_json::Value::String(format!("{:#x}", keccak256(s.as_bytes())))
+    }
+
+    #[test]
+    fn metadata_set_keeps_the_indexed_key_topic_hash() {
+        let log = current::MetadataSet {
+            agentId: U256::from(4u64),
+            indexedMetadataKey: keccak256(b"agentWallet"),
+            metadataKey: "agentWallet".into(),
+            metadataValue: Bytes::from_static(&[0x11; 20]),
+        }
+        .encode_log_data();
+        let ev = decode_log(Registry::Identity, log.topics(), &log.data).unwrap();
+        let (name, args) = ev.to_name_args();
+        assert_eq!(args["indexedMetadataKey"], hash_hex("agentWallet"));
+        assert_eq!(
+            args["indexedMetadataKey"],
+            format!("{:#x}", log.topics()[2])
+        );
+        for input in abi_inputs("IdentityRegistry", "MetadataSet") {
+            assert!(args.get(&input).is_some(), "{input} not in {args}");
+        }
+        assert_eq!(Erc8004Event::from_name_args(&name, &args), Some(ev.clone()));
+
+        // A row stored before the topic was kept still decodes, and round-trips without it.
+        let mut old = args.clone();
+        old.as_object_mut().unwrap().remove("indexedMetadataKey");
+        let back = Erc8004Event::from_name_args(&name, &old).unwrap();
+        let Erc8004Event::MetadataSet(m) = &back else {
+            panic!("{back:?}")
+        };
+        assert_eq!(m.indexed_metadata_key, None);
+        assert_eq!(m.metadata_key, "agentWallet");
+        assert_eq!(back.to_name_args().1, old);
+    }
+
+    #[test]
+    fn new_feedback_carries_the_indexed_tag1_topic_hash() {
+        let log = current::NewFeedback {
+            agentId: U256::from(9u64),
+            clientAddress: Address::repeat_byte(0x33),
+            feedbackIndex: 1,
+            value: 95,
+            valueDecimals: 0,
+            indexedTag1: keccak256(b"starred"),
+            tag1: "starred".into(),
+            tag2: String::new(),
+            endpoint: String::new(),
+            feedbackURI: "ipfs://f".into(),
+            feedbackHash: B256::ZERO,
+        }
+        .encode_log_data();
+        let ev = decode_log(Registry::Reputation, log.topics(), &log.data).unwrap();
+        let (name, args) = ev.to_name_args();
+        assert_eq!(args["indexedTag1"], hash_hex("starred"));
+        assert_eq!(args["indexedTag1"], format!("{:#x}", log.topics()[3]));
+        assert_eq!(args["tag1"], "starred");
+        for input in abi_inputs("ReputationRegistry", "NewFeedback") {
+            assert!(args.get(&input).is_some(), "{input} not in {args}");
+        }
+        assert_eq!(Erc8004Event::from_name_args(&name, &args), Some(ev.clone()));
+
+        // Rows stored without `indexedTag1` decode to the same event and gain it on re-split.
+        let mut old = args.clone();
+        old.as_object_mut().unwrap().remove("indexedTag1");
+        let back = Erc8004Event::from_name_args(&name, &old);
+        assert_eq!(back.as_ref(), Some(&ev));
+        assert_eq!(back.map(|e| e.to_name_args().1), Some(args));
+    }
+
+    #[test]
+    fn legacy_new_feedback_tag1_is_the_topic_hash() {
+        let log = legacy::NewFeedback {
+            agentId: U256::from(9u64),
+            clientAddress: Address::repeat_byte(0x33),
+            score: 70,
+            tag1: keccak256(b"starred"),
+            tag2: "t2".into(),
+            endpoint: String::new(),
+            feedbackURI: "ipfs://f".into(),
+            feedbackHash: B256::ZERO,
+        }
+        .encode_log_data();
+        let ev = decode_log(Registry::Reputation, log.topics(), &log.data).unwrap();
+        let (name, args) = ev.to_name_args();
+        assert_eq!(args["tag1"], hash_hex("starred"));
+        assert_eq!(args["tag1"], format!("{:#x}", log.topics()[3]));
+        assert!(args.get("indexedTag1").is_none(), "{args}");
+        assert_eq!(Erc8004Event::from_name_args(&name, &args), Some(ev));
+    }
+
+    #[test]
+    fn a_tag1_topic_that_does_not_match_still_decodes() {
+        let log = current::NewFeedback {
+            agentId: U256::from(9u64),
+            clientAddress: Address::repeat_byte(0x33),
+            feedbackIndex: 1,
+            value: 1,
+            valueDecimals: 0,
+            indexedTag1: B256::repeat_byte(0xee),
+            tag1: "starred".into(),
+            tag2: String::new(),
+            endpoint: String::new(),
+            feedbackURI: String::new(),
+            feedbackHash: B256::ZERO,
+        }
+        .encode_log_data();
+        let ev = decode_log(Registry::Reputation, log.topics(), &log.data).unwrap();
+        assert_eq!(ev.to_name_args().1["tag1"], "starred");
     }
 
     #[test]
