@@ -124,9 +124,8 @@ pub struct MetadataSetArgs {
 
 /// `NewFeedback` arguments (current and legacy: legacy has `score`, no index or value).
 ///
-/// The current event's `indexedTag1` topic is not a field: the registry emits it from the same
-/// string as `tag1` (checked when decoding), so [`NewFeedbackArgs::indexed_tag1`] derives it and
-/// [`Erc8004Event::to_name_args`] writes it into the args.
+/// The current event's indexed `indexedTag1` is kept as the log carries it: its 32-byte topic
+/// hash (as ABI decoders do; the string itself is only in `tag1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewFeedbackArgs {
@@ -146,6 +145,9 @@ pub struct NewFeedbackArgs {
     /// uint8 score (legacy version only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<u8>,
+    /// Topic hash of the indexed `indexedTag1` string (current version only, 0x hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed_tag1: Option<String>,
     /// First tag (legacy: only its keccak256, as the string was indexed).
     pub tag1: String,
     /// Second tag.
@@ -360,7 +362,7 @@ pub fn decode_log(
         Registry::Reputation if t == current::NewFeedback::SIGNATURE_HASH => {
             let e: current::NewFeedback = decode_as("NewFeedback", topics, data)?;
             if e.indexedTag1 != keccak256(e.tag1.as_bytes()) {
-                // Not what the registry emits; the stored `indexedTag1` is derived from `tag1`.
+                // Not what the registry emits; both are stored as the log carries them.
                 tracing::warn!(topic = %h256(&e.indexedTag1), tag1 = %e.tag1,
                     "NewFeedback indexedTag1 topic is not keccak256(tag1)");
             }
@@ -371,6 +373,7 @@ pub fn decode_log(
                 value: Some(e.value.to_string()),
                 value_decimals: Some(e.valueDecimals),
                 score: None,
+                indexed_tag1: Some(h256(&e.indexedTag1)),
                 tag1: e.tag1,
                 tag2: e.tag2,
                 endpoint: e.endpoint,
@@ -388,6 +391,7 @@ pub fn decode_log(
                 value: None,
                 value_decimals: None,
                 score: Some(e.score),
+                indexed_tag1: None,
                 tag1: h256(&e.tag1),
                 tag2: e.tag2,
                 endpoint: e.endpoint,
@@ -441,17 +445,8 @@ pub fn decode_log(
     Ok(ev)
 }
 
-impl NewFeedbackArgs {
-    /// The current event's `indexedTag1` topic, keccak256 of `tag1` (0x hex); `None` for a
-    /// legacy event, whose `tag1` already is that hash.
-    pub fn indexed_tag1(&self) -> Option<String> {
-        (!self.legacy).then(|| h256(&keccak256(self.tag1.as_bytes())))
-    }
-}
-
 impl Erc8004Event {
-    /// Splits into the generic table's `name` and `args` (with `indexedTag1` for a current
-    /// `NewFeedback`).
+    /// Splits into the generic table's `name` and `args`.
     pub fn to_name_args(&self) -> (String, serde_json::Value) {
         match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(mut m)) => {
@@ -459,20 +454,15 @@ impl Erc8004Event {
                     .remove("name")
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default();
-                let mut args = m.remove("args").unwrap_or(serde_json::Value::Null);
-                if let (Self::NewFeedback(f), Some(a)) = (self, args.as_object_mut()) {
-                    if let Some(h) = f.indexed_tag1() {
-                        a.insert("indexedTag1".to_owned(), serde_json::Value::String(h));
-                    }
-                }
+                let args = m.remove("args").unwrap_or(serde_json::Value::Null);
                 (name, args)
             }
             _ => (String::new(), serde_json::Value::Null),
         }
     }
 
-    /// Rebuilds an event from a stored `name` and `args` (None when they do not fit). Extra
-    /// keys such as `indexedTag1` are ignored, and rows stored without them still decode.
+    /// Rebuilds an event from a stored `name` and `args` (None when they do not fit). Rows
+    /// stored before indexed topics were kept decode without them.
     pub fn from_name_args(name: &str, args: &serde_json::Value) -> Option<Self> {
         serde_json::from_value(serde_json::json!({"name": name, "args": args})).ok()
     }
@@ -699,12 +689,15 @@ mod tests {
         }
         assert_eq!(Erc8004Event::from_name_args(&name, &args), Some(ev.clone()));
 
-        // Rows stored without `indexedTag1` decode to the same event and gain it on re-split.
+        // Rows stored without `indexedTag1` still decode (the field is simply absent).
         let mut old = args.clone();
         old.as_object_mut().unwrap().remove("indexedTag1");
-        let back = Erc8004Event::from_name_args(&name, &old);
-        assert_eq!(back.as_ref(), Some(&ev));
-        assert_eq!(back.map(|e| e.to_name_args().1), Some(args));
+        let back = Erc8004Event::from_name_args(&name, &old).expect("old rows decode");
+        let Erc8004Event::NewFeedback(b) = back else {
+            panic!("not a NewFeedback")
+        };
+        assert_eq!(b.indexed_tag1, None);
+        assert_eq!(b.tag1, "starred");
     }
 
     #[test]
@@ -745,7 +738,10 @@ mod tests {
         }
         .encode_log_data();
         let ev = decode_log(Registry::Reputation, log.topics(), &log.data).unwrap();
-        assert_eq!(ev.to_name_args().1["tag1"], "starred");
+        let args = ev.to_name_args().1;
+        assert_eq!(args["tag1"], "starred");
+        // Kept as the log carries it, not derived from `tag1`.
+        assert_eq!(args["indexedTag1"], format!("{:#x}", B256::repeat_byte(0xee)));
     }
 
     #[test]

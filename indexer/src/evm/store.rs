@@ -712,6 +712,7 @@ mod tests {
             value: index.map(|_| "-7".to_owned()),
             value_decimals: index.map(|_| 0),
             score,
+            indexed_tag1: None,
             tag1: "speed".into(),
             tag2: String::new(),
             endpoint: String::new(),
@@ -896,6 +897,7 @@ mod tests {
                 }),
                 3 => Erc8004Event::MetadataSet(crate::evm::decode::MetadataSetArgs {
                     agent_id: agent(i),
+                    indexed_metadata_key: None,
                     metadata_key: format!("k{}", i % 3),
                     metadata_value: format!("v{i}"),
                 }),
