@@ -7,7 +7,7 @@ use chrono::Utc;
 use orrery_entity::source;
 use sea_orm::{
     ActiveModelTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Set,
-    TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 use super::{Progress, SourceDescriptor};
@@ -84,9 +84,17 @@ impl SyncContext {
         Ok(())
     }
 
-    /// Starts the transaction a step writes its rows in.
+    /// Starts the transaction a step writes its rows in. On SQLite it takes the write lock at
+    /// `BEGIN` (`IMMEDIATE`): a deferred transaction that read first could not upgrade once
+    /// another connection committed (`database is locked` without waiting). PostgreSQL ignores
+    /// the mode.
     pub async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.writer.begin().await
+        self.writer
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
     }
 
     /// Records `progress` in the source row inside `txn`, commits, and then publishes
