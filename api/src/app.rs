@@ -68,7 +68,8 @@ pub async fn open_bus(config: &Config) -> Result<SharedBus, StartError> {
 /// Runs the server until SIGTERM/SIGINT.
 pub async fn serve(mut config: Config) -> Result<(), StartError> {
     let (db, bus) = open(&config).await?;
-    let running = sources::start(&mut config, &db, &bus).await?;
+    let writer = db::connect_writer(&config, &db).await?;
+    let running = sources::start(&mut config, &db, &writer, &bus).await?;
     let config = Arc::new(config);
     tracing::info!(
         database = %db::redact(&config.database_url),

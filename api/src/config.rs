@@ -173,7 +173,8 @@ pub struct GraphqlConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// Maximum pool connections. Default 10 (SQLite: 5).
+    /// Maximum connections of the read pool. Default 10 (SQLite: 5, plus one writer
+    /// connection, see [`crate::db::connect_writer`]).
     pub max_connections: Option<u32>,
     /// Seconds to wait for a connection at start. Default 10.
     pub connect_timeout_secs: u64,

@@ -1,11 +1,25 @@
 //! Opening the database and applying migrations.
+//!
+//! A SQLite file is opened as a server database: every connection runs in WAL mode with
+//! `synchronous=NORMAL`, a busy timeout and foreign keys on, and writes go through a separate
+//! pool of one connection ([`connect_writer`]) so readers never wait for writers and writers
+//! queue in the process instead of failing with `database is locked`.
 
 use std::time::Duration;
 
 use orrery_migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 
 use crate::config::Config;
+
+/// How long a SQLite connection waits for another connection's lock before giving up with
+/// `database is locked`.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest wait for the SQLite writer connection: a write queues behind the writes in
+/// progress (one source's batch can take a few seconds) instead of waiting on a file lock.
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -43,21 +57,40 @@ fn with_sqlite_defaults(url: &str) -> String {
     }
 }
 
-/// Connects with the configured pool size and timeouts.
-pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbError> {
-    let url = with_sqlite_defaults(&config.database_url);
-    let is_sqlite = url.starts_with("sqlite:");
-    let max = config
-        .database
-        .max_connections
-        .unwrap_or(if is_sqlite { 5 } else { 10 });
-    let timeout = Duration::from_secs(config.database.connect_timeout_secs);
-    let mut opts = ConnectOptions::new(url.clone());
-    opts.max_connections(max)
+/// Whether `url` names a SQLite database file (not an in-memory database).
+fn is_sqlite_file(url: &str) -> bool {
+    url.starts_with("sqlite:") && !url.contains(":memory:") && !url.contains("mode=memory")
+}
+
+/// The settings every connection to a SQLite file gets: WAL (readers and the writer do not
+/// block each other), `synchronous=NORMAL` (safe in WAL: a power loss may drop the last
+/// commits, never corrupts), a busy timeout, and foreign keys enforced.
+fn server_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true)
+}
+
+/// Pool size and timeouts of one pool.
+struct PoolSpec {
+    max_connections: u32,
+    connect_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+/// Opens one pool on `url` and checks it answers.
+async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbError> {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(spec.max_connections)
         .min_connections(1)
-        .connect_timeout(timeout)
-        .acquire_timeout(timeout)
+        .connect_timeout(spec.connect_timeout)
+        .acquire_timeout(spec.acquire_timeout)
         .sqlx_logging(false);
+    if is_sqlite_file(url) {
+        opts.map_sqlx_sqlite_opts(server_pragmas);
+    }
+    let timeout = spec.connect_timeout;
     let connect = Database::connect(opts);
     let db = match tokio::time::timeout(timeout + Duration::from_secs(1), connect).await {
         Ok(r) => r,
@@ -67,15 +100,54 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbError> {
         ))),
     }
     .map_err(|source| DbError::Connect {
-        url: redact(&url),
+        url: redact(url),
         source,
     })?;
     // Fail at start, not on the first query, when the server is unreachable.
     db.ping().await.map_err(|source| DbError::Connect {
-        url: redact(&url),
+        url: redact(url),
         source,
     })?;
     Ok(db)
+}
+
+/// Connects the read pool with the configured pool size and timeouts (on a SQLite file with
+/// the server settings described in the module documentation).
+pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbError> {
+    let url = with_sqlite_defaults(&config.database_url);
+    let is_sqlite = url.starts_with("sqlite:");
+    let timeout = Duration::from_secs(config.database.connect_timeout_secs);
+    let spec = PoolSpec {
+        max_connections: config
+            .database
+            .max_connections
+            .unwrap_or(if is_sqlite { 5 } else { 10 }),
+        connect_timeout: timeout,
+        acquire_timeout: timeout,
+    };
+    open_pool(&url, spec).await
+}
+
+/// The connection the sources' write transactions run on. For a SQLite file: a second pool
+/// of exactly one connection with the same settings as `read` (SQLite allows one writer at a
+/// time; queueing for this connection replaces failing on the file lock). For PostgreSQL,
+/// and for an in-memory SQLite database (a second pool would be another database), `read`
+/// itself.
+pub async fn connect_writer(
+    config: &Config,
+    read: &DatabaseConnection,
+) -> Result<DatabaseConnection, DbError> {
+    let url = with_sqlite_defaults(&config.database_url);
+    if !is_sqlite_file(&url) {
+        return Ok(read.clone());
+    }
+    let timeout = Duration::from_secs(config.database.connect_timeout_secs);
+    let spec = PoolSpec {
+        max_connections: 1,
+        connect_timeout: timeout,
+        acquire_timeout: timeout.max(WRITER_ACQUIRE_TIMEOUT),
+    };
+    open_pool(&url, spec).await
 }
 
 /// Applies every pending migration.
@@ -85,6 +157,8 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+
     use super::*;
 
     #[test]
@@ -107,5 +181,142 @@ mod tests {
             with_sqlite_defaults("sqlite://a.db?mode=ro"),
             "sqlite://a.db?mode=ro"
         );
+    }
+
+    #[test]
+    fn only_sqlite_files_get_server_settings() {
+        assert!(is_sqlite_file("sqlite://a.db?mode=rwc"));
+        assert!(!is_sqlite_file("sqlite::memory:"));
+        assert!(!is_sqlite_file("sqlite://a.db?mode=memory"));
+        assert!(!is_sqlite_file("postgres://u@h/db"));
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            let dir =
+                std::env::temp_dir().join(format!("orrery-db-test-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config_for(url: String) -> Config {
+        Config {
+            database_url: url,
+            ..Config::default()
+        }
+    }
+
+    async fn pragma_text<C: ConnectionTrait>(db: &C, name: &str) -> String {
+        let stmt = Statement::from_string(db.get_database_backend(), format!("PRAGMA {name}"));
+        let row = db.query_one_raw(stmt).await.unwrap().unwrap();
+        row.try_get_by_index::<String>(0).unwrap()
+    }
+
+    async fn pragma_int<C: ConnectionTrait>(db: &C, name: &str) -> i64 {
+        let stmt = Statement::from_string(db.get_database_backend(), format!("PRAGMA {name}"));
+        let row = db.query_one_raw(stmt).await.unwrap().unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    async fn assert_server_settings<C: ConnectionTrait>(db: &C, which: &str) {
+        assert_eq!(pragma_text(db, "journal_mode").await, "wal", "{which}");
+        assert_eq!(pragma_int(db, "synchronous").await, 1, "{which}: NORMAL");
+        assert_eq!(pragma_int(db, "foreign_keys").await, 1, "{which}");
+        assert!(pragma_int(db, "busy_timeout").await > 0, "{which}");
+    }
+
+    async fn count<C: ConnectionTrait>(db: &C) -> i64 {
+        let stmt = Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) FROM t");
+        let row = db.query_one_raw(stmt).await.unwrap().unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_a_server_database() {
+        let dir = TempDir::new();
+        let config = config_for(format!("sqlite://{}", dir.0.join("orrery.db").display()));
+        let read = connect(&config).await.unwrap();
+        let writer = connect_writer(&config, &read).await.unwrap();
+
+        // Every connection of the read pool: hold three at once, ask each.
+        let held = [
+            read.begin().await.unwrap(),
+            read.begin().await.unwrap(),
+            read.begin().await.unwrap(),
+        ];
+        for (i, txn) in held.iter().enumerate() {
+            assert_server_settings(txn, &format!("read connection {i}")).await;
+        }
+        drop(held);
+        assert_server_settings(&writer, "writer").await;
+
+        writer
+            .execute_unprepared("CREATE TABLE t (x INTEGER NOT NULL); INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        // A long write transaction stays open on the writer, large enough to spill the page
+        // cache (without WAL that takes the exclusive lock and shuts readers out)...
+        let txn = writer.begin().await.unwrap();
+        txn.execute_unprepared(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) \
+             INSERT INTO t SELECT length(randomblob(1000)) FROM n",
+        )
+        .await
+        .unwrap();
+        // ...and readers still answer at once, from the last committed state.
+        let seen = tokio::time::timeout(Duration::from_secs(2), count(&read))
+            .await
+            .expect("a reader waited for the open write transaction");
+        assert_eq!(seen, 1);
+        txn.commit().await.unwrap();
+        assert_eq!(count(&read).await, 5001);
+
+        // The other way round: an open read transaction does not hold up the writer's commit.
+        let snapshot = read.begin().await.unwrap();
+        assert_eq!(count(&snapshot).await, 5001);
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            writer.execute_unprepared("INSERT INTO t VALUES (2)"),
+        )
+        .await
+        .expect("the writer waited for an open read transaction")
+        .unwrap();
+        assert_eq!(count(&snapshot).await, 5001, "readers keep their snapshot");
+        snapshot.commit().await.unwrap();
+        assert_eq!(count(&read).await, 5002);
+
+        assert!(
+            dir.0.join("orrery.db-wal").exists(),
+            "the WAL sits next to the file"
+        );
+
+        writer.close().await.unwrap();
+        read.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn in_memory_writer_is_the_read_pool() {
+        let config = config_for("sqlite::memory:".to_string());
+        let read = connect(&config).await.unwrap();
+        let writer = connect_writer(&config, &read).await.unwrap();
+        writer
+            .execute_unprepared("CREATE TABLE t (x INTEGER NOT NULL); INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        assert_eq!(count(&read).await, 1, "same database");
     }
 }

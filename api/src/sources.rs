@@ -100,10 +100,13 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     }
 }
 
-/// Starts the devnet (when enabled) and every configured source.
+/// Starts the devnet (when enabled) and every configured source. Sources read on `db` and run
+/// their write transactions on `writer` (see [`crate::db::connect_writer`]); the trigger
+/// workers, whose reads and writes are all small, use `writer` only.
 pub async fn start(
     config: &mut Config,
     db: &DatabaseConnection,
+    writer: &DatabaseConnection,
     bus: &SharedBus,
 ) -> Result<Running, SourcesError> {
     let devnet = if config.devnet_enabled() {
@@ -117,26 +120,26 @@ pub async fn start(
     };
     let mut supervisor = Supervisor::new();
     // Each source area registers its tasks here.
-    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, bus)
+    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, writer, bus)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "stellar",
             reason: e.to_string(),
         })?;
-    orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, bus)
+    orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, writer, bus)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "evm",
             reason: e.to_string(),
         })?;
-    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, bus)
+    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, writer, bus)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "bitcoin",
             reason: e.to_string(),
         })?;
     let workers =
-        orrery_indexer::triggers::spawn_workers(db.clone(), bus.clone(), Default::default());
+        orrery_indexer::triggers::spawn_workers(writer.clone(), bus.clone(), Default::default());
     Ok(Running {
         supervisor,
         devnet,

@@ -45,11 +45,13 @@ pub fn exchange_client(base_url: &str, interval: Duration) -> Result<UpstreamCli
 }
 
 /// Starts the `bitcoin` source (when `esplora_url` is set) and the `exchange` source (when
-/// `exchange_prices_url` is set) under `supervisor`.
+/// `exchange_prices_url` is set) under `supervisor`. Both read on `db` and write their batches on
+/// `writer` ([`SyncContext::with_writer`]).
 pub async fn spawn_all(
     settings: &BitcoinSettings,
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
+    writer: &DatabaseConnection,
     bus: &SharedBus,
 ) -> Result<(), SourceError> {
     let interval = Duration::from_secs(settings.interval_secs.max(1));
@@ -75,7 +77,8 @@ pub async fn spawn_all(
             db.clone(),
             bus.clone(),
             source::BitcoinSource::descriptor_static(),
-        );
+        )
+        .with_writer(writer.clone());
         supervisor.spawn(factory, ctx, engine.clone());
     }
     if let Some(url) = &settings.exchange_prices_url {
@@ -89,7 +92,8 @@ pub async fn spawn_all(
             db.clone(),
             bus.clone(),
             exchange::ExchangeSource::descriptor_static(),
-        );
+        )
+        .with_writer(writer.clone());
         supervisor.spawn(factory, ctx, engine);
     }
     Ok(())

@@ -92,11 +92,13 @@ pub fn chain_spec(chain: &EvmChainSettings) -> Result<(ChainSpec, Vec<Url>), Evm
     ))
 }
 
-/// Starts one source task per configured chain under `supervisor`.
+/// Starts one source task per configured chain under `supervisor`; each reads on `db` and
+/// writes its batches on `writer` ([`SyncContext::with_writer`]).
 pub async fn spawn_all(
     settings: &EvmSettings,
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
+    writer: &DatabaseConnection,
     bus: &SharedBus,
 ) -> Result<(), EvmError> {
     let tuning = Tuning {
@@ -123,7 +125,7 @@ pub async fn spawn_all(
         tracing::info!(chain = %spec.name, contracts = spec.contracts.len(), "starting evm source");
         supervisor.spawn(
             factory,
-            SyncContext::new(db.clone(), bus.clone(), descriptor),
+            SyncContext::new(db.clone(), bus.clone(), descriptor).with_writer(writer.clone()),
             EngineConfig::default(),
         );
     }

@@ -65,11 +65,13 @@ pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, Stel
     Ok(Some(UpstreamClient::new(cfg)?))
 }
 
-/// Registers the Stellar source with `supervisor` when a Horizon URL is configured.
+/// Registers the Stellar source with `supervisor` when a Horizon URL is configured; it reads
+/// on `db` and writes its batches on `writer` ([`SyncContext::with_writer`]).
 pub async fn spawn_all(
     settings: &StellarSettings,
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
+    writer: &DatabaseConnection,
     bus: &SharedBus,
 ) -> Result<(), StellarStartError> {
     let Some(client) = client(settings)? else {
@@ -81,7 +83,7 @@ pub async fn spawn_all(
         crate::sync::factory(move || StellarSource::new(client.clone(), settings.clone()));
     supervisor.spawn(
         factory,
-        SyncContext::new(db.clone(), bus.clone(), source::descriptor()),
+        SyncContext::new(db.clone(), bus.clone(), source::descriptor()).with_writer(writer.clone()),
         EngineConfig::default(),
     );
     Ok(())

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use orrery_entity::source;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, Set};
+use sea_orm::{
+    ActiveModelTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Set,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use super::{Progress, SourceDescriptor};
 use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
@@ -92,6 +95,19 @@ impl SyncContext {
         self.remember(&row);
         self.publish_source(&row).await;
         Ok(())
+    }
+
+    /// Starts the transaction the engine writes a batch (or a revert) and the cursor in. On SQLite it takes the write lock at
+    /// `BEGIN` (`IMMEDIATE`): a deferred transaction that read first could not upgrade once
+    /// another connection committed (`database is locked` without waiting). PostgreSQL ignores
+    /// the mode.
+    pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.writer
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
     }
 
     /// Publishes `source.updated` for `row`.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use orrery_entity::source;
-use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
@@ -442,7 +442,7 @@ async fn apply<B: Send + Sync + 'static>(
             mut progress,
         } => {
             backfill_fields(state, &mut progress);
-            let txn = ctx.writer.begin().await?;
+            let txn = ctx.begin().await?;
             let written = writer.write(&txn, &batch).await?;
             progress.items.extend(written.items);
             let row = write_progress(
@@ -469,7 +469,7 @@ async fn apply<B: Send + Sync + 'static>(
             let depth = (from - to).max(0);
             progress.indexed_height = Some(to);
             state.backfill_from = None;
-            let txn = ctx.writer.begin().await?;
+            let txn = ctx.begin().await?;
             let reverted = writer.revert(&txn, to).await?;
             let row = write_progress(&txn, &ctx.source.id, &progress, None, None).await?;
             txn.commit().await?;
