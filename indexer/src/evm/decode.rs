@@ -741,7 +741,10 @@ mod tests {
         let args = ev.to_name_args().1;
         assert_eq!(args["tag1"], "starred");
         // Kept as the log carries it, not derived from `tag1`.
-        assert_eq!(args["indexedTag1"], format!("{:#x}", B256::repeat_byte(0xee)));
+        assert_eq!(
+            args["indexedTag1"],
+            format!("{:#x}", B256::repeat_byte(0xee))
+        );
     }
 
     #[test]

@@ -236,7 +236,18 @@ pub async fn run_source<S: Source>(
         match exit {
             PipeExit::Cancelled => return EngineExit::Cancelled,
             PipeExit::Stalled(msg) => return EngineExit::Stalled(msg),
-            PipeExit::Paused => continue,
+            PipeExit::Paused => {
+                // Batches fetched ahead of the pause were dropped: reload the stored state.
+                match resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors)
+                    .await
+                {
+                    Some(row) => {
+                        state.last_indexed = row.indexed_height;
+                        state.backfill_from = row.backfill_from;
+                    }
+                    None => return EngineExit::Cancelled,
+                }
+            }
             PipeExit::Failed(e) => {
                 consecutive_errors += 1;
                 tracing::warn!(source = %id, error = %e, attempt = consecutive_errors, "sync step failed");
