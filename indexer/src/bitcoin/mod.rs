@@ -52,6 +52,7 @@ pub async fn spawn_all(
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &crate::runtime_settings::RuntimeSettings,
 ) -> Result<(), SourceError> {
     let interval = Duration::from_secs(settings.interval_secs.max(1));
     let engine = EngineConfig {
@@ -78,7 +79,8 @@ pub async fn spawn_all(
             db.clone(),
             bus.clone(),
             source::BitcoinSource::descriptor_static(),
-        );
+        )
+        .with_settings(runtime.clone());
         supervisor.spawn(factory, ctx, engine.clone());
     }
     if let Some(url) = &settings.exchange_prices_url {
@@ -96,7 +98,8 @@ pub async fn spawn_all(
             db.clone(),
             bus.clone(),
             exchange::ExchangeSource::descriptor_static(),
-        );
+        )
+        .with_settings(runtime.clone());
         supervisor.spawn(factory, ctx, engine);
     }
     Ok(())

@@ -98,6 +98,7 @@ pub async fn spawn_all(
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &crate::runtime_settings::RuntimeSettings,
 ) -> Result<(), EvmError> {
     let tuning = Tuning {
         max_range: settings.max_block_range.max(1),
@@ -125,7 +126,7 @@ pub async fn spawn_all(
         tracing::info!(chain = %spec.name, contracts = spec.contracts.len(), "starting evm source");
         supervisor.spawn(
             factory,
-            SyncContext::new(db.clone(), bus.clone(), descriptor),
+            SyncContext::new(db.clone(), bus.clone(), descriptor).with_settings(runtime.clone()),
             EngineConfig::default(),
         );
     }

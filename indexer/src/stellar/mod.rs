@@ -32,6 +32,7 @@ pub use settings::StellarSettings;
 pub use source::StellarSource;
 
 use crate::bus::SharedBus;
+use crate::runtime_settings::RuntimeSettings;
 use crate::sync::{EngineConfig, SourceFactory, Supervisor, SyncContext};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
 
@@ -63,25 +64,35 @@ pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, Stel
     Ok(Some(UpstreamClient::new(cfg)?))
 }
 
-/// Registers the Stellar source with `supervisor` when a Horizon URL is configured.
+/// Registers the Stellar source with `supervisor` when a Horizon URL is configured. The
+/// Horizon client's budget follows `stellar.rate_limit` and its page size `sync.batch_size`
+/// from `runtime` (whose start values should be `requests_per_hour` and `page_size`).
 pub async fn spawn_all(
     settings: &StellarSettings,
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &RuntimeSettings,
 ) -> Result<(), StellarStartError> {
     let Some(client) = client(settings)? else {
         return Ok(());
     };
     crate::sync::breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
+    // Runs as long as the runtime settings exist (the process).
+    drop(runtime.follow_stellar_rate_limit(client.clone()));
     let settings = settings.clone();
-    let factory: SourceFactory = Arc::new(move || {
-        Box::new(StellarSource::new(client.clone(), settings.clone()))
-            as Box<dyn crate::sync::Source>
-    });
+    let factory: SourceFactory = {
+        let runtime = runtime.clone();
+        Arc::new(move || {
+            Box::new(
+                StellarSource::new(client.clone(), settings.clone()).with_runtime(runtime.clone()),
+            ) as Box<dyn crate::sync::Source>
+        })
+    };
     supervisor.spawn(
         factory,
-        SyncContext::new(db.clone(), bus.clone(), source::descriptor()),
+        SyncContext::new(db.clone(), bus.clone(), source::descriptor())
+            .with_settings(runtime.clone()),
         EngineConfig::default(),
     );
     Ok(())

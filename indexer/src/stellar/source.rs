@@ -56,6 +56,8 @@ pub struct StellarSource {
     last_prices: Option<std::time::Instant>,
     /// Last time the watched set was compared with `stellar_account.watched`.
     last_watch_check: Option<std::time::Instant>,
+    /// Runtime settings (`sync.batch_size`); without them `page_size` applies.
+    runtime: Option<crate::runtime_settings::RuntimeSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,11 +101,22 @@ impl StellarSource {
             stream_unsupported: false,
             last_prices: None,
             last_watch_check: None,
+            runtime: None,
         }
     }
 
+    /// Takes the page size from `runtime` (`sync.batch_size`) from now on.
+    pub fn with_runtime(mut self, runtime: crate::runtime_settings::RuntimeSettings) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     fn limit(&self) -> u32 {
-        self.settings.page_size.clamp(1, 200)
+        // `sync.batch_size` as in force now; its start value is `page_size`.
+        match &self.runtime {
+            Some(r) => r.batch_size(),
+            None => self.settings.page_size.clamp(1, 200),
+        }
     }
 
     /// Resolves `assets` (bare codes through the first `/operations` page).
