@@ -58,6 +58,7 @@ async fn every_defined_metric_is_exposed_with_conventional_names() {
             || n.ends_with("_status")
             || n.ends_with("_state")
             || n.ends_with("_remaining")
+            || n.ends_with("_per_hour")
             || n.ends_with("_usd")
             || n.ends_with("_buffered")
             || n.ends_with("_mismatches");

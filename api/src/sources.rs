@@ -6,6 +6,7 @@ use std::time::Duration;
 use orrery_devnet::{Devnet, DevnetConfig, DevnetUrls};
 use orrery_indexer::bus::SharedBus;
 use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
+use orrery_indexer::runtime_settings::{self, RuntimeSettings};
 use orrery_indexer::sync::Supervisor;
 use sea_orm::DatabaseConnection;
 
@@ -36,12 +37,18 @@ pub struct Running {
     /// Trigger action workers (claimed rows are redelivered after their claim expires, so
     /// stopping them mid-delivery loses nothing).
     pub workers: tokio::task::JoinHandle<()>,
+    /// The runtime settings the sources follow (`sync.batch_size`, `stellar.rate_limit`,
+    /// `sync.stall_timeout`).
+    pub settings: RuntimeSettings,
+    /// Re-reads `settings` from the `config` table.
+    pub settings_refresher: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Stops sources, then the devnet.
     pub async fn shutdown(self, grace: Duration) {
         self.workers.abort();
+        self.settings_refresher.abort();
         self.supervisor.shutdown(grace).await;
         if let Some(d) = self.devnet {
             d.shutdown().await;
@@ -100,6 +107,16 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     }
 }
 
+/// The runtime settings' start values: what the file says (`stellar.page_size`,
+/// `stellar.requests_per_hour`), used until an operator sets the `config` row.
+pub fn runtime_start_values(config: &Config) -> runtime_settings::Values {
+    runtime_settings::Values {
+        batch_size: config.stellar.page_size.max(1),
+        stellar_rate_limit_per_hour: config.stellar.requests_per_hour,
+        ..runtime_settings::Values::default()
+    }
+}
+
 /// Starts the devnet (when enabled) and every configured source. Sources read on `db` and run
 /// their write transactions on `writer` (see [`crate::db::connect_writer`]); the trigger
 /// workers, whose reads and writes are all small, use `writer` only.
@@ -118,21 +135,27 @@ pub async fn start(
     } else {
         None
     };
+    let settings = RuntimeSettings::new(runtime_start_values(config));
+    // Read once before the sources start, so their first requests already follow the table.
+    if let Err(e) = settings.refresh(db).await {
+        tracing::warn!(error = %e, "cannot read runtime settings; start values apply");
+    }
+    let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
     let mut supervisor = Supervisor::new();
     // Each source area registers its tasks here.
-    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, writer, bus)
+    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, writer, bus, &settings)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "stellar",
             reason: e.to_string(),
         })?;
-    orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, writer, bus)
+    orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, writer, bus, &settings)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "evm",
             reason: e.to_string(),
         })?;
-    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, writer, bus)
+    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, writer, bus, &settings)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "bitcoin",
@@ -144,5 +167,7 @@ pub async fn start(
         supervisor,
         devnet,
         workers,
+        settings,
+        settings_refresher,
     })
 }

@@ -16,6 +16,7 @@ use crate::error::DevnetError;
 use crate::evm::model::{EvmChain, RenderedLog};
 use crate::faults::{Fault, FaultSet, FaultTarget};
 use crate::stellar::model::{Operation, StellarChain};
+use crate::stellar::request_log::RequestLog;
 use crate::stellar::routes::RateWindow;
 
 /// State shared by every service of one devnet.
@@ -37,6 +38,8 @@ pub struct Shared {
     pub rate: Mutex<RateWindow>,
     /// Horizon base URL (for HAL links).
     pub horizon_base: OnceLock<String>,
+    /// The last Horizon requests served.
+    pub horizon_requests: RequestLog,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -308,6 +311,12 @@ impl DevnetControl {
             .read()
             .map(|c| c.daily_prices())
             .unwrap_or_default()
+    }
+
+    /// The last Horizon requests served (path and query, oldest first; at most
+    /// [`crate::stellar::request_log::CAPACITY`]).
+    pub fn horizon_requests(&self) -> Vec<String> {
+        self.shared.horizon_requests.snapshot()
     }
 
     /// HTTP routes exposing this control API under `/_devnet`.

@@ -143,6 +143,7 @@ impl Devnet {
                 config.stellar.rate_limit_per_hour.unwrap_or(1_000_000),
             )),
             horizon_base: OnceLock::new(),
+            horizon_requests: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         let control = DevnetControl {

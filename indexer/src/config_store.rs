@@ -153,10 +153,13 @@ pub enum ConfigStoreError {
     Db(#[from] DbErr),
 }
 
+/// The `updated_by` of a row [`seed_defaults`] wrote: nobody has chosen its value yet.
+pub const SEED_ACTOR: &str = "default";
+
 /// Defaults seeded at start (only where the key is absent): the seeds' runbook values.
 pub const DEFAULTS: &[(&str, &str, ConfigType, &str)] = &[
-    ("sync.batch_size", "200", ConfigType::Integer, "Records per upstream page (Horizon max 200)"),
-    ("stellar.rate_limit", "3000", ConfigType::Integer, "Horizon requests per hour"),
+    ("sync.batch_size", "200", ConfigType::Integer, "Records per upstream page (Horizon max 200); until an operator sets it, stellar.page_size applies"),
+    ("stellar.rate_limit", "3000", ConfigType::Integer, "Horizon requests per hour (0 = no local budget); until an operator sets it, stellar.requests_per_hour applies"),
     ("sync.stall_timeout", "30m", ConfigType::Duration, "A source whose height has not moved for this long while its head has is unhealthy and restarted"),
     ("oracle.min_confidence", "0.3", ConfigType::Decimal, "UTXOracle comparisons below this confidence are invalid"),
     ("oracle.min_price_usd", "10000", ConfigType::Decimal, "UTXOracle prices below this are invalid"),
@@ -186,7 +189,7 @@ pub async fn seed_defaults<C: ConnectionTrait>(db: &C) -> Result<(), ConfigStore
                 value_type: Set(ty.as_str().to_string()),
                 description: Set(Some(description.to_string())),
                 updated_at: Set(Utc::now()),
-                updated_by: Set(Some("default".to_string())),
+                updated_by: Set(Some(SEED_ACTOR.to_string())),
             }
             .insert(db)
             .await?;

@@ -70,6 +70,9 @@ pub struct Metrics {
     pub rate_limit_wait_seconds: GaugeVec,
     /// `orrery_rate_limit_remaining{upstream}`: tokens left in the budget.
     pub rate_limit_remaining: GaugeVec,
+    /// `orrery_rate_limit_budget_per_hour{upstream}`: the local hourly budget in force
+    /// (0 = none; changes at run time with `stellar.rate_limit`).
+    pub rate_limit_budget: GaugeVec,
     /// `orrery_circuit_breaker_state{name}`: 0 closed, 1 half-open, 2 open.
     pub breaker_state: IntGaugeVec,
     /// `orrery_circuit_breaker_transitions_total{name,to}`.
@@ -96,6 +99,10 @@ pub struct Metrics {
     pub price: GaugeVec,
     /// `orrery_price_write_buffered`: computed prices held in memory awaiting a DB write.
     pub price_write_buffered: Gauge,
+    /// `orrery_runtime_setting_info{key,value}`: always 1; `value` is what this process
+    /// applies for a runtime setting of the `config` table (`sync.batch_size`,
+    /// `stellar.rate_limit`, `sync.stall_timeout` in seconds).
+    pub runtime_setting: GaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -295,6 +302,12 @@ impl Metrics {
                 "Rate-limit tokens left in the current budget.",
                 &["upstream"],
             ),
+            rate_limit_budget: gauge(
+                &r,
+                "orrery_rate_limit_budget_per_hour",
+                "Local hourly rate-limit budget in force (0 = none).",
+                &["upstream"],
+            ),
             breaker_state: int_gauge(
                 &r,
                 "orrery_circuit_breaker_state",
@@ -357,6 +370,12 @@ impl Metrics {
                 &["pair", "source"],
             ),
             price_write_buffered,
+            runtime_setting: gauge(
+                &r,
+                "orrery_runtime_setting_info",
+                "Always 1; value is what this process applies for a runtime setting of the config table (durations in seconds).",
+                &["key", "value"],
+            ),
             registry: r,
         };
         m.build_info

@@ -131,9 +131,14 @@ impl RateWindow {
     }
 }
 
+/// Every Horizon request passes here: it is logged (see [`Shared::horizon_requests`]), then
+/// charged to the rate window.
 async fn rate_limit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with("/_devnet") {
         return next.run(req).await;
+    }
+    if let Some(target) = req.uri().path_and_query() {
+        shared.horizon_requests.push(target.as_str().to_string());
     }
     let (allowed, limit, remaining, reset) = {
         let Ok(mut w) = shared.rate.lock() else {

@@ -53,6 +53,7 @@ pub async fn spawn_all(
     db: &DatabaseConnection,
     writer: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &crate::runtime_settings::RuntimeSettings,
 ) -> Result<(), SourceError> {
     let interval = Duration::from_secs(settings.interval_secs.max(1));
     let engine = EngineConfig {
@@ -78,7 +79,8 @@ pub async fn spawn_all(
             bus.clone(),
             source::BitcoinSource::descriptor_static(),
         )
-        .with_writer(writer.clone());
+        .with_writer(writer.clone())
+        .with_settings(runtime.clone());
         supervisor.spawn(factory, ctx, engine.clone());
     }
     if let Some(url) = &settings.exchange_prices_url {
@@ -93,7 +95,8 @@ pub async fn spawn_all(
             bus.clone(),
             exchange::ExchangeSource::descriptor_static(),
         )
-        .with_writer(writer.clone());
+        .with_writer(writer.clone())
+        .with_settings(runtime.clone());
         supervisor.spawn(factory, ctx, engine);
     }
     Ok(())

@@ -100,6 +100,7 @@ pub async fn spawn_all(
     db: &DatabaseConnection,
     writer: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &crate::runtime_settings::RuntimeSettings,
 ) -> Result<(), EvmError> {
     let tuning = Tuning {
         max_range: settings.max_block_range.max(1),
@@ -125,7 +126,9 @@ pub async fn spawn_all(
         tracing::info!(chain = %spec.name, contracts = spec.contracts.len(), "starting evm source");
         supervisor.spawn(
             factory,
-            SyncContext::new(db.clone(), bus.clone(), descriptor).with_writer(writer.clone()),
+            SyncContext::new(db.clone(), bus.clone(), descriptor)
+                .with_writer(writer.clone())
+                .with_settings(runtime.clone()),
             EngineConfig::default(),
         );
     }

@@ -34,6 +34,7 @@ pub use source::StellarSource;
 pub use writer::StellarWriter;
 
 use crate::bus::SharedBus;
+use crate::runtime_settings::RuntimeSettings;
 use crate::sync::{EngineConfig, Supervisor, SyncContext};
 use crate::upstream::{UpstreamClient, UpstreamConfig};
 
@@ -66,24 +67,35 @@ pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, Stel
 }
 
 /// Registers the Stellar source with `supervisor` when a Horizon URL is configured; it reads
-/// on `db` and writes its batches on `writer` ([`SyncContext::with_writer`]).
+/// on `db` and writes its batches on `writer` ([`SyncContext::with_writer`]). The
+/// Horizon client's budget follows `stellar.rate_limit` and its page size `sync.batch_size`
+/// from `runtime` (whose start values should be `requests_per_hour` and `page_size`).
 pub async fn spawn_all(
     settings: &StellarSettings,
     supervisor: &mut Supervisor,
     db: &DatabaseConnection,
     writer: &DatabaseConnection,
     bus: &SharedBus,
+    runtime: &RuntimeSettings,
 ) -> Result<(), StellarStartError> {
     let Some(client) = client(settings)? else {
         return Ok(());
     };
     crate::sync::breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
+    // Runs as long as the runtime settings exist (the process).
+    drop(runtime.follow_stellar_rate_limit(client.clone()));
     let settings = settings.clone();
-    let factory =
-        crate::sync::factory(move || StellarSource::new(client.clone(), settings.clone()));
+    let factory = {
+        let runtime = runtime.clone();
+        crate::sync::factory(move || {
+            StellarSource::new(client.clone(), settings.clone()).with_runtime(runtime.clone())
+        })
+    };
     supervisor.spawn(
         factory,
-        SyncContext::new(db.clone(), bus.clone(), source::descriptor()).with_writer(writer.clone()),
+        SyncContext::new(db.clone(), bus.clone(), source::descriptor())
+            .with_writer(writer.clone())
+            .with_settings(runtime.clone()),
         EngineConfig::default(),
     );
     Ok(())

@@ -89,6 +89,8 @@ pub struct StellarSource {
     last_watch_check: Option<Instant>,
     /// Work left after the live stream caught up (see [`Chore`]).
     chores: VecDeque<Chore>,
+    /// Runtime settings (`sync.batch_size`); without them `page_size` applies.
+    runtime: Option<crate::runtime_settings::RuntimeSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,11 +127,22 @@ impl StellarSource {
             last_prices: None,
             last_watch_check: None,
             chores: VecDeque::new(),
+            runtime: None,
         }
     }
 
+    /// Takes the page size from `runtime` (`sync.batch_size`) from now on.
+    pub fn with_runtime(mut self, runtime: crate::runtime_settings::RuntimeSettings) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     fn limit(&self) -> u32 {
-        self.settings.page_size.clamp(1, 200)
+        // `sync.batch_size` as in force now; its start value is `page_size`.
+        match &self.runtime {
+            Some(r) => r.batch_size(),
+            None => self.settings.page_size.clamp(1, 200),
+        }
     }
 
     /// Resolves `assets` (bare codes through the first `/operations` page).

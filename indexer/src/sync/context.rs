@@ -12,6 +12,7 @@ use sea_orm::{
 
 use super::{Progress, SourceDescriptor};
 use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
+use crate::runtime_settings::RuntimeSettings;
 
 /// Shared by the engine and its source.
 #[derive(Clone)]
@@ -26,6 +27,9 @@ pub struct SyncContext {
     pub bus: SharedBus,
     /// Which source this context belongs to.
     pub source: SourceDescriptor,
+    /// The runtime settings of the `config` table (e.g. `stall_timeout()`), when the
+    /// process runs a refresher; `None` in tests and tools that build contexts by hand.
+    pub settings: Option<RuntimeSettings>,
     last_row: Arc<Mutex<Option<source::Model>>>,
 }
 
@@ -37,8 +41,15 @@ impl SyncContext {
             db,
             bus,
             source,
+            settings: None,
             last_row: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Gives the context the process's runtime settings (see [`SyncContext::settings`]).
+    pub fn with_settings(mut self, settings: RuntimeSettings) -> Self {
+        self.settings = Some(settings);
+        self
     }
 
     /// Uses `writer` for the engine's write transactions (see [`SyncContext::writer`]).

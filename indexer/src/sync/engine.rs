@@ -377,13 +377,13 @@ async fn pipeline<S: Source>(
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => return PipeExit::Cancelled,
-                r = tokio::time::timeout(config.stall_timeout + poll, rx.recv()) => r,
+                r = tokio::time::timeout(stall_timeout(ctx, config) + poll, rx.recv()) => r,
             };
             let (item, permit) = match next {
                 Err(_) => {
                     return PipeExit::Stalled(format!(
                         "one fetch ran longer than the stall timeout ({}s)",
-                        config.stall_timeout.as_secs()
+                        stall_timeout(ctx, config).as_secs()
                     ))
                 }
                 Ok(None) => {
@@ -406,11 +406,12 @@ async fn pipeline<S: Source>(
             observe(ctx, state, &progress).await;
             let behind =
                 matches!((state.last_head, state.last_indexed), (Some(h), Some(i)) if h > i);
-            if behind && state.last_progress_at.elapsed() > config.stall_timeout {
+            let stall = stall_timeout(ctx, config);
+            if behind && state.last_progress_at.elapsed() > stall {
                 return PipeExit::Stalled(format!(
                     "indexed height stuck at {:?} for {}s while head is {:?}",
                     state.last_indexed,
-                    config.stall_timeout.as_secs(),
+                    stall.as_secs(),
                     state.last_head
                 ));
             }
@@ -431,6 +432,13 @@ async fn pipeline<S: Source>(
             exit = &mut writer_loop => return exit,
         }
     }
+}
+
+/// `sync.stall_timeout` as in force now (the runtime setting), else the engine's default.
+fn stall_timeout(ctx: &SyncContext, config: &EngineConfig) -> Duration {
+    ctx.settings
+        .as_ref()
+        .map_or(config.stall_timeout, |s| s.stall_timeout())
 }
 
 /// Writes one fetched item: begin, write or revert, progress, commit, then bus events.

@@ -48,7 +48,8 @@ pub struct UpstreamConfig {
     pub name: String,
     /// Base URLs tried in order; a failing one hands over to the next.
     pub base_urls: Vec<Url>,
-    /// Local budget (token refill per hour); 0 disables it (server signals still apply).
+    /// Local budget (token refill per hour) at start; 0 disables it (server signals still
+    /// apply). Changed at run time through [`RateLimiter::set_rate`].
     pub requests_per_hour: u32,
     /// Token bucket size: requests allowed back to back.
     pub burst: u32,

@@ -4,9 +4,13 @@
 //! [`TokenBucket`] is the pure core: every method takes the current [`Instant`] from the
 //! caller, so tests drive time by hand. [`RateLimiter`] wraps it for async callers, sleeping
 //! (with `tokio::time`) until a token is available and recording the waits in metrics.
+//! The hourly budget can be changed at run time ([`RateLimiter::set_rate`]); requests
+//! already waiting re-plan their wait at the new pace.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
@@ -43,6 +47,21 @@ impl TokenBucket {
             server_limit: None,
             server_remaining: None,
         }
+    }
+
+    /// Changes the hourly budget from `now` on (0 disables the local budget). Tokens accrued
+    /// so far at the old rate are kept; the bucket size and server signals are unchanged.
+    pub fn set_rate(&mut self, requests_per_hour: u32, now: Instant) {
+        self.refill(now);
+        self.refill_per_sec =
+            (requests_per_hour > 0).then(|| f64::from(requests_per_hour) / HOUR_SECS);
+    }
+
+    /// The local hourly budget (0 when there is none).
+    pub fn requests_per_hour(&self) -> u32 {
+        // The rate was built from a u32, so the product is back in range.
+        self.refill_per_sec
+            .map_or(0, |rate| (rate * HOUR_SECS).round() as u32)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -156,6 +175,8 @@ impl TokenBucket {
 pub struct RateLimiter {
     name: String,
     bucket: Mutex<TokenBucket>,
+    /// Wakes waiting [`RateLimiter::acquire`] calls when the budget changes.
+    rate_changed: Notify,
 }
 
 /// The current instant on tokio's clock (pausable in tests) as a std `Instant`.
@@ -170,9 +191,40 @@ impl RateLimiter {
         let limiter = Self {
             name: name.into(),
             bucket: Mutex::new(TokenBucket::new(requests_per_hour, burst, now())),
+            rate_changed: Notify::new(),
         };
+        limiter.publish_budget(requests_per_hour);
         limiter.publish_remaining();
         limiter
+    }
+
+    /// Changes the hourly budget at run time (see [`TokenBucket::set_rate`]); requests
+    /// waiting for a token re-plan their wait at the new pace. Shown in
+    /// `orrery_rate_limit_budget_per_hour`.
+    pub fn set_rate(&self, requests_per_hour: u32) {
+        let before = self.with_bucket(|b| {
+            let before = b.requests_per_hour();
+            b.set_rate(requests_per_hour, now());
+            before
+        });
+        if before != requests_per_hour {
+            tracing::info!(upstream = %self.name, from = before, to = requests_per_hour, "rate limit budget changed");
+        }
+        self.publish_budget(requests_per_hour);
+        self.publish_remaining();
+        self.rate_changed.notify_waiters();
+    }
+
+    /// The local hourly budget in force (0 when there is none).
+    pub fn requests_per_hour(&self) -> u32 {
+        self.with_bucket(|b| b.requests_per_hour())
+    }
+
+    fn publish_budget(&self, requests_per_hour: u32) {
+        Metrics::global()
+            .rate_limit_budget
+            .with_label_values(&[self.name.as_str()])
+            .set(f64::from(requests_per_hour));
     }
 
     fn with_bucket<R>(&self, f: impl FnOnce(&mut TokenBucket) -> R) -> R {
@@ -198,6 +250,10 @@ impl RateLimiter {
         let started = tokio::time::Instant::now();
         let mut waited = false;
         loop {
+            // Registered before the check so a budget change in between is not missed.
+            let rate_changed = self.rate_changed.notified();
+            tokio::pin!(rate_changed);
+            rate_changed.as_mut().enable();
             match self.with_bucket(|b| b.try_acquire(now())) {
                 Ok(()) => break,
                 Err(wait) => {
@@ -205,7 +261,10 @@ impl RateLimiter {
                         waited = true;
                         tracing::debug!(upstream = %self.name, wait_ms = wait.as_millis(), "rate limit: waiting for a token");
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = rate_changed => {}
+                    }
                 }
             }
         }
@@ -369,6 +428,63 @@ mod tests {
         b.penalize(secs(2.0), t0);
         assert_eq!(b.try_acquire(t0).unwrap_err(), secs(2.0));
         assert!(b.try_acquire(t0 + secs(2.0)).is_ok());
+    }
+
+    #[test]
+    fn set_rate_changes_the_pace_and_keeps_accrued_tokens() {
+        let t0 = Instant::now();
+        // 3600/h = one token per second, burst 10.
+        let mut b = TokenBucket::new(3600, 10, t0);
+        assert_eq!(b.requests_per_hour(), 3600);
+        for _ in 0..10 {
+            assert!(b.try_acquire(t0).is_ok());
+        }
+        // Half a token accrued at the old pace, then 7200/h = two per second.
+        b.set_rate(7200, t0 + secs(0.5));
+        assert_eq!(b.requests_per_hour(), 7200);
+        let wait = b.try_acquire(t0 + secs(0.5)).unwrap_err();
+        assert!(wait >= secs(0.25) && wait < secs(0.26), "{wait:?}");
+        assert!(b.try_acquire(t0 + secs(0.75)).is_ok());
+        // Down to 360/h = one per 10 s.
+        b.set_rate(360, t0 + secs(0.75));
+        let wait = b.try_acquire(t0 + secs(0.75)).unwrap_err();
+        assert!(wait >= secs(10.0) && wait < secs(10.01), "{wait:?}");
+        // 0 switches the local budget off; a rate switches it back on.
+        b.set_rate(0, t0 + secs(1.0));
+        assert_eq!(b.requests_per_hour(), 0);
+        for _ in 0..100 {
+            assert!(b.try_acquire(t0 + secs(1.0)).is_ok());
+        }
+        b.set_rate(3600, t0 + secs(1.0));
+        assert!(b.try_acquire(t0 + secs(1.0)).is_err());
+        assert!(b.try_acquire(t0 + secs(2.0)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_raised_rate_wakes_a_waiting_acquire() {
+        let name = "test-rate-limit-set-rate";
+        // One token per hour, burst 1: the second acquire would wait an hour.
+        let limiter = std::sync::Arc::new(RateLimiter::new(name, 1, 1));
+        let budget = || {
+            Metrics::global()
+                .rate_limit_budget
+                .with_label_values(&[name])
+                .get()
+        };
+        assert_eq!(budget(), 1.0);
+        assert_eq!(limiter.acquire().await, Duration::ZERO);
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire().await })
+        };
+        tokio::time::sleep(secs(1.0)).await;
+        assert!(!waiting.is_finished());
+        // 3600/h: the waiter re-plans and gets a token within a second, not an hour.
+        limiter.set_rate(3600);
+        assert_eq!(limiter.requests_per_hour(), 3600);
+        assert_eq!(budget(), 3600.0);
+        let waited = waiting.await.unwrap();
+        assert!(waited < secs(2.1), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
