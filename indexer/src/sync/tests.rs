@@ -505,3 +505,55 @@ async fn breaker_state_is_persisted_and_operator_resets_reach_the_live_breaker()
         .unwrap()
         .is_none());
 }
+
+/// Always behind, never advancing.
+struct Stuck;
+
+#[async_trait]
+impl Source for Stuck {
+    type Batch = ();
+    fn descriptor(&self) -> SourceDescriptor {
+        SourceDescriptor {
+            id: "stuck".into(),
+            kind: "bitcoin",
+            name: "test".into(),
+            chain_id: None,
+        }
+    }
+    async fn fetch(&mut self, _ctx: &SyncContext) -> Result<Fetched<()>, SourceError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Fetched::Idle(Progress {
+            head_height: Some(10),
+            indexed_height: Some(1),
+            ..Default::default()
+        }))
+    }
+    fn writer(&self) -> Arc<dyn BatchWriter<()>> {
+        unreachable!("never writes")
+    }
+}
+
+#[tokio::test]
+async fn the_stall_timeout_follows_the_runtime_setting() {
+    use crate::runtime_settings::{RuntimeSettings, Values};
+    let mut ctx = ctx("stuck").await;
+    crate::config_store::seed_defaults(&ctx.db).await.unwrap();
+    let settings = RuntimeSettings::new(Values::default());
+    ctx = ctx.with_settings(settings.clone());
+    // The engine's own default (here 5 s) would not fire within this test; an operator's
+    // `sync.stall_timeout = 1s` does, without a restart of anything.
+    crate::config_store::set(&ctx.db, "sync.stall_timeout", "1s", None, None, "ops")
+        .await
+        .unwrap();
+    settings.refresh(&ctx.db).await.unwrap();
+    assert_eq!(settings.stall_timeout(), Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let exit = tokio::time::timeout(
+        Duration::from_secs(4),
+        run_source(Stuck, ctx.clone(), fast(), CancellationToken::new()),
+    )
+    .await
+    .expect("stalled before the engine default");
+    assert!(matches!(exit, EngineExit::Stalled(ref m) if m.contains("1s")), "{exit:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
