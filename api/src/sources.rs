@@ -143,24 +143,38 @@ pub async fn start(
     let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
     let mut supervisor = Supervisor::new();
     // Each source area registers its tasks here.
-    orrery_indexer::stellar::spawn_all(&config.stellar, &mut supervisor, db, writer, bus, &settings)
-        .await
-        .map_err(|e| SourcesError::Source {
-            source_name: "stellar",
-            reason: e.to_string(),
-        })?;
+    orrery_indexer::stellar::spawn_all(
+        &config.stellar,
+        &mut supervisor,
+        db,
+        writer,
+        bus,
+        &settings,
+    )
+    .await
+    .map_err(|e| SourcesError::Source {
+        source_name: "stellar",
+        reason: e.to_string(),
+    })?;
     orrery_indexer::evm::spawn_all(&config.evm, &mut supervisor, db, writer, bus, &settings)
         .await
         .map_err(|e| SourcesError::Source {
             source_name: "evm",
             reason: e.to_string(),
         })?;
-    orrery_indexer::bitcoin::spawn_all(&config.bitcoin, &mut supervisor, db, writer, bus, &settings)
-        .await
-        .map_err(|e| SourcesError::Source {
-            source_name: "bitcoin",
-            reason: e.to_string(),
-        })?;
+    orrery_indexer::bitcoin::spawn_all(
+        &config.bitcoin,
+        &mut supervisor,
+        db,
+        writer,
+        bus,
+        &settings,
+    )
+    .await
+    .map_err(|e| SourcesError::Source {
+        source_name: "bitcoin",
+        reason: e.to_string(),
+    })?;
     let workers =
         orrery_indexer::triggers::spawn_workers(writer.clone(), bus.clone(), Default::default());
     Ok(Running {

@@ -357,7 +357,7 @@ impl Source for Panicky {
         panic!("scripted panic");
     }
     fn writer(&self) -> Arc<dyn BatchWriter<()>> {
-        unreachable!("never fetched anything")
+        Arc::new(NoWrites)
     }
 }
 
@@ -529,7 +529,28 @@ impl Source for Stuck {
         }))
     }
     fn writer(&self) -> Arc<dyn BatchWriter<()>> {
-        unreachable!("never writes")
+        Arc::new(NoWrites)
+    }
+}
+
+/// A writer for sources that never return a batch.
+struct NoWrites;
+
+#[async_trait]
+impl BatchWriter<()> for NoWrites {
+    async fn write(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        _batch: &(),
+    ) -> Result<Written, sea_orm::DbErr> {
+        Err(sea_orm::DbErr::Custom("this source never writes".into()))
+    }
+    async fn revert(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        _to: i64,
+    ) -> Result<Reverted, sea_orm::DbErr> {
+        Err(sea_orm::DbErr::Custom("this source never reverts".into()))
     }
 }
 
@@ -554,6 +575,9 @@ async fn the_stall_timeout_follows_the_runtime_setting() {
     )
     .await
     .expect("stalled before the engine default");
-    assert!(matches!(exit, EngineExit::Stalled(ref m) if m.contains("1s")), "{exit:?}");
+    assert!(
+        matches!(exit, EngineExit::Stalled(ref m) if m.contains("1s")),
+        "{exit:?}"
+    );
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
