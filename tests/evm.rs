@@ -541,21 +541,26 @@ async fn evm_backfill_survives_kill9_and_matches_a_clean_run() {
     env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));
     let conn = db.connect().await;
     let mut seed = 0x9e37_79b9_u64 ^ n as u64;
-    let mut kills = 0;
-    while kills < 5 {
+    for kills in 1..=5u64 {
         let mut server = Server::start(&env);
-        // Pseudo-random 300..1,500 ms into the run (xorshift, fixed seed: reproducible).
+        // Once the backfill passes k/6 of the range, a pseudo-random 0..250 ms more (xorshift,
+        // fixed seed: reproducible), then kill -9: always in the middle of the backfill.
+        let mark = (target * kills / 6) as i64;
+        let started = Instant::now();
+        while indexed_height(&server, &ep.name).await.unwrap_or(0) < mark {
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "no progress to {mark}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(300 + seed % 1_200)).await;
+        tokio::time::sleep(Duration::from_millis(seed % 250)).await;
         let at = indexed_height(&server, &ep.name).await;
         server.kill9();
-        kills += 1;
         println!("kill -9 #{kills} at indexed height {at:?} of {target}");
-        if at == Some(target as i64) {
-            break;
-        }
     }
     let server = Server::start(&env);
     wait_for_height(&server, &ep.name, target, Duration::from_secs(600)).await;
