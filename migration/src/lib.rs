@@ -24,6 +24,7 @@ mod m20250101_000006_bitcoin;
 mod m20250102_000007_source_command;
 mod m20250103_000008_triggers;
 mod m20261201_000009_source_progress;
+mod m20261201_000010_evm_event_key_order;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250102_000007_source_command::Migration),
             Box::new(m20250103_000008_triggers::Migration),
             Box::new(m20261201_000009_source_progress::Migration),
+            Box::new(m20261201_000010_evm_event_key_order::Migration),
         ]
     }
 }

@@ -62,14 +62,14 @@ pub async fn insert_events<C: ConnectionTrait>(
             .on_conflict(
                 OnConflict::columns([
                     evm_event::Column::Chain,
+                    evm_event::Column::BlockNumber,
                     evm_event::Column::BlockHash,
                     evm_event::Column::LogIndex,
                 ])
                 .do_nothing()
                 .to_owned(),
             )
-            .try_insert()
-            .exec(db)
+            .exec_without_returning(db)
             .await?;
     }
     Ok(())
@@ -99,8 +99,7 @@ pub async fn upsert_blocks<C: ConnectionTrait>(
                     ])
                     .to_owned(),
             )
-            .try_insert()
-            .exec(db)
+            .exec_without_returning(db)
             .await?;
     }
     Ok(())
