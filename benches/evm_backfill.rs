@@ -119,7 +119,18 @@ async fn run(n: usize) -> String {
     std::fs::write(&toml, conf).expect("config");
     let mut env = base_env(&db);
     env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));
-    env.push(("ORRERY_LOG".into(), "warn".into()));
+    env.push((
+        "ORRERY_LOG".into(),
+        std::env::var("ORRERY_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+    ));
+    // Extra server environment for experiments, e.g. allocator settings: `K=V,K=V`.
+    if let Ok(extra) = std::env::var("ORRERY_BENCH_SERVER_ENV") {
+        for kv in extra.split(',').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+    }
     let started = Instant::now();
     let server = Server::start(&env);
     let id = format!("evm:{}", ep.name);
@@ -144,6 +155,9 @@ async fn run(n: usize) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = started.elapsed();
+    if let Ok(path) = std::env::var("ORRERY_BENCH_KEEP_LOG") {
+        let _ = std::fs::write(path, server.logs());
+    }
     let rss = server.pid().and_then(peak_rss_kb);
     let conn = db.connect().await;
     use sea_orm::{EntityTrait, PaginatorTrait};

@@ -75,7 +75,7 @@ fn server_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
 /// Page cache of the one writer connection (KiB): the indexes of the large append-only
 /// tables (random block and transaction hashes) are updated at random places, so a cache
 /// much larger than SQLite's 2 MiB default saves most of the page reads of a backfill.
-const SQLITE_WRITER_CACHE_KIB: u32 = 32 * 1024;
+const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// The writer's settings: the server settings and a larger page cache.
 fn writer_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {

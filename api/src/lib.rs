@@ -1,6 +1,7 @@
 //! Orrery's API side: the axum server, the GraphQL schema, health, and the CLI the `orrery`
 //! binary runs. Reads the database and listens to the bus; never calls upstreams itself.
 
+pub mod allocator;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -34,13 +34,13 @@ const MAX_EVENT_NOTIFICATIONS: usize = 1_000;
 /// First `eth_getLogs` range (grows while answers are small).
 const INITIAL_RANGE: u64 = 1_000;
 /// Logs one range may hold before it stops early (memory bound: this times concurrency).
-const RANGE_LOG_CAP: usize = 5_000;
+const RANGE_LOG_CAP: usize = 2_500;
 /// Stored headers compared per round while looking for the common ancestor.
 const ANCESTOR_PAGE: usize = 128;
 /// Stored headers kept in memory for reorg detection (heights are sparse during backfill).
 const WINDOW: usize = 1_024;
 /// Batches fetched ahead while the writer commits.
-const PREFETCH: usize = 2;
+const PREFETCH: usize = 1;
 
 /// Tuning shared by every chain.
 #[derive(Debug, Clone)]

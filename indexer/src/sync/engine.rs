@@ -358,7 +358,9 @@ async fn pipeline<S: Source>(
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     return;
                 };
+                let started = Instant::now();
                 let r = source.fetch(ctx).await;
+                tracing::trace!(source = %ctx.source.id, fetch_ms = started.elapsed().as_millis() as u64, "fetched");
                 let failed = r.is_err();
                 let idle = matches!(&r, Ok(Fetched::Idle(p)) if p.caught_up);
                 if tx.send((r, permit)).is_err() || failed {
@@ -461,8 +463,11 @@ async fn apply<B: Send + Sync + 'static>(
             mut progress,
         } => {
             backfill_fields(state, &mut progress);
+            let started = Instant::now();
             let txn = ctx.begin().await?;
+            let began = started.elapsed();
             let written = writer.write(&txn, &batch).await?;
+            let wrote = started.elapsed();
             progress.items.extend(written.items);
             let row = write_progress(
                 &txn,
@@ -473,6 +478,14 @@ async fn apply<B: Send + Sync + 'static>(
             )
             .await?;
             txn.commit().await?;
+            tracing::debug!(
+                source = %ctx.source.id,
+                begin_ms = began.as_millis() as u64,
+                write_ms = (wrote - began).as_millis() as u64,
+                commit_ms = (started.elapsed() - wrote).as_millis() as u64,
+                items = ?progress.items,
+                "batch committed"
+            );
             if let Some(f) = written.after_commit {
                 f();
             }
