@@ -141,7 +141,7 @@ async fn run(n: usize) -> String {
         if first_rows.is_none() && h.is_some_and(|h| h > 0) {
             first_rows = Some(started.elapsed());
         }
-        if mid.is_none() && progress.is_some_and(|p| p >= 0.5 && p < 1.0) {
+        if mid.is_none() && progress.is_some_and(|p| (0.5..1.0).contains(&p)) {
             mid = Some((progress, eta));
         }
         if h == Some(target as i64) {

@@ -493,9 +493,9 @@ async fn write_fold<C: ConnectionTrait>(db: &C, chain: &str, fold: Fold) -> Resu
             .filter(erc8004_feedback::Column::Chain.eq(chain))
             .filter(
                 Expr::tuple([
-                    Expr::col(erc8004_feedback::Column::AgentId).into(),
-                    Expr::col(erc8004_feedback::Column::ClientAddress).into(),
-                    Expr::col(erc8004_feedback::Column::FeedbackIndex).into(),
+                    Expr::col(erc8004_feedback::Column::AgentId),
+                    Expr::col(erc8004_feedback::Column::ClientAddress),
+                    Expr::col(erc8004_feedback::Column::FeedbackIndex),
                 ])
                 .in_tuples(chunk.iter().cloned()),
             )
