@@ -101,21 +101,7 @@ async fn run(n: usize) -> String {
     let dir = std::env::temp_dir().join(format!("orrery_bench_{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let toml = dir.join(format!("evm_{n}.toml"));
-    let mut conf =
-        String::from("[evm]\nmax_block_range = 10000\nconcurrency = 4\npoll_interval_ms = 200\n");
-    conf.push_str(&format!(
-        "\n[[evm.chains]]\nname = \"{}\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = {CONFIRMATIONS}\n",
-        ep.name, ep.chain_id, ep.url
-    ));
-    for (addr, reg) in [
-        (&ep.contracts.identity, "identity"),
-        (&ep.contracts.reputation, "reputation"),
-        (&ep.contracts.validation, "validation"),
-    ] {
-        conf.push_str(&format!(
-            "[[evm.chains.contracts]]\naddress = \"{addr}\"\nregistry = \"{reg}\"\n"
-        ));
-    }
+    let conf = common::evm_chain_toml(&ep, CONFIRMATIONS);
     std::fs::write(&toml, conf).expect("config");
     let mut env = base_env(&db);
     env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));

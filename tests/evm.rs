@@ -485,25 +485,6 @@ async fn projections(db: &sea_orm::DatabaseConnection, chain: &str) -> Vec<Strin
     out
 }
 
-fn one_chain_toml(ep: &EvmEndpoint) -> String {
-    let mut s =
-        String::from("[evm]\nmax_block_range = 10000\nconcurrency = 4\npoll_interval_ms = 200\n");
-    s.push_str(&format!(
-        "\n[[evm.chains]]\nname = \"{}\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = {CONFIRMATIONS}\n",
-        ep.name, ep.chain_id, ep.url
-    ));
-    for (addr, reg) in [
-        (&ep.contracts.identity, "identity"),
-        (&ep.contracts.reputation, "reputation"),
-        (&ep.contracts.validation, "validation"),
-    ] {
-        s.push_str(&format!(
-            "[[evm.chains.contracts]]\naddress = \"{addr}\"\nregistry = \"{reg}\"\n"
-        ));
-    }
-    s
-}
-
 /// `kill -9` at five pseudo-random moments of a backfill (sizes by `ORRERY_EVM_CRASH_LOGS`,
 /// default 30,000; run at 1,000,000 for the check): the end state has every event
 /// exactly once and projections equal to a clean run's.
@@ -533,7 +514,7 @@ async fn evm_backfill_survives_kill9_and_matches_a_clean_run() {
     let dir = std::env::temp_dir().join(format!("orrery_evm_crash_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let toml = dir.join("evm.toml");
-    std::fs::write(&toml, one_chain_toml(&ep)).unwrap();
+    std::fs::write(&toml, common::evm_chain_toml(&ep, CONFIRMATIONS)).unwrap();
 
     // A run killed five times.
     let db = TestDb::new().await;

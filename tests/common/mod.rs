@@ -369,3 +369,23 @@ pub fn run_cli(env: &[(String, String)], args: &[&str]) -> (i32, String, String)
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Config for one EVM devnet chain with its three registries, `confirmations` behind the head.
+pub fn evm_chain_toml(ep: &orrery_devnet::EvmEndpoint, confirmations: u64) -> String {
+    let mut s =
+        String::from("[evm]\nmax_block_range = 10000\nconcurrency = 4\npoll_interval_ms = 200\n");
+    s.push_str(&format!(
+        "\n[[evm.chains]]\nname = \"{}\"\nchain_id = {}\nrpc_urls = [\"{}\"]\nconfirmations = {confirmations}\n",
+        ep.name, ep.chain_id, ep.url
+    ));
+    for (addr, reg) in [
+        (&ep.contracts.identity, "identity"),
+        (&ep.contracts.reputation, "reputation"),
+        (&ep.contracts.validation, "validation"),
+    ] {
+        s.push_str(&format!(
+            "[[evm.chains.contracts]]\naddress = \"{addr}\"\nregistry = \"{reg}\"\n"
+        ));
+    }
+    s
+}
