@@ -236,18 +236,7 @@ pub async fn run_source<S: Source>(
         match exit {
             PipeExit::Cancelled => return EngineExit::Cancelled,
             PipeExit::Stalled(msg) => return EngineExit::Stalled(msg),
-            PipeExit::Paused => {
-                // Batches fetched ahead of the pause were dropped: reload the stored state.
-                match resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors)
-                    .await
-                {
-                    Some(row) => {
-                        state.last_indexed = row.indexed_height;
-                        state.backfill_from = row.backfill_from;
-                    }
-                    None => return EngineExit::Cancelled,
-                }
-            }
+            PipeExit::Paused => {}
             PipeExit::Failed(e) => {
                 consecutive_errors += 1;
                 tracing::warn!(source = %id, error = %e, attempt = consecutive_errors, "sync step failed");
@@ -261,17 +250,16 @@ pub async fn run_source<S: Source>(
                 {
                     return EngineExit::Cancelled;
                 }
-                // Batches fetched ahead of the failure are gone: start again from the stored row.
-                match resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors)
-                    .await
-                {
-                    Some(row) => {
-                        state.last_indexed = row.indexed_height;
-                        state.backfill_from = row.backfill_from;
-                    }
-                    None => return EngineExit::Cancelled,
-                }
             }
+        }
+        // Batches fetched ahead of the pause or the failure were dropped: start again from
+        // the stored row.
+        match resume_until_ok(&mut source, &ctx, &config, &cancel, &mut consecutive_errors).await {
+            Some(row) => {
+                state.last_indexed = row.indexed_height;
+                state.backfill_from = row.backfill_from;
+            }
+            None => return EngineExit::Cancelled,
         }
     }
 }
@@ -362,7 +350,11 @@ async fn pipeline<S: Source>(
                 let r = source.fetch(ctx).await;
                 tracing::trace!(source = %ctx.source.id, fetch_ms = started.elapsed().as_millis() as u64, "fetched");
                 let failed = r.is_err();
-                let idle = matches!(&r, Ok(Fetched::Idle(p)) if p.caught_up);
+                // Caught up (whatever was fetched): wait the poll interval before the next.
+                let idle = matches!(
+                    &r,
+                    Ok(Fetched::Idle(p) | Fetched::Batch { progress: p, .. }) if p.caught_up
+                );
                 if tx.send((r, permit)).is_err() || failed {
                     return;
                 }
@@ -452,7 +444,6 @@ async fn apply<B: Send + Sync + 'static>(
 ) -> Result<Progress, SourceError> {
     match fetched {
         Fetched::Idle(mut progress) => {
-            progress.start_height = None;
             backfill_fields(state, &mut progress);
             ctx.touch(&progress, state.backfill_from, state_eta(state, &progress))
                 .await?;
