@@ -202,22 +202,7 @@ mod tests {
     use super::*;
 
     fn op(id: i64) -> DecodedOp {
-        DecodedOp {
-            id,
-            paging_token: id.to_string(),
-            transaction_hash: String::new(),
-            created_at: Utc::now(),
-            op_type: "payment".into(),
-            source_account: "GA".into(),
-            from: None,
-            to: None,
-            asset: None,
-            amount: None,
-            successful: true,
-            participants: vec![],
-            deltas: vec![],
-            raw: serde_json::Value::Null,
-        }
+        crate::stellar::store::tests::op(id, vec![])
     }
 
     fn facts(account: &str) -> PageFacts {

@@ -463,11 +463,12 @@ pub fn mismatches(running: &Running, snap: &AccountSnapshot) -> Vec<(AssetKey, i
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stellar::horizon::Delta;
 
-    fn op(id: i64, deltas: Vec<Delta>) -> DecodedOp {
+    /// A decoded payment operation for tests.
+    pub(crate) fn op(id: i64, deltas: Vec<Delta>) -> DecodedOp {
         DecodedOp {
             id,
             paging_token: id.to_string(),
