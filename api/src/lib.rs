@@ -15,3 +15,4 @@ pub mod server;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod web;

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::WebSocketUpgrade;
@@ -12,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use orrery_indexer::metrics::Metrics;
@@ -56,6 +55,9 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
         }
     };
     Router::new()
+        .route("/", get(status_page))
+        .route("/assets/{name}", get(crate::web::assets::serve))
+        .route("/graphql/assets/{name}", get(crate::web::assets::serve))
         .route("/graphql", get(graphiql).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(liveness))
@@ -183,21 +185,18 @@ async fn graphql_ws(
 }
 
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
-    if !ctx.state.config.graphql.graphiql {
-        return (
-            StatusCode::NOT_FOUND,
-            "GraphiQL is disabled (graphql.graphiql = false)",
-        )
-            .into_response();
-    }
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Orrery")
-            .finish(),
-    )
-    .into_response()
+    crate::web::graphiql::page(ctx.state.config.graphql.graphiql)
+}
+
+/// The status page (`GET /`), rendered from public queries.
+async fn status_page(State(ctx): State<Ctx>) -> Response {
+    let settings = crate::web::status::PageSettings {
+        public_queries: ctx.state.config.auth.public_queries,
+        dex_pairs: ctx.state.config.stellar.dex_pairs.clone(),
+    };
+    crate::web::status::page(&ctx.schema, &settings)
+        .await
+        .into_response()
 }
 
 /// Liveness: the process answers.

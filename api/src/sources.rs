@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use orrery_devnet::{Devnet, DevnetConfig, DevnetUrls};
+use orrery_indexer::stellar::StellarSettings;
 use orrery_indexer::bus::SharedBus;
 use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
 use orrery_indexer::runtime_settings::{self, RuntimeSettings};
@@ -107,12 +108,34 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     }
 }
 
+/// Stellar defaults when the source follows the devnet's Horizon and the config names no
+/// account or asset: watch every holder of the devnet's assets (as `CODE:ISSUER`), price
+/// `XLM/<first asset>` on its DEX, and leave the request budget to the devnet, which
+/// announces its own limits in `X-RateLimit-*` headers (the 3,000/hour default is the public
+/// Horizon's). Anything the config sets is kept.
+pub fn apply_devnet_stellar(stellar: &mut StellarSettings, asset_codes: &[String], issuer: &str) {
+    if stellar.accounts.is_empty() && stellar.assets.is_empty() {
+        stellar.assets = asset_codes
+            .iter()
+            .map(|code| format!("{code}:{issuer}"))
+            .collect();
+    }
+    if stellar.dex_pairs.is_empty() {
+        if let Some(first) = asset_codes.first() {
+            stellar.dex_pairs = vec![format!("XLM/{first}")];
+        }
+    }
+    if stellar.requests_per_hour.is_none() {
+        stellar.requests_per_hour = Some(0);
+    }
+}
+
 /// The runtime settings' start values: what the file says (`stellar.page_size`,
 /// `stellar.requests_per_hour`), used until an operator sets the `config` row.
 pub fn runtime_start_values(config: &Config) -> runtime_settings::Values {
     runtime_settings::Values {
         batch_size: config.stellar.page_size.max(1),
-        stellar_rate_limit_per_hour: config.stellar.requests_per_hour,
+        stellar_rate_limit_per_hour: config.stellar.request_budget(),
         ..runtime_settings::Values::default()
     }
 }
@@ -127,10 +150,22 @@ pub async fn start(
     bus: &SharedBus,
 ) -> Result<Running, SourcesError> {
     let devnet = if config.devnet_enabled() {
-        let devnet = Devnet::start(live_devnet_config(config.devnet.seed)).await?;
+        let devnet_config = live_devnet_config(config.devnet.seed);
+        let asset_codes = devnet_config.stellar.asset_codes.clone();
+        let devnet = Devnet::start(devnet_config).await?;
         let urls = devnet.urls();
         tracing::info!(horizon = %urls.horizon, esplora = %urls.esplora, evm_chains = urls.evm.len(), "devnet started");
+        let stellar_on_devnet = config.stellar.horizon_url.is_none();
         apply_devnet_urls(config, &urls);
+        if stellar_on_devnet {
+            let issuer = devnet.control().stellar_issuer();
+            apply_devnet_stellar(&mut config.stellar, &asset_codes, &issuer);
+            tracing::info!(
+                assets = ?config.stellar.assets,
+                dex_pairs = ?config.stellar.dex_pairs,
+                "stellar: following the devnet's assets (set stellar.accounts or stellar.assets to choose)"
+            );
+        }
         Some(devnet)
     } else {
         None

@@ -175,11 +175,17 @@ impl Server {
 
     /// Same with explicit arguments.
     pub fn start_with_args(env: &[(String, String)], args: &[&str]) -> Server {
+        Self::start_in(&std::env::temp_dir(), env, args)
+    }
+
+    /// Same, with `dir` as the working directory (where `orrery.toml` and the default
+    /// SQLite file are looked for).
+    pub fn start_in(dir: &std::path::Path, env: &[(String, String)], args: &[&str]) -> Server {
         let stderr_path = std::env::temp_dir().join(format!("{}.stderr.log", unique("orrery_srv")));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = command(env)
             .args(args)
-            .current_dir(std::env::temp_dir())
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()

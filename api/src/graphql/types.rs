@@ -50,13 +50,13 @@ impl Chain {
     }
 
     /// Fraction of the current backfill range done, 0..1: (indexed - backfillFrom) /
-    /// (head - backfillFrom); 1 when no backfill is running and the source is synced, null
-    /// before any height is known.
+    /// (head - backfillFrom); 1 when no backfill is running and the source is synced (an EVM
+    /// source stays `confirmations` behind head), null before any height is known.
     async fn progress(&self) -> Option<f64> {
         let (head, indexed) = (self.head_height?, self.indexed_height?);
         Some(match self.backfill_from {
             Some(from) => orrery_indexer::sync::eta::progress(from, indexed, head),
-            None if head <= indexed => 1.0,
+            None if head <= indexed || self.status == "synced" => 1.0,
             None => orrery_indexer::sync::eta::progress(indexed, indexed, head),
         })
     }
@@ -107,11 +107,11 @@ impl Chain {
             .filter(|v| *v < f64::from(u32::MAX))
     }
 
-    /// True when the source is not in error, not paused, and at most one height behind head.
+    /// True when the sync engine reports the source caught up (`status` = `synced`: it has
+    /// indexed everything its upstream offers, after the confirmations it waits for) and the
+    /// source is not paused.
     async fn is_synced(&self) -> bool {
-        !self.paused
-            && self.status != "error"
-            && matches!((self.head_height, self.indexed_height), (Some(h), Some(i)) if h - i <= 1)
+        !self.paused && self.status == "synced"
     }
 }
 
