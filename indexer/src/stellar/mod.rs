@@ -1,4 +1,5 @@
-//! Stellar source (Horizon): watched accounts, balances, operations, distributions.
+//! Stellar sources: Stellar RPC token events ([`rpc`], `stellar.source = "rpc"`) or
+//! Horizon (the rest of this module). Horizon:  watched accounts, balances, operations, distributions.
 //!
 //! Accounts come from `stellar.accounts` plus, with `stellar.discover`, every holder of
 //! `stellar.assets`. Each account backfills from its own cursor; then the source follows
@@ -16,6 +17,7 @@ pub mod dex;
 pub mod distributions;
 pub mod horizon;
 pub mod resync;
+pub mod rpc;
 pub mod settings;
 pub mod source;
 pub mod sse;
@@ -47,6 +49,12 @@ pub enum StellarStartError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    /// A `stellar.rpc_urls` entry is not an http(s) URL.
+    #[error("stellar.rpc_urls: {0:?} is not an http(s) URL")]
+    RpcUrl(String),
+    /// `stellar.source` is not `rpc` or `horizon`.
+    #[error("{0}")]
+    SourceKind(String),
     /// The breaker row could not be restored.
     #[error("restoring the horizon breaker: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -78,6 +86,9 @@ pub async fn spawn_all(
     bus: &SharedBus,
     runtime: &RuntimeSettings,
 ) -> Result<(), StellarStartError> {
+    if settings.source_kind().map_err(StellarStartError::SourceKind)? == settings::SourceKind::Rpc {
+        return rpc::spawn(settings, supervisor, db, writer, bus, runtime).await;
+    }
     let Some(client) = client(settings)? else {
         return Ok(());
     };

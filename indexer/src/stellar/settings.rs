@@ -61,12 +61,51 @@ pub struct StellarSettings {
     /// `request_timeout_secs`: per-request Horizon timeout (connect, headers and body; for
     /// the SSE stream only until the headers arrive). Default 30.
     pub request_timeout_secs: u64,
+    /// `source`: `"rpc"` (Stellar RPC: balances rebuilt from SAC token events) or
+    /// `"horizon"`. Unset: `horizon` when only `horizon_url` is set, otherwise `rpc`.
+    pub source: Option<String>,
+    /// `rpc_urls`: Stellar RPC endpoints (JSON-RPC), tried in order with failover. Env
+    /// `ORRERY_STELLAR_RPC_URL` (one URL, or several separated by commas). Unset: the
+    /// devnet's RPC when devnet runs.
+    pub rpc_urls: Vec<String>,
+    /// `rpc_start_ledger`: first ledger read on the first run (later runs resume from the
+    /// stored cursor). Unset: the node's oldest retained ledger. A ledger before the node's
+    /// retention window is refused with the window in the error.
+    pub rpc_start_ledger: Option<u32>,
+    /// `rpc_events_limit`: `getEvents` page size (1..=10000). Default 10000.
+    pub rpc_events_limit: u32,
+    /// `rpc_requests_per_hour`: local RPC request budget (0 = none). Default 0.
+    pub rpc_requests_per_hour: u32,
+}
+
+/// Which Stellar source runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Stellar RPC token events.
+    Rpc,
+    /// Horizon.
+    Horizon,
 }
 
 /// The public Horizon's hourly request limit: the budget when `requests_per_hour` is unset.
 pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 3000;
 
 impl StellarSettings {
+    /// The source in force (see `source`), or why `source` is invalid.
+    pub fn source_kind(&self) -> Result<SourceKind, String> {
+        match self.source.as_deref() {
+            Some("rpc") => Ok(SourceKind::Rpc),
+            Some("horizon") => Ok(SourceKind::Horizon),
+            Some(other) => Err(format!(
+                "stellar.source {other:?}: expected \"rpc\" or \"horizon\""
+            )),
+            None if self.rpc_urls.is_empty() && self.horizon_url.is_some() => {
+                Ok(SourceKind::Horizon)
+            }
+            None => Ok(SourceKind::Rpc),
+        }
+    }
+
     /// The local hourly request budget in force (see `requests_per_hour`).
     pub fn request_budget(&self) -> u32 {
         self.requests_per_hour.unwrap_or(DEFAULT_REQUESTS_PER_HOUR)
@@ -99,6 +138,11 @@ impl Default for StellarSettings {
             breaker_threshold: 5,
             breaker_recovery_secs: 60,
             request_timeout_secs: 30,
+            source: None,
+            rpc_urls: Vec::new(),
+            rpc_start_ledger: None,
+            rpc_events_limit: 10_000,
+            rpc_requests_per_hour: 0,
         }
     }
 }

@@ -1,0 +1,369 @@
+//! The `stellar:rpc` source: balances rebuilt from the SAC token events (CAP-67) of the
+//! configured assets, read with `getEvents` from a Stellar RPC node.
+//!
+//! Each fetch reads one `getEvents` page after the stored cursor (or from the start ledger
+//! on the first run), decodes the events, applies them to running balances and returns the
+//! rows; the engine commits them together with the page's cursor. Event ids (TOIDs) order
+//! the stream: an event at or before the stored cursor is never applied again, so restarts
+//! and `kill -9` neither duplicate nor lose anything. An empty page still moves the cursor
+//! (the node scans a bounded ledger range per call).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orrery_entity::{source, stellar_account, stellar_balance};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use super::batch::{Ledgerbook, RpcBatch};
+use super::client::{EventFilter, RpcClient, RpcError, Start, MAX_CONTRACT_IDS, MAX_EVENT_FILTERS};
+use super::events::{decode_event, EventError, Movement};
+use super::sac::SacAsset;
+use super::writer::RpcWriter;
+use crate::stellar::horizon::AssetKey;
+use crate::stellar::settings::StellarSettings;
+use crate::sync::{
+    BatchWriter, Fetched, Progress, Source, SourceDescriptor, SourceError, SyncContext,
+};
+
+/// Source id in the `source` table.
+pub const SOURCE_ID: &str = "stellar:rpc";
+
+/// `discovered_via` of holders found in events.
+pub const DISCOVERED_VIA: &str = "rpc:token_event";
+
+/// Its descriptor.
+pub fn descriptor() -> SourceDescriptor {
+    SourceDescriptor {
+        id: SOURCE_ID.into(),
+        kind: "stellar",
+        name: "Stellar (RPC token events)".into(),
+        chain_id: None,
+    }
+}
+
+/// Maps an RPC failure onto the engine's error kinds.
+pub fn source_error(e: RpcError) -> SourceError {
+    match e {
+        RpcError::Upstream(u) => SourceError::Upstream(u),
+        e @ (RpcError::OutsideRetention { .. }
+        | RpcError::Limit { .. }
+        | RpcError::InvalidParams { .. }
+        | RpcError::InvalidRequest { .. }) => SourceError::Config(e.to_string()),
+        e => SourceError::Data(e.to_string()),
+    }
+}
+
+/// The RPC token-event source.
+pub struct RpcSource {
+    rpc: RpcClient,
+    settings: StellarSettings,
+    writer: Arc<RpcWriter>,
+    /// Followed assets, resolved on the first fetch (they need the network passphrase).
+    assets: Vec<SacAsset>,
+    /// `assets[i].sep11()`, computed once.
+    sep11: Vec<String>,
+    by_contract: HashMap<String, usize>,
+    filters: Vec<EventFilter>,
+    /// The stored `getEvents` cursor.
+    cursor: Option<String>,
+    book: Ledgerbook,
+    /// Events skipped since start, by reason (logged).
+    skipped_total: u64,
+}
+
+impl RpcSource {
+    /// A source for `settings` talking through `rpc`.
+    pub fn new(rpc: RpcClient, settings: StellarSettings) -> Self {
+        Self {
+            rpc,
+            settings,
+            writer: Arc::new(RpcWriter),
+            assets: Vec::new(),
+            sep11: Vec::new(),
+            by_contract: HashMap::new(),
+            filters: Vec::new(),
+            cursor: None,
+            book: Ledgerbook::default(),
+            skipped_total: 0,
+        }
+    }
+
+    /// Resolves the assets' SAC ids on the node's network and builds the filters.
+    async fn init(&mut self) -> Result<(), SourceError> {
+        if self.settings.assets.is_empty() {
+            return Err(SourceError::Config(
+                "stellar.assets: name the assets to follow (XLM or CODE:ISSUER)".into(),
+            ));
+        }
+        let network = self.rpc.get_network().await.map_err(source_error)?;
+        let mut assets = Vec::new();
+        for a in &self.settings.assets {
+            let asset = SacAsset::parse(a, &network.passphrase)
+                .map_err(|e| SourceError::Config(format!("stellar.assets: {e}")))?;
+            if !assets.iter().any(|x: &SacAsset| x.contract_id == asset.contract_id) {
+                assets.push(asset);
+            }
+        }
+        let max = MAX_EVENT_FILTERS * MAX_CONTRACT_IDS;
+        if assets.len() > max {
+            return Err(SourceError::Config(format!(
+                "stellar.assets: {} assets, at most {max} per RPC source (5 filters of 5 contract ids)",
+                assets.len()
+            )));
+        }
+        self.filters = assets
+            .chunks(MAX_CONTRACT_IDS)
+            .map(|c| EventFilter {
+                type_: Some("contract".into()),
+                contract_ids: c.iter().map(|a| a.contract_id.clone()).collect(),
+                topics: Vec::new(),
+            })
+            .collect();
+        self.by_contract = assets
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.contract_id.clone(), i))
+            .collect();
+        tracing::info!(
+            network = %network.passphrase,
+            protocol = network.protocol_version,
+            assets = ?assets.iter().map(|a| (a.sep11(), a.contract_id.clone())).collect::<Vec<_>>(),
+            "stellar rpc: following SAC token events"
+        );
+        self.sep11 = assets.iter().map(SacAsset::sep11).collect();
+        self.assets = assets;
+        Ok(())
+    }
+
+    /// Where the first page starts: `stellar.rpc_start_ledger`, else the node's oldest
+    /// ledger. A start before the node's retention window is refused with the window.
+    async fn start_ledger(&self) -> Result<u32, SourceError> {
+        let health = self.rpc.get_health().await.map_err(source_error)?;
+        let start = self.settings.rpc_start_ledger.unwrap_or(health.oldest_ledger);
+        if start < health.oldest_ledger || start > health.latest_ledger.saturating_add(1) {
+            return Err(source_error(RpcError::OutsideRetention {
+                method: "getEvents",
+                start,
+                oldest: health.oldest_ledger,
+                latest: health.latest_ledger,
+            }));
+        }
+        Ok(start.max(1))
+    }
+
+    /// Loads the stored balances of holders not in memory yet; returns those that are not
+    /// known accounts (to be stored as holders).
+    async fn load_holders(
+        &mut self,
+        ctx: &SyncContext,
+        holders: Vec<String>,
+    ) -> Result<Vec<String>, SourceError> {
+        let mut new = Vec::new();
+        for chunk in holders.chunks(500) {
+            let rows = stellar_balance::Entity::find()
+                .filter(stellar_balance::Column::AccountId.is_in(chunk.iter().map(String::as_str)))
+                .all(&ctx.db)
+                .await?;
+            let known: Vec<String> = stellar_account::Entity::find()
+                .select_only()
+                .column(stellar_account::Column::AccountId)
+                .filter(stellar_account::Column::AccountId.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple()
+                .all(&ctx.db)
+                .await?;
+            let known: std::collections::HashSet<String> = known.into_iter().collect();
+            new.extend(chunk.iter().filter(|h| !known.contains(*h)).cloned());
+            self.book.load(
+                chunk,
+                rows.into_iter()
+                    .map(|r| {
+                        (
+                            r.account_id,
+                            AssetKey {
+                                code: r.asset_code,
+                                issuer: r.asset_issuer,
+                            },
+                            r.balance_stroops,
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        Ok(new)
+    }
+}
+
+/// Whether two RPC ids/cursors have the `<19 digits>-<10 digits>` shape, so that string
+/// order is event order.
+fn comparable(a: &str, b: &str) -> bool {
+    let shape = |s: &str| s.len() == 30 && s.as_bytes()[19] == b'-';
+    shape(a) && shape(b)
+}
+
+/// The ledger a `<TOID>-<index>` cursor has fully scanned.
+fn cursor_ledger(cursor: &str) -> Option<i64> {
+    let toid: i64 = cursor.split_once('-')?.0.parse().ok()?;
+    Some(toid >> 32)
+}
+
+#[async_trait]
+impl Source for RpcSource {
+    type Batch = RpcBatch;
+
+    fn descriptor(&self) -> SourceDescriptor {
+        descriptor()
+    }
+
+    async fn resume(&mut self, _ctx: &SyncContext, stored: &source::Model) -> Result<(), SourceError> {
+        self.cursor = stored.cursor.clone();
+        self.book.clear();
+        Ok(())
+    }
+
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<RpcBatch>, SourceError> {
+        if self.assets.is_empty() {
+            self.init().await?;
+        }
+        let start = match &self.cursor {
+            Some(c) => Start::Cursor(c.clone()),
+            None => Start::Ledger(self.start_ledger().await?),
+        };
+        let limit = self.settings.rpc_events_limit.clamp(1, super::client::MAX_EVENTS_LIMIT);
+        let page = self
+            .rpc
+            .get_events(&start, &self.filters, limit)
+            .await
+            .map_err(source_error)?;
+
+        let mut batch = RpcBatch::default();
+        let mut decoded = Vec::with_capacity(page.events.len());
+        for e in &page.events {
+            // Dedupe on the event id: nothing at or before the stored cursor again.
+            if let Some(c) = &self.cursor {
+                if comparable(&e.id, c) && e.id.as_str() <= c.as_str() {
+                    *batch.skipped.entry("duplicate").or_default() += 1;
+                    continue;
+                }
+            }
+            match decode_event(e) {
+                Ok(t) => {
+                    // Contract events of a failed call never changed a balance; fees did.
+                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. }) {
+                        *batch.skipped.entry("failed_call").or_default() += 1;
+                        continue;
+                    }
+                    let Some(&i) = self.by_contract.get(&t.contract_id) else {
+                        *batch.skipped.entry("other_contract").or_default() += 1;
+                        continue;
+                    };
+                    if let Some(a) = &t.asset {
+                        if *a != self.sep11[i] {
+                            tracing::warn!(event = %t.id, topic = %a, expected = %self.sep11[i], "stellar rpc: asset topic does not match the SAC; skipped");
+                            *batch.skipped.entry("asset_mismatch").or_default() += 1;
+                            continue;
+                        }
+                    }
+                    decoded.push((t, i));
+                }
+                Err(err) => {
+                    let reason = match &err {
+                        EventError::UnknownTopic { .. } => "unknown_topic",
+                        EventError::Xdr { .. } => "malformed_xdr",
+                        EventError::Shape { .. } => "unknown_shape",
+                        EventError::Id(_) => "bad_id",
+                    };
+                    if !err.is_unknown_topic() {
+                        tracing::warn!(error = %err, "stellar rpc: event skipped");
+                    }
+                    *batch.skipped.entry(reason).or_default() += 1;
+                }
+            }
+        }
+
+        let holders = self.book.missing(
+            decoded
+                .iter()
+                .flat_map(|(t, _)| t.movement.addresses().into_iter()),
+        );
+        if !holders.is_empty() {
+            let new = self.load_holders(ctx, holders).await?;
+            batch.accounts = new
+                .into_iter()
+                .map(|h| (h, DISCOVERED_VIA.to_string()))
+                .collect();
+        }
+        let mut newest_at = None;
+        for (t, i) in &decoded {
+            let at = DateTime::parse_from_rfc3339(&t.closed_at)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| {
+                    SourceError::Data(format!(
+                        "event {}: ledgerClosedAt {:?} is not RFC 3339",
+                        t.id, t.closed_at
+                    ))
+                })?;
+            newest_at = Some(at);
+            let key = self.assets[*i].key.clone();
+            if let Err(e) = self.book.apply(t, &key, at, &mut batch) {
+                return Err(SourceError::Data(format!("event {}: {e}", t.id)));
+            }
+        }
+        self.book.finish(&mut batch);
+        let skipped: u64 = batch.skipped.values().sum();
+        if skipped > 0 {
+            self.skipped_total += skipped;
+            tracing::info!(skipped = ?batch.skipped, total = self.skipped_total, "stellar rpc: events skipped");
+        }
+
+        let scanned = cursor_ledger(&page.cursor)
+            .or(batch.ledger)
+            .unwrap_or(i64::from(page.latest_ledger));
+        let latest = i64::from(page.latest_ledger);
+        let caught_up = scanned >= latest && page.events.len() < limit as usize;
+        let moved = self.cursor.as_deref() != Some(page.cursor.as_str());
+        let progress = Progress {
+            head_height: Some(latest),
+            indexed_height: Some(scanned.min(latest)),
+            cursor: Some(page.cursor.clone()),
+            start_height: match start {
+                Start::Ledger(l) => Some(i64::from(l)),
+                Start::Cursor(_) => None,
+            },
+            items: Vec::new(),
+            caught_up,
+            newest_item_at: newest_at,
+        };
+        self.cursor = Some(page.cursor);
+        if !moved && batch.history.is_empty() && batch.accounts.is_empty() {
+            return Ok(Fetched::Idle(progress));
+        }
+        Ok(Fetched::Batch { batch, progress })
+    }
+
+    fn writer(&self) -> Arc<dyn BatchWriter<RpcBatch>> {
+        self.writer.clone()
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.settings.poll_interval_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_order_and_name_ledgers() {
+        let a = "0016010972359577600-0000000001";
+        let b = "0016010972359577600-0000000008";
+        assert!(comparable(a, b) && a < b);
+        assert!(!comparable(a, "123"));
+        assert_eq!(cursor_ledger("0000008985071583231-4294967295"), Some(2091));
+        assert_eq!(cursor_ledger(a), Some(3_727_845));
+        assert_eq!(cursor_ledger("x"), None);
+    }
+}
