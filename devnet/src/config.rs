@@ -82,6 +82,16 @@ pub struct StellarConfig {
     pub genesis_time: i64,
     /// Horizon request budget per hour (None = 1,000,000, effectively unlimited).
     pub rate_limit_per_hour: Option<u32>,
+    /// Fee charged to every transaction's source account in stroops (0 = none, the
+    /// default, so replaying payments gives the balances). Above 0 the fee is deducted
+    /// from the source's lumens and Stellar RPC emits it as `fee` token events (every
+    /// seventh transaction is charged twice the fee, then refunded once).
+    pub fee_stroops: i64,
+    /// Ledgers Stellar RPC retains (its `ledgerRetentionWindow`); older ledgers are
+    /// refused. None = every ledger.
+    pub rpc_retention_ledgers: Option<u32>,
+    /// Most ledgers one `getEvents` call scans (stellar-rpc scans 10,000).
+    pub rpc_scan_ledgers: u32,
 }
 
 impl Default for StellarConfig {
@@ -96,6 +106,9 @@ impl Default for StellarConfig {
                 .collect(),
             genesis_time: 1_735_689_600, // 2025-01-01T00:00:00Z
             rate_limit_per_hour: None,
+            fee_stroops: 0,
+            rpc_retention_ledgers: None,
+            rpc_scan_ledgers: 10_000,
         }
     }
 }
@@ -180,6 +193,12 @@ impl DevnetConfig {
         let s = &self.stellar;
         if s.accounts < 2 {
             return bad("stellar.accounts must be at least 2");
+        }
+        if s.fee_stroops < 0 || s.fee_stroops > 10_000_000 {
+            return bad("stellar.fee_stroops must be within 0..=10000000");
+        }
+        if s.rpc_scan_ledgers == 0 || s.rpc_retention_ledgers == Some(0) {
+            return bad("stellar.rpc_scan_ledgers and rpc_retention_ledgers must be positive");
         }
         if s.asset_codes.is_empty() || s.asset_codes.len() > 200 {
             return bad("stellar.asset_codes must have 1..=200 entries");

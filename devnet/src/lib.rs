@@ -75,6 +75,8 @@ pub struct EvmEndpoint {
 pub struct DevnetUrls {
     /// Horizon base URL (paths like `/accounts/G...`); also serves `/_devnet/...`.
     pub horizon: String,
+    /// Stellar RPC (JSON-RPC, POST) URL: `<horizon>/rpc`, from the same ledger model.
+    pub stellar_rpc: String,
     /// EVM JSON-RPC endpoints in config order.
     pub evm: Vec<EvmEndpoint>,
     /// Esplora base URL (paths like `/blocks/tip/height`, also under `/api`).
@@ -178,7 +180,7 @@ impl Devnet {
         serve(
             l,
             with_faults(
-                stellar::routes::router(shared.clone()),
+                stellar::routes::router(shared.clone()).merge(stellar::rpc::router(shared.clone())),
                 layer(ServiceKind::Horizon, None),
             ),
         );
@@ -276,6 +278,7 @@ impl Devnet {
         Ok(Devnet {
             control,
             urls: DevnetUrls {
+                stellar_rpc: format!("{horizon}/rpc"),
                 horizon,
                 evm: evm_urls,
                 esplora,

@@ -1,6 +1,7 @@
-//! Simulated Stellar network served as Horizon.
+//! Simulated Stellar network served as Horizon and as Stellar RPC (`/rpc`).
 
 pub mod model;
 pub mod request_log;
+pub mod rpc;
 pub mod routes;
 pub mod sse;

@@ -5,7 +5,7 @@
 //! compact form and rendered to JSON on request. Balances are maintained while
 //! generating, so replaying all `create_account` and `payment` operations from
 //! the start gives exactly the balances the account endpoint shows (devnet does
-//! not deduct transaction fees from balances). The root account (index 0) holds
+//! not deduct transaction fees from balances unless `fee_stroops` is set). The root account (index 0) holds
 //! the genesis lumens and is the only account not created by an operation.
 
 use std::collections::HashMap;
@@ -472,6 +472,11 @@ impl StellarChain {
         src.sequence_ledger = ledger;
         src.last_modified_ledger = ledger;
         let source_sequence = src.sequence;
+        let fee = self.config.fee_stroops;
+        if fee > 0 {
+            self.debit(source, 0, fee, ledger);
+            self.accounts[source as usize].last_modified_ledger = ledger;
+        }
         match kind {
             OpKind::CreateAccount => {
                 self.debit(source, 0, amount, ledger);
