@@ -382,6 +382,14 @@ impl Config {
         if let Some(v) = env.var("ORRERY_HORIZON_URL") {
             self.stellar.horizon_url = Some(v);
         }
+        if let Some(v) = env.var("ORRERY_STELLAR_RPC_URL") {
+            self.stellar.rpc_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
         if let Some(v) = env.var("ORRERY_ESPLORA_URL") {
             self.bitcoin.esplora_url = Some(v);
         }
@@ -444,6 +452,15 @@ impl Config {
                 validate_http_url(key, u)?;
             }
         }
+        for u in &self.stellar.rpc_urls {
+            validate_http_url("stellar.rpc_urls", u)?;
+        }
+        if let Err(reason) = self.stellar.source_kind() {
+            return Err(ConfigError::Invalid {
+                key: "stellar.source",
+                reason,
+            });
+        }
         for chain in &self.evm.chains {
             if chain.rpc_urls.is_empty() {
                 return Err(ConfigError::Invalid {
@@ -499,6 +516,7 @@ impl Config {
     pub fn devnet_enabled(&self) -> bool {
         self.devnet.enabled.unwrap_or(
             self.stellar.horizon_url.is_none()
+                && self.stellar.rpc_urls.is_empty()
                 && self.evm.chains.is_empty()
                 && self.bitcoin.esplora_url.is_none(),
         )

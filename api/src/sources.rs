@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use orrery_devnet::{Devnet, DevnetConfig, DevnetUrls};
-use orrery_indexer::stellar::StellarSettings;
 use orrery_indexer::bus::SharedBus;
 use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
 use orrery_indexer::runtime_settings::{self, RuntimeSettings};
+use orrery_indexer::stellar::StellarSettings;
 use orrery_indexer::sync::Supervisor;
 use sea_orm::DatabaseConnection;
 
@@ -73,8 +73,14 @@ pub fn live_devnet_config(seed: u64) -> DevnetConfig {
 
 /// Points every upstream the config leaves unset at the devnet.
 pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
+    let stellar_unset = config.stellar.horizon_url.is_none() && config.stellar.rpc_urls.is_empty();
     if config.stellar.horizon_url.is_none() {
         config.stellar.horizon_url = Some(urls.horizon.clone());
+    }
+    // With no Stellar upstream configured, the devnet's Stellar RPC is followed (unless
+    // `stellar.source = "horizon"` asks for its Horizon).
+    if stellar_unset && config.stellar.source.as_deref() != Some("horizon") {
+        config.stellar.rpc_urls = vec![urls.stellar_rpc.clone()];
     }
     if config.bitcoin.esplora_url.is_none() {
         config.bitcoin.esplora_url = Some(urls.esplora.clone());
@@ -128,6 +134,12 @@ pub fn apply_devnet_stellar(stellar: &mut StellarSettings, asset_codes: &[String
     if stellar.requests_per_hour.is_none() {
         stellar.requests_per_hour = Some(0);
     }
+    // Over RPC, lumens are followed too (fees included): the XLM SAC's events.
+    if stellar.source_kind() == Ok(orrery_indexer::stellar::settings::SourceKind::Rpc)
+        && !stellar.assets.iter().any(|a| a == "XLM")
+    {
+        stellar.assets.insert(0, "XLM".into());
+    }
 }
 
 /// The runtime settings' start values: what the file says (`stellar.page_size`,
@@ -155,7 +167,8 @@ pub async fn start(
         let devnet = Devnet::start(devnet_config).await?;
         let urls = devnet.urls();
         tracing::info!(horizon = %urls.horizon, esplora = %urls.esplora, evm_chains = urls.evm.len(), "devnet started");
-        let stellar_on_devnet = config.stellar.horizon_url.is_none();
+        let stellar_on_devnet =
+            config.stellar.horizon_url.is_none() && config.stellar.rpc_urls.is_empty();
         apply_devnet_urls(config, &urls);
         if stellar_on_devnet {
             let issuer = devnet.control().stellar_issuer();

@@ -155,6 +155,7 @@ pub fn command(env: &[(String, String)]) -> Command {
         "ORRERY_LISTEN",
         "ORRERY_CONFIG",
         "ORRERY_DEVNET",
+        "ORRERY_STELLAR_RPC_URL",
         "RUST_LOG",
         "ORRERY_LOG",
         "ORRERY_LOG_FORMAT",
