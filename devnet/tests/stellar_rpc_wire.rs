@@ -30,10 +30,18 @@ async fn devnet(retention: Option<u32>) -> Devnet {
 
 async fn call(url: &str, method: &str, params: Value) -> Value {
     let body = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
-    let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["jsonrpc"].as_str(), v["id"].as_i64()), (Some("2.0"), Some(7)));
+    assert_eq!(
+        (v["jsonrpc"].as_str(), v["id"].as_i64()),
+        (Some("2.0"), Some(7))
+    );
     v
 }
 
@@ -55,7 +63,9 @@ fn same_shape(path: &str, expected: &Value, got: &Value, skip: &[&str]) {
                 if skip.contains(&k.as_str()) {
                     continue;
                 }
-                let gv = g.get(k).unwrap_or_else(|| panic!("{path}.{k} missing in {got}"));
+                let gv = g
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} missing in {got}"));
                 same_shape(&format!("{path}.{k}"), ev, gv, skip);
             }
         }
@@ -70,7 +80,14 @@ fn same_shape(path: &str, expected: &Value, got: &Value, skip: &[&str]) {
 
 fn xdr<T: ReadXdr>(s: &Value) -> T {
     let s = s.as_str().expect("base64 string");
-    T::from_xdr_base64(s, Limits { depth: 200, len: s.len() }).expect("valid XDR")
+    T::from_xdr_base64(
+        s,
+        Limits {
+            depth: 200,
+            len: s.len(),
+        },
+    )
+    .expect("valid XDR")
 }
 
 #[tokio::test]
@@ -120,7 +137,10 @@ async fn answers_have_the_recorded_shapes_and_decode() {
     same_shape("getEvents", &docs, &events, &[]);
     let list = events["events"].as_array().unwrap();
     assert_eq!(list.len(), 50);
-    assert_eq!(events["cursor"], list[49]["id"], "a full page ends at its last event");
+    assert_eq!(
+        events["cursor"], list[49]["id"],
+        "a full page ends at its last event"
+    );
     let xlm = stellar_strkey::Contract(sac_contract_id(&Asset::Native)).to_string();
     let mut names = std::collections::BTreeSet::new();
     for e in list {
@@ -134,7 +154,10 @@ async fn answers_have_the_recorded_shapes_and_decode() {
         }
         assert_eq!(e["id"].as_str().unwrap().len(), 30);
     }
-    assert!(names.contains("fee") && names.contains("transfer"), "{names:?}");
+    assert!(
+        names.contains("fee") && names.contains("transfer"),
+        "{names:?}"
+    );
     assert!(list.iter().any(|e| e["contractId"] == xlm.as_str()));
 
     let txs = call(

@@ -2,6 +2,6 @@
 
 pub mod model;
 pub mod request_log;
-pub mod rpc;
 pub mod routes;
+pub mod rpc;
 pub mod sse;

@@ -27,12 +27,11 @@ use stellar_xdr::{
     HashIdPreimageContractId, Int128Parts, LedgerEntryData, LedgerHeader, LedgerHeaderExt,
     LedgerKey, Limits, Memo, MuxedAccount, Operation as XdrOp, OperationBody, OperationMetaV2,
     OperationResult, OperationResultTr, PaymentOp, PaymentResult, Preconditions, PublicKey,
-    ReadXdr, ScAddress, ScString, ScSymbol, ScVal, SequenceNumber, StellarValue,
-    StellarValueExt, String32, Thresholds, TimePoint, Transaction, TransactionEnvelope,
-    TransactionEvent, TransactionEventStage, TransactionExt, TransactionMeta,
-    TransactionMetaV4, TransactionResult, TransactionResultExt, TransactionResultResult,
-    TransactionV1Envelope, TrustLineAsset, TrustLineEntry, TrustLineEntryExt, Uint256,
-    WriteXdr,
+    ReadXdr, ScAddress, ScString, ScSymbol, ScVal, SequenceNumber, StellarValue, StellarValueExt,
+    String32, Thresholds, TimePoint, Transaction, TransactionEnvelope, TransactionEvent,
+    TransactionEventStage, TransactionExt, TransactionMeta, TransactionMetaV4, TransactionResult,
+    TransactionResultExt, TransactionResultResult, TransactionV1Envelope, TrustLineAsset,
+    TrustLineEntry, TrustLineEntryExt, Uint256, WriteXdr,
 };
 
 use super::model::{OpKind, Operation, StellarChain, ISSUER};
@@ -327,7 +326,13 @@ impl RpcState {
 async fn handle(State(state): State<Arc<RpcState>>, body: Bytes) -> Json<Value> {
     let req: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return Json(error_json(Value::Null, -32700, &format!("parse error: {e}"))),
+        Err(e) => {
+            return Json(error_json(
+                Value::Null,
+                -32700,
+                &format!("parse error: {e}"),
+            ))
+        }
     };
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let Some(method) = req.get("method").and_then(Value::as_str) else {
@@ -336,7 +341,13 @@ async fn handle(State(state): State<Arc<RpcState>>, body: Bytes) -> Json<Value> 
     let params = req.get("params").cloned().unwrap_or(Value::Null);
     let chain = match state.shared.stellar.read() {
         Ok(c) => c,
-        Err(_) => return Json(error_json(id, -32603, "internal error: chain lock poisoned")),
+        Err(_) => {
+            return Json(error_json(
+                id,
+                -32603,
+                "internal error: chain lock poisoned",
+            ))
+        }
     };
     let out = match method {
         "getHealth" => Ok(health(&state, &chain)),
@@ -462,10 +473,7 @@ fn paging(params: &Value, default: u64, max: u64) -> Result<(From, usize), RpcFa
 fn parse_cursor(c: &str) -> Result<(i64, u32), RpcFailure> {
     let bad = || invalid_params(format!("invalid cursor {c:?}"));
     match c.split_once('-') {
-        Some((t, i)) => Ok((
-            t.parse().map_err(|_| bad())?,
-            i.parse().map_err(|_| bad())?,
-        )),
+        Some((t, i)) => Ok((t.parse().map_err(|_| bad())?, i.parse().map_err(|_| bad())?)),
         None => Ok((c.parse().map_err(|_| bad())?, u32::MAX)),
     }
 }
@@ -574,9 +582,7 @@ fn get_events(state: &RpcState, chain: &StellarChain, params: &Value) -> Result<
             if l < oldest {
                 return Err(RpcFailure {
                     code: -32600,
-                    message: format!(
-                        "cursor is before the ledger range: {oldest} - {latest}"
-                    ),
+                    message: format!("cursor is before the ledger range: {oldest} - {latest}"),
                 });
             }
             (l, Some((toid, index)))
@@ -686,9 +692,7 @@ fn get_ledger_entries(
                 let PublicKey::PublicKeyTypeEd25519(Uint256(k)) = &t.account_id.0;
                 let asset = match &t.asset {
                     TrustLineAsset::CreditAlphanum4(a) => Some(Asset::CreditAlphanum4(a.clone())),
-                    TrustLineAsset::CreditAlphanum12(a) => {
-                        Some(Asset::CreditAlphanum12(a.clone()))
-                    }
+                    TrustLineAsset::CreditAlphanum12(a) => Some(Asset::CreditAlphanum12(a.clone())),
                     _ => None,
                 };
                 let ai = asset.and_then(|x| assets.iter().position(|(a, _, _)| *a == x));
@@ -751,7 +755,11 @@ fn get_transactions(
         txs.push(transaction_json(state, chain, i, op));
         cursor = Some((op.id & !0xfff).to_string());
     }
-    let cursor = cursor.unwrap_or_else(|| ((i64::from(latest) + 1) << 32).saturating_sub(1).to_string());
+    let cursor = cursor.unwrap_or_else(|| {
+        ((i64::from(latest) + 1) << 32)
+            .saturating_sub(1)
+            .to_string()
+    });
     Ok(json!({
         "transactions": txs,
         "latestLedger": latest,
@@ -872,7 +880,10 @@ fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Opera
         diagnostic_events: Default::default(),
     });
     let network: [u8; 32] = Sha256::digest(PASSPHRASE.as_bytes()).into();
-    let hash = envelope.hash(network).map(|h| hex_of(&h)).unwrap_or_default();
+    let hash = envelope
+        .hash(network)
+        .map(|h| hex_of(&h))
+        .unwrap_or_default();
     json!({
         "status": "SUCCESS",
         "txHash": hash,

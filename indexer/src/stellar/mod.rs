@@ -86,7 +86,11 @@ pub async fn spawn_all(
     bus: &SharedBus,
     runtime: &RuntimeSettings,
 ) -> Result<(), StellarStartError> {
-    if settings.source_kind().map_err(StellarStartError::SourceKind)? == settings::SourceKind::Rpc {
+    if settings
+        .source_kind()
+        .map_err(StellarStartError::SourceKind)?
+        == settings::SourceKind::Rpc
+    {
         return rpc::spawn(settings, supervisor, db, writer, bus, runtime).await;
     }
     let Some(client) = client(settings)? else {

@@ -58,6 +58,8 @@ pub struct RpcBatch {
     pub authorizations: Vec<(String, AssetKey, bool)>,
     /// Newest ledger the batch covers.
     pub ledger: Option<i64>,
+    /// Reconciliation against ledger entries: `(account, last_error)`, `None` = agreement.
+    pub reconciled: Vec<(String, Option<String>)>,
     /// Index of `history` rows by `(toid, holder, asset)`: one row per key.
     rows: HashMap<(i64, String, AssetKey), usize>,
 }
@@ -137,7 +139,11 @@ impl Ledgerbook {
             *bal = next;
             // Events of one TOID touching the same holder and asset: one row.
             let row_key = (event.toid, holder.to_string(), asset.clone());
-            match batch.rows.get(&row_key).and_then(|&i| batch.history.get_mut(i)) {
+            match batch
+                .rows
+                .get(&row_key)
+                .and_then(|&i| batch.history.get_mut(i))
+            {
                 Some(r) => {
                     r.delta += delta;
                     r.balance = next;
@@ -145,13 +151,13 @@ impl Ledgerbook {
                 None => {
                     batch.rows.insert(row_key, batch.history.len());
                     batch.history.push(HistoryRow {
-                    account: holder.to_string(),
-                    asset: asset.clone(),
-                    toid: event.toid,
-                    ledger,
-                    at,
-                    delta,
-                    balance: next,
+                        account: holder.to_string(),
+                        asset: asset.clone(),
+                        toid: event.toid,
+                        ledger,
+                        at,
+                        delta,
+                        balance: next,
                     });
                 }
             }
@@ -221,7 +227,8 @@ mod tests {
             amount,
         };
         book.apply(&ev(2 << 32, fee(50)), &xlm, at, &mut b).unwrap();
-        book.apply(&ev(2 << 32, fee(-20)), &xlm, at, &mut b).unwrap();
+        book.apply(&ev(2 << 32, fee(-20)), &xlm, at, &mut b)
+            .unwrap();
         // The issuer sends: only the recipient's balance moves.
         book.apply(&ev(3 << 32, t("GI", "GB", 7)), &ubec, at, &mut b)
             .unwrap();

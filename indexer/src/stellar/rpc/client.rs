@@ -246,9 +246,9 @@ impl RpcClient {
         params: Value,
     ) -> Result<T, RpcError> {
         match self.call(method, params).await {
-            Err(RpcError::InvalidParams { message, .. } | RpcError::InvalidRequest { message, .. })
-                if message.contains("must be within the ledger range") =>
-            {
+            Err(
+                RpcError::InvalidParams { message, .. } | RpcError::InvalidRequest { message, .. },
+            ) if message.contains("must be within the ledger range") => {
                 let start = match start {
                     Start::Ledger(l) => *l,
                     Start::Cursor(_) => 0,

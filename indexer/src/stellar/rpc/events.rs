@@ -282,13 +282,16 @@ pub fn decode_event(e: &RpcEvent) -> Result<TokenEvent, EventError> {
         .collect::<Result<_, _>>()
         .map_err(xdr)?;
     let value: ScVal = decode("ScVal value", &e.value).map_err(xdr)?;
-    let name = topics.first().and_then(symbol).ok_or_else(|| EventError::UnknownTopic {
-        id: e.id.clone(),
-        topic: topics
-            .first()
-            .map(|t| kind_of(t).to_string())
-            .unwrap_or_else(|| "(none)".into()),
-    })?;
+    let name = topics
+        .first()
+        .and_then(symbol)
+        .ok_or_else(|| EventError::UnknownTopic {
+            id: e.id.clone(),
+            topic: topics
+                .first()
+                .map(|t| kind_of(t).to_string())
+                .unwrap_or_else(|| "(none)".into()),
+        })?;
     let shape = |what: String| EventError::Shape {
         id: e.id.clone(),
         kind: name.clone(),
@@ -396,8 +399,8 @@ pub fn decode_event(e: &RpcEvent) -> Result<TokenEvent, EventError> {
 mod tests {
     use super::*;
     use stellar_xdr::{
-        AccountId, ClaimableBalanceId, Hash, Int128Parts, MuxedEd25519Account, PoolId,
-        PublicKey, ScMap, ScMapEntry, ScString, ScSymbol, Uint256,
+        AccountId, ClaimableBalanceId, Hash, Int128Parts, MuxedEd25519Account, PoolId, PublicKey,
+        ScMap, ScMapEntry, ScString, ScSymbol, Uint256,
     };
 
     fn b64(v: &ScVal) -> String {
@@ -416,9 +419,9 @@ mod tests {
         })
     }
     fn g(k: u8) -> ScVal {
-        ScVal::Address(ScAddress::Account(AccountId(PublicKey::PublicKeyTypeEd25519(
-            Uint256([k; 32]),
-        ))))
+        ScVal::Address(ScAddress::Account(AccountId(
+            PublicKey::PublicKeyTypeEd25519(Uint256([k; 32])),
+        )))
     }
     fn event(topics: Vec<ScVal>, value: ScVal) -> RpcEvent {
         RpcEvent {
@@ -490,8 +493,11 @@ mod tests {
         assert_eq!(addrs[1], super::super::xdr::account_strkey([1; 32]));
 
         // Pre-Protocol-23 mint: [mint, admin, to, asset].
-        let e = decode_event(&event(vec![sym("mint"), g(9), g(2), string("X:G")], i128v(5)))
-            .unwrap();
+        let e = decode_event(&event(
+            vec![sym("mint"), g(9), g(2), string("X:G")],
+            i128v(5),
+        ))
+        .unwrap();
         assert_eq!(
             e.movement.deltas(),
             vec![(super::super::xdr::account_strkey([2; 32]).as_str(), 5)]
@@ -515,11 +521,23 @@ mod tests {
         assert!(e.is_unknown_topic());
         // Unknown value shapes.
         for (topics, value) in [
-            (vec![sym("transfer"), g(1), g(2), string("native")], ScVal::U64(3)),
-            (vec![sym("transfer"), g(1), g(2), string("native")], i128v(-3)),
-            (vec![sym("transfer"), g(1), g(2), string("native")], i128v(i128::MAX)),
+            (
+                vec![sym("transfer"), g(1), g(2), string("native")],
+                ScVal::U64(3),
+            ),
+            (
+                vec![sym("transfer"), g(1), g(2), string("native")],
+                i128v(-3),
+            ),
+            (
+                vec![sym("transfer"), g(1), g(2), string("native")],
+                i128v(i128::MAX),
+            ),
             (vec![sym("transfer"), g(1), string("native")], i128v(3)),
-            (vec![sym("transfer"), g(1), ScVal::Void, string("native")], i128v(3)),
+            (
+                vec![sym("transfer"), g(1), ScVal::Void, string("native")],
+                i128v(3),
+            ),
             (vec![sym("fee"), g(1)], ScVal::Bool(true)),
             (vec![sym("burn"), g(1), ScVal::U32(0)], i128v(3)),
             (vec![sym("set_authorized"), g(1), string("x")], i128v(3)),

@@ -49,7 +49,11 @@ fn docs_native_transfers_decode_field_by_field() {
     assert_eq!(page.latest_ledger, 3_730_843);
     assert_eq!(page.cursor, "0016010972359577600-0000000008");
     let xlm = SacAsset::parse("XLM", TESTNET_PASSPHRASE).unwrap();
-    let ev: Vec<_> = page.events.iter().map(|e| decode_event(e).unwrap()).collect();
+    let ev: Vec<_> = page
+        .events
+        .iter()
+        .map(|e| decode_event(e).unwrap())
+        .collect();
     let tx = "a5c9247b77eb04c0d857934a2e988c408167976c8acbdf3d8acf64c44deb3beb";
     for e in &ev {
         assert_eq!((e.ledger, e.tx_hash.as_str()), (3_727_845, tx));
@@ -84,7 +88,11 @@ fn docs_native_transfers_decode_field_by_field() {
 fn docs_fee_events_decode() {
     let page: EventsPage =
         derived("stellar_stellar-docs_examples_Events.json__AnyTwoEvents.getEvents.result.json");
-    let ev: Vec<_> = page.events.iter().map(|e| decode_event(e).unwrap()).collect();
+    let ev: Vec<_> = page
+        .events
+        .iter()
+        .map(|e| decode_event(e).unwrap())
+        .collect();
     assert_eq!(
         ev[0].movement,
         Movement::Fee {
@@ -126,7 +134,10 @@ fn p23_fee_and_refund_and_non_token_events() {
         assert_eq!(e.ledger, 2081);
         match decode_event(e) {
             Ok(t) => {
-                assert_eq!(t.contract_id, local_xlm.contract_id, "fees come from the XLM SAC");
+                assert_eq!(
+                    t.contract_id, local_xlm.contract_id,
+                    "fees come from the XLM SAC"
+                );
                 fees.push(t.movement);
             }
             Err(err) => {
@@ -203,8 +214,14 @@ fn get_transactions_pages_decode_and_hash() {
         "stellar_stellar-docs_examples_Transactions.json__GetTransactionsResult.getTransactions.result.json",
     );
     assert!(!page.transactions.is_empty());
-    assert!(check_txs(&page.transactions, TESTNET_PASSPHRASE) > 0, "meta V4");
-    assert!(page.transactions.iter().all(|t| t.ledger == 337_272 || t.ledger > 0));
+    assert!(
+        check_txs(&page.transactions, TESTNET_PASSPHRASE) > 0,
+        "meta V4"
+    );
+    assert!(page
+        .transactions
+        .iter()
+        .all(|t| t.ledger == 337_272 || t.ledger > 0));
     let cursor: TransactionsPage = derived(
         "stellar_stellar-docs_examples_Transactions.json__GetTransactionsResultUsingCursor.getTransactions.result.json",
     );
@@ -234,7 +251,11 @@ fn get_transaction_records_decode_v3_and_v4() {
         ),
     ] {
         let t: TxInfo = result(name);
-        assert_eq!(check_txs(std::slice::from_ref(&t), passphrase), v4, "{name}");
+        assert_eq!(
+            check_txs(std::slice::from_ref(&t), passphrase),
+            v4,
+            "{name}"
+        );
     }
     for name in [
         "stellar_stellar-docs_examples_Transactions.json__SuccessTransactionResult.getTransaction.result.json",
@@ -292,7 +313,8 @@ fn ledgers_decode_with_sequence_and_hash_checked() {
 
 #[test]
 fn health_and_latest_ledger_decode() {
-    let h: Health = derived("stellar_stellar-docs_methods_getHealth.json__example.getHealth.result.json");
+    let h: Health =
+        derived("stellar_stellar-docs_methods_getHealth.json__example.getHealth.result.json");
     assert_eq!(h.ledger_retention_window, 120_960);
     assert_eq!(h.status, "healthy");
     let doc = json("stellar_stellar-docs_openrpc_src_stellar-rpc_methods_getLatestLedger.json");

@@ -72,7 +72,14 @@ pub struct RpcSource {
     book: Ledgerbook,
     /// Events skipped since start, by reason (logged).
     skipped_total: u64,
+    /// Accounts left to reconcile in this round.
+    reconcile_queue: std::collections::VecDeque<String>,
+    /// When the last reconciliation round began.
+    last_round: Option<std::time::Instant>,
 }
+
+/// Time between two reconciliation rounds over every `G...` holder.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
 impl RpcSource {
     /// A source for `settings` talking through `rpc`.
@@ -88,6 +95,8 @@ impl RpcSource {
             cursor: None,
             book: Ledgerbook::default(),
             skipped_total: 0,
+            reconcile_queue: Default::default(),
+            last_round: None,
         }
     }
 
@@ -103,7 +112,10 @@ impl RpcSource {
         for a in &self.settings.assets {
             let asset = SacAsset::parse(a, &network.passphrase)
                 .map_err(|e| SourceError::Config(format!("stellar.assets: {e}")))?;
-            if !assets.iter().any(|x: &SacAsset| x.contract_id == asset.contract_id) {
+            if !assets
+                .iter()
+                .any(|x: &SacAsset| x.contract_id == asset.contract_id)
+            {
                 assets.push(asset);
             }
         }
@@ -142,7 +154,10 @@ impl RpcSource {
     /// ledger. A start before the node's retention window is refused with the window.
     async fn start_ledger(&self) -> Result<u32, SourceError> {
         let health = self.rpc.get_health().await.map_err(source_error)?;
-        let start = self.settings.rpc_start_ledger.unwrap_or(health.oldest_ledger);
+        let start = self
+            .settings
+            .rpc_start_ledger
+            .unwrap_or(health.oldest_ledger);
         if start < health.oldest_ledger || start > health.latest_ledger.saturating_add(1) {
             return Err(source_error(RpcError::OutsideRetention {
                 method: "getEvents",
@@ -196,6 +211,84 @@ impl RpcSource {
     }
 }
 
+impl RpcSource {
+    /// When caught up: compares the next accounts of the round with `getLedgerEntries`
+    /// (read through ledger `scanned`), into `batch.reconciled`. A new round starts every
+    /// [`RECONCILE_EVERY`]; reading failures leave the round for the next fetch.
+    async fn reconcile(
+        &mut self,
+        ctx: &SyncContext,
+        scanned: i64,
+        batch: &mut RpcBatch,
+    ) -> Result<(), SourceError> {
+        if self.reconcile_queue.is_empty() {
+            if self
+                .last_round
+                .is_some_and(|t| t.elapsed() < RECONCILE_EVERY)
+            {
+                return Ok(());
+            }
+            self.last_round = Some(std::time::Instant::now());
+            let ids: Vec<String> = stellar_account::Entity::find()
+                .select_only()
+                .column(stellar_account::Column::AccountId)
+                .filter(stellar_account::Column::AccountId.starts_with("G"))
+                .into_tuple()
+                .all(&ctx.db)
+                .await?;
+            self.reconcile_queue.extend(ids);
+        }
+        let per = self.assets.len().max(1);
+        let take = (super::client::MAX_LEDGER_KEYS / per).max(1);
+        let mut accounts = Vec::new();
+        let mut keys = Vec::new();
+        while accounts.len() < take {
+            let Some(a) = self.reconcile_queue.pop_front() else {
+                break;
+            };
+            match super::reconcile::keys_for(&a, &self.assets) {
+                Ok(k) if keys.len() + k.len() <= super::client::MAX_LEDGER_KEYS => {
+                    keys.extend(k);
+                    accounts.push(a);
+                }
+                Ok(_) => {
+                    self.reconcile_queue.push_front(a);
+                    break;
+                }
+                Err(e) => tracing::debug!(account = %a, error = %e, "stellar rpc: not reconciled"),
+            }
+        }
+        if accounts.is_empty() {
+            return Ok(());
+        }
+        let page = match self.rpc.get_ledger_entries(&keys).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "stellar rpc: reconciliation postponed");
+                for a in accounts.into_iter().rev() {
+                    self.reconcile_queue.push_front(a);
+                }
+                return Ok(());
+            }
+        };
+        let missing = self.book.missing(accounts.iter().map(String::as_str));
+        if !missing.is_empty() {
+            self.load_holders(ctx, missing).await?;
+        }
+        let outcomes =
+            super::reconcile::compare(&accounts, &self.assets, &self.book, &page, scanned)
+                .map_err(|e| SourceError::Data(format!("getLedgerEntries: {e}")))?;
+        for (account, outcome) in outcomes {
+            match outcome {
+                Some(o) => batch.reconciled.push((account, o)),
+                // Changed since the events were read: next round.
+                None => self.reconcile_queue.push_back(account),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether two RPC ids/cursors have the `<19 digits>-<10 digits>` shape, so that string
 /// order is event order.
 fn comparable(a: &str, b: &str) -> bool {
@@ -217,9 +310,15 @@ impl Source for RpcSource {
         descriptor()
     }
 
-    async fn resume(&mut self, _ctx: &SyncContext, stored: &source::Model) -> Result<(), SourceError> {
+    async fn resume(
+        &mut self,
+        _ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
         self.cursor = stored.cursor.clone();
         self.book.clear();
+        self.reconcile_queue.clear();
+        self.last_round = None;
         Ok(())
     }
 
@@ -231,7 +330,10 @@ impl Source for RpcSource {
             Some(c) => Start::Cursor(c.clone()),
             None => Start::Ledger(self.start_ledger().await?),
         };
-        let limit = self.settings.rpc_events_limit.clamp(1, super::client::MAX_EVENTS_LIMIT);
+        let limit = self
+            .settings
+            .rpc_events_limit
+            .clamp(1, super::client::MAX_EVENTS_LIMIT);
         let page = self
             .rpc
             .get_events(&start, &self.filters, limit)
@@ -251,7 +353,8 @@ impl Source for RpcSource {
             match decode_event(e) {
                 Ok(t) => {
                     // Contract events of a failed call never changed a balance; fees did.
-                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. }) {
+                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. })
+                    {
                         *batch.skipped.entry("failed_call").or_default() += 1;
                         continue;
                     }
@@ -323,6 +426,9 @@ impl Source for RpcSource {
             .unwrap_or(i64::from(page.latest_ledger));
         let latest = i64::from(page.latest_ledger);
         let caught_up = scanned >= latest && page.events.len() < limit as usize;
+        if caught_up && self.settings.reconcile {
+            self.reconcile(ctx, scanned.min(latest), &mut batch).await?;
+        }
         let moved = self.cursor.as_deref() != Some(page.cursor.as_str());
         let progress = Progress {
             head_height: Some(latest),
@@ -337,7 +443,11 @@ impl Source for RpcSource {
             newest_item_at: newest_at,
         };
         self.cursor = Some(page.cursor);
-        if !moved && batch.history.is_empty() && batch.accounts.is_empty() {
+        if !moved
+            && batch.history.is_empty()
+            && batch.accounts.is_empty()
+            && batch.reconciled.is_empty()
+        {
             return Ok(Fetched::Idle(progress));
         }
         Ok(Fetched::Batch { batch, progress })

@@ -30,6 +30,7 @@ impl BatchWriter<RpcBatch> for RpcWriter {
         insert_history(txn, batch).await?;
         upsert_balances(txn, batch).await?;
         mark_synced(txn, batch).await?;
+        store_reconciliation(txn, batch).await?;
         let events = batch
             .balances
             .iter()
@@ -111,6 +112,34 @@ async fn upsert_balances(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<
                     .to_owned(),
             )
             .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Stores reconciliation outcomes as the accounts' `last_error` (a mismatch is written, an
+/// agreement clears a previous mismatch only).
+async fn store_reconciliation(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<(), DbErr> {
+    use stellar_sync_state::Column as S;
+    let mut agree = Vec::new();
+    for (account, outcome) in &batch.reconciled {
+        match outcome {
+            Some(msg) => {
+                stellar_sync_state::Entity::update_many()
+                    .col_expr(S::LastError, Expr::value(Some(msg.clone())))
+                    .filter(S::AccountId.eq(account.as_str()))
+                    .exec(txn)
+                    .await?;
+            }
+            None => agree.push(account.as_str()),
+        }
+    }
+    for chunk in agree.chunks(CHUNK) {
+        stellar_sync_state::Entity::update_many()
+            .col_expr(S::LastError, Expr::value(Option::<String>::None))
+            .filter(S::AccountId.is_in(chunk.iter().copied()))
+            .filter(S::LastError.starts_with(super::reconcile::MISMATCH))
+            .exec(txn)
             .await?;
     }
     Ok(())
