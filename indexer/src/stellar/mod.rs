@@ -91,8 +91,31 @@ pub async fn spawn_all(
         .map_err(StellarStartError::SourceKind)?
         == settings::SourceKind::Rpc
     {
-        return rpc::spawn(settings, supervisor, db, writer, bus, runtime).await;
+        rpc::spawn(settings, supervisor, db, writer, bus, runtime).await?;
+        // RPC has no trade aggregations: with a Horizon URL, DEX pairs are still priced
+        // through Horizon, by a Horizon source that watches no account.
+        if settings.dex_pairs.is_empty() || settings.horizon_url.is_none() {
+            return Ok(());
+        }
+        let mut dex_only = settings.clone();
+        dex_only.accounts.clear();
+        dex_only.discover = false;
+        dex_only.reconcile = false;
+        dex_only.stream = false;
+        return spawn_horizon(&dex_only, supervisor, db, writer, bus, runtime).await;
     }
+    spawn_horizon(settings, supervisor, db, writer, bus, runtime).await
+}
+
+/// Registers the Horizon source (see [`spawn_all`]).
+async fn spawn_horizon(
+    settings: &StellarSettings,
+    supervisor: &mut Supervisor,
+    db: &DatabaseConnection,
+    writer: &DatabaseConnection,
+    bus: &SharedBus,
+    runtime: &RuntimeSettings,
+) -> Result<(), StellarStartError> {
     let Some(client) = client(settings)? else {
         return Ok(());
     };
