@@ -267,7 +267,11 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     let devnet = orrery_devnet::Devnet::start(config).await?;
     let urls = devnet.urls();
     println!("horizon         {}", urls.horizon);
-    println!("stellar rpc     {} (network {:?})", urls.stellar_rpc, orrery_devnet::stellar::rpc::PASSPHRASE);
+    println!(
+        "stellar rpc     {} (network {:?})",
+        urls.stellar_rpc,
+        orrery_devnet::stellar::rpc::PASSPHRASE
+    );
     println!("esplora         {}", urls.esplora);
     println!("exchange prices {}/api/v1/prices", urls.exchange_prices);
     for e in &urls.evm {
