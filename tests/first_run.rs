@@ -119,18 +119,34 @@ async fn serve_with_no_config_shows_every_devnet_system_within_30_seconds() {
             let yes = agents_on_every_chain(&server, &d["evm"]).await;
             mark(&mut seen.agents_on_every_chain, now, yes);
         }
-        mark(&mut seen.utxoracle, now, d["utxoracle"]["price"].as_f64().is_some_and(|p| p > 0.0));
-        mark(&mut seen.exchange, now, d["exchange"]["price"].as_f64().is_some_and(|p| p > 0.0));
-        mark(&mut seen.dex, now, d["dex"]["price"].as_f64().is_some_and(|p| p > 0.0));
+        mark(
+            &mut seen.utxoracle,
+            now,
+            d["utxoracle"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
+        mark(
+            &mut seen.exchange,
+            now,
+            d["exchange"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
+        mark(
+            &mut seen.dex,
+            now,
+            d["dex"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
         mark(
             &mut seen.comparisons,
             now,
             d["priceComparisons"]["totalCount"].as_i64().unwrap_or(0) > 0,
         );
-        let statuses = d["indexerStatus"]["edges"].as_array().cloned().unwrap_or_default();
-        let all_synced = statuses.len() >= 5 && statuses
-            .iter()
-            .all(|e| e["node"]["status"] == "synced" && e["node"]["isSynced"] == true);
+        let statuses = d["indexerStatus"]["edges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let all_synced = statuses.len() >= 5
+            && statuses
+                .iter()
+                .all(|e| e["node"]["status"] == "synced" && e["node"]["isSynced"] == true);
         mark(&mut seen.all_synced, now, all_synced);
         last = r;
         tokio::time::sleep(Duration::from_millis(250)).await;

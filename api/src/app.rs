@@ -66,10 +66,10 @@ pub async fn open_bus(config: &Config) -> Result<SharedBus, StartError> {
 }
 
 /// Runs the server until SIGTERM/SIGINT.
-pub async fn serve(mut config: Config) -> Result<(), StartError> {
+pub async fn serve(mut config: Config, role: sources::ServeRole) -> Result<(), StartError> {
     let (db, bus) = open(&config).await?;
     let writer = db::connect_writer(&config, &db).await?;
-    let running = sources::start(&mut config, &db, &writer, &bus).await?;
+    let running = sources::start(&mut config, &db, &writer, &bus, role).await?;
     let config = Arc::new(config);
     tracing::info!(
         database = %db::redact(&config.database_url),

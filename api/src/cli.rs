@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Do not start the simulated chains.
     #[arg(long)]
     pub no_devnet: bool,
+    /// What this replica does: `all` (API and indexing), `api` (queries and subscriptions
+    /// only) or `indexer`. On PostgreSQL, indexing replicas share the sources through leases.
+    #[arg(long, value_enum, default_value_t = crate::sources::ServeRole::All, env = "ORRERY_ROLE")]
+    pub role: crate::sources::ServeRole,
 }
 
 /// `orrery export-schema` flags.
@@ -216,7 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if args.no_devnet {
                 config.devnet.enabled = Some(false);
             }
-            app::serve(config).await?;
+            app::serve(config, args.role).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
