@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries over stored state, subscriptions over the event bus.
 
+pub mod context;
 pub mod error;
 pub mod evm;
 pub mod metrics_ext;

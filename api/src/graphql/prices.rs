@@ -7,13 +7,12 @@ use futures::Stream;
 use orrery_entity::{price_comparison, price_point};
 use orrery_indexer::bus::topics;
 use sea_orm::{
-    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, Statement,
 };
 
+use super::context::{page_args, state};
 use super::error::{bad_input, internal};
-use super::pagination::{build_page, Page};
-use super::query::{page_args, state, wants_total};
+use super::pagination::{keyset_page, Dir, Keyset, Page};
 use super::subscription::bus_stream;
 
 /// One stored price observation.
@@ -263,7 +262,6 @@ impl PricesQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<PriceComparison>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = price_comparison::Entity::find();
         if let Some(f) = from {
             base = base.filter(price_comparison::Column::At.gte(f));
@@ -274,35 +272,12 @@ impl PricesQuery {
         if only_invalid {
             base = base.filter(price_comparison::Column::IsValid.eq(false));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting comparisons", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base
-            .order_by_asc(price_comparison::Column::At)
-            .limit(args.fetch());
-        if let Some(after) = &args.after {
-            let t = DateTime::parse_from_rfc3339(after)
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?
-                .with_timezone(&Utc);
-            q = q.filter(price_comparison::Column::At.gt(t));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing comparisons", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(PriceComparison::from).collect(),
-            total,
-            |c| c.at.to_rfc3339(),
-        ))
+        let key = Keyset::by(
+            price_comparison::Column::At,
+            Dir::Asc,
+            |m: &price_comparison::Model| m.at,
+        );
+        keyset_page(ctx, base, &key, args, "comparisons").await
     }
 }
 
