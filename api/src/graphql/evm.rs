@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::context::{page_args, state};
 use super::error::{bad_input, internal, not_found};
-use super::pagination::{keyset_page, Dir, Keyset, Page};
+use super::pagination::{keyset_page, Dir, Keyset, ListOrder, Page};
 use super::subscription::bus_stream;
 
 /// Queries over indexed ERC-8004 registries and EVM events.
@@ -327,7 +327,8 @@ impl EvmQuery {
             .ok_or_else(|| not_found(format!("agent {agent_id} on {chain}")))
     }
 
-    /// Decoded contract events in chain order.
+    /// Decoded contract events in the order they were indexed (chain order per chain), oldest
+    /// first unless `order: NEWEST_FIRST`.
     #[allow(clippy::too_many_arguments)]
     async fn events(
         &self,
@@ -337,6 +338,7 @@ impl EvmQuery {
         #[graphql(desc = "Event name, e.g. `NewFeedback`.")] name: Option<String>,
         #[graphql(desc = "Lowest block number (inclusive).")] from_block: Option<i64>,
         #[graphql(desc = "Highest block number (inclusive).")] to_block: Option<i64>,
+        #[graphql(desc = "OLDEST_FIRST (default) or NEWEST_FIRST.", default)] order: ListOrder,
         #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<EvmEvent>> {
@@ -362,7 +364,11 @@ impl EvmQuery {
         if let Some(t) = to_block {
             base = base.filter(evm_event::Column::BlockNumber.lte(t));
         }
-        let key = Keyset::by(evm_event::Column::Id, Dir::Asc, |m: &evm_event::Model| m.id);
+        let key = Keyset::by(
+            evm_event::Column::Id,
+            order.dir(),
+            |m: &evm_event::Model| m.id,
+        );
         keyset_page(ctx, base, &key, args, "events").await
     }
 }

@@ -343,3 +343,23 @@ mod tests {
         assert_eq!(DateTime::<Utc>::decode("yesterday"), None);
     }
 }
+
+/// Order of a list that has a natural time order.
+#[derive(async_graphql::Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// Oldest first (the order items were indexed in).
+    #[default]
+    OldestFirst,
+    /// Newest first: the most recently indexed items on the first page.
+    NewestFirst,
+}
+
+impl ListOrder {
+    /// The key direction of this order.
+    pub fn dir(self) -> Dir {
+        match self {
+            Self::OldestFirst => Dir::Asc,
+            Self::NewestFirst => Dir::Desc,
+        }
+    }
+}

@@ -16,7 +16,7 @@ use super::types::{
 };
 use crate::graphql::context::{page_args, state};
 use crate::graphql::error::{bad_input, internal, not_found};
-use crate::graphql::pagination::{keyset_page, Dir, Keyset, Page};
+use crate::graphql::pagination::{keyset_page, Dir, Keyset, ListOrder, Page};
 
 /// Filter of `accounts`.
 #[derive(InputObject, Default)]
@@ -127,7 +127,8 @@ impl StellarQuery {
         keyset_page(ctx, base, &key, args, "balances").await
     }
 
-    /// Indexed operations, oldest first.
+    /// Indexed operations by operation id (ledger order), oldest first unless
+    /// `order: NEWEST_FIRST`.
     #[allow(clippy::too_many_arguments)]
     async fn operations(
         &self,
@@ -138,6 +139,7 @@ impl StellarQuery {
         >,
         #[graphql(desc = "Only operations at or after this time.")] since: Option<DateTime<Utc>>,
         #[graphql(desc = "Only operations before this time.")] until: Option<DateTime<Utc>>,
+        #[graphql(desc = "OLDEST_FIRST (default) or NEWEST_FIRST.", default)] order: ListOrder,
         #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<StellarOperation>> {
@@ -165,7 +167,7 @@ impl StellarQuery {
         }
         let key = Keyset::by(
             stellar_operation::Column::Id,
-            Dir::Asc,
+            order.dir(),
             |m: &stellar_operation::Model| m.id,
         );
         keyset_page(ctx, base, &key, args, "operations").await
