@@ -383,7 +383,7 @@ impl EvmSubscription {
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
         #[graphql(desc = "Only this contract (0x hex, any case).")] contract: Option<String>,
         #[graphql(desc = "Only this event name.")] name: Option<String>,
-    ) -> impl Stream<Item = EvmEvent> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmEvent>> {
         let contract = contract.map(|c| c.to_ascii_lowercase());
         bus_stream(ctx, topics::EVM_EVENT, move |e| {
             let ev: EvmEvent = serde_json::from_value(e.payload).ok()?;
@@ -399,7 +399,7 @@ impl EvmSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
-    ) -> impl Stream<Item = EvmBlockIndexed> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmBlockIndexed>> {
         bus_stream(ctx, topics::EVM_BLOCK, move |e| {
             let b: EvmBlockIndexed = serde_json::from_value(e.payload).ok()?;
             chain.as_ref().is_none_or(|c| *c == b.chain).then_some(b)
@@ -411,7 +411,7 @@ impl EvmSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
-    ) -> impl Stream<Item = EvmReorg> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmReorg>> {
         bus_stream(ctx, topics::REORG, move |e| {
             let r: EvmReorg = serde_json::from_value(e.payload).ok()?;
             chain.as_ref().is_none_or(|c| *c == r.chain).then_some(r)

@@ -293,7 +293,7 @@ impl PricesSubscription {
         ctx: &Context<'_>,
         #[graphql(desc = "Pair, e.g. `BTC/USD`.")] pair: String,
         #[graphql(desc = "Only this source; every source when omitted.")] source: Option<String>,
-    ) -> impl Stream<Item = PricePoint> {
+    ) -> impl Stream<Item = async_graphql::Result<PricePoint>> {
         bus_stream(ctx, topics::PRICE_UPDATED, move |e| {
             let m: price_point::Model = serde_json::from_value(e.payload).ok()?;
             (m.pair == pair && source.as_ref().is_none_or(|s| *s == m.source)).then(|| m.into())

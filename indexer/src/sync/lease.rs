@@ -222,10 +222,20 @@ impl SourceLease {
     }
 
     fn set_token(&self, token: Option<i64>) {
-        if let Ok(mut t) = self.token.lock() {
-            *t = token;
-        }
+        let before = match self.token.lock() {
+            Ok(mut t) => std::mem::replace(&mut *t, token),
+            Err(_) => None,
+        };
         self.leases.set_held(&self.source, token);
+        let event = match (before, token) {
+            (None, Some(_)) => "acquired",
+            (Some(_), None) => "lost",
+            _ => return,
+        };
+        crate::metrics::Metrics::global()
+            .lease_changes
+            .with_label_values(&[&self.source, event])
+            .inc();
     }
 
     /// This replica's id.
@@ -347,7 +357,14 @@ impl SourceLease {
     /// Hands the lease back (it lapses at once), after the source task stopped.
     pub async fn release(&self) {
         let Some(token) = self.token() else { return };
-        self.set_token(None);
+        if let Ok(mut t) = self.token.lock() {
+            *t = None;
+        }
+        self.leases.set_held(&self.source, None);
+        crate::metrics::Metrics::global()
+            .lease_changes
+            .with_label_values(&[&self.source, "released"])
+            .inc();
         let r = self
             .leases
             .db

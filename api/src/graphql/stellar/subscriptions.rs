@@ -23,7 +23,7 @@ impl StellarSubscription {
         ctx: &Context<'_>,
         #[graphql(desc = "`G...` account id.")] account: String,
         #[graphql(desc = "`XLM` or `CODE:ISSUER`; all assets when omitted.")] asset: Option<String>,
-    ) -> Result<impl Stream<Item = StellarBalance>> {
+    ) -> Result<impl Stream<Item = async_graphql::Result<StellarBalance>>> {
         let asset = asset.map(|a| parse_asset("asset", &a)).transpose()?;
         Ok(bus_stream(ctx, topics::STELLAR_BALANCE_CHANGED, move |e| {
             let p = &e.payload;
@@ -59,7 +59,7 @@ impl StellarSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "`G...` account id.")] account: String,
-    ) -> impl Stream<Item = StellarOperation> {
+    ) -> impl Stream<Item = async_graphql::Result<StellarOperation>> {
         let db = state(ctx).db.clone();
         bus_stream(ctx, topics::STELLAR_OPERATION_INDEXED, move |e| {
             let p = &e.payload;
@@ -67,17 +67,24 @@ impl StellarSubscription {
                 .then(|| p.get("operation_id")?.as_str()?.parse::<i64>().ok())
                 .flatten()
         })
-        .then(move |id| {
+        .then(move |item| {
             let db = db.clone();
             async move {
-                stellar_operation::Entity::find_by_id(id)
-                    .one(&db)
-                    .await
-                    .ok()
-                    .flatten()
+                match item {
+                    Err(missed) => Some(Err(missed)),
+                    Ok(id) => match stellar_operation::Entity::find_by_id(id).one(&db).await {
+                        Ok(Some(row)) => Some(Ok(StellarOperation::from(row))),
+                        // Rolled back before it could be read: nothing to send.
+                        Ok(None) => None,
+                        Err(e) => Some(Err(crate::graphql::error::internal(
+                            "reading an indexed operation",
+                            e,
+                        ))),
+                    },
+                }
             }
         })
-        .filter_map(|o| futures::future::ready(o.map(StellarOperation::from)))
+        .filter_map(futures::future::ready)
     }
 
     /// Distribution `id` changed (status, rules).
@@ -85,7 +92,7 @@ impl StellarSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Distribution id; all distributions when omitted.")] id: Option<i64>,
-    ) -> impl Stream<Item = Distribution> {
+    ) -> impl Stream<Item = async_graphql::Result<Distribution>> {
         bus_stream(ctx, topics::DISTRIBUTION_UPDATED, move |e| {
             let row: distribution::Model = serde_json::from_value(e.payload).ok()?;
             match id {
