@@ -914,7 +914,10 @@ fn shipped_configuration_is_accepted_by_orrery() {
 #[test]
 fn scale_out_manifests_split_api_and_indexer_replicas() {
     let api = read("deploy/k8s/deployment.yaml");
-    assert!(api.contains("args: [\"serve\", \"--role\", \"api\"]"), "API replicas run --role api");
+    assert!(
+        api.contains("args: [\"serve\", \"--role\", \"api\"]"),
+        "API replicas run --role api"
+    );
     let indexer = read("deploy/k8s/indexer.yaml");
     for needle in [
         "kind: Deployment",
@@ -927,7 +930,10 @@ fn scale_out_manifests_split_api_and_indexer_replicas() {
     ] {
         assert!(indexer.contains(needle), "indexer.yaml lacks `{needle}`");
     }
-    assert_eq!(probe_path(&indexer, "readinessProbe").as_deref(), Some("/ready"));
+    assert_eq!(
+        probe_path(&indexer, "readinessProbe").as_deref(),
+        Some("/ready")
+    );
     let hpa = read("deploy/k8s/hpa.yaml");
     for needle in [
         "kind: HorizontalPodAutoscaler",
@@ -943,7 +949,10 @@ fn scale_out_manifests_split_api_and_indexer_replicas() {
     assert!(pdb.contains("component: api") && pdb.contains("component: indexer"));
     let kustomization = read("deploy/k8s/kustomization.yaml");
     for file in ["indexer.yaml", "hpa.yaml", "pdb.yaml"] {
-        assert!(kustomization.contains(&format!("- {file}")), "kustomization lacks {file}");
+        assert!(
+            kustomization.contains(&format!("- {file}")),
+            "kustomization lacks {file}"
+        );
     }
     // The Service fronts the API pods, which the HPA scales.
     assert!(read("deploy/k8s/service.yaml").contains("app.kubernetes.io/component: api"));
@@ -959,9 +968,18 @@ fn scale_out_manifests_split_api_and_indexer_replicas() {
             .nth(1)
             .unwrap_or_else(|| panic!("compose has no {service}"));
         let body = body.split("\n\n").next().unwrap();
-        assert!(body.contains("<<: *orrery"), "{service} does not use the shared definition");
-        assert!(body.contains(&format!("ORRERY_REPLICA_ID: {id}")), "{service} id");
-        assert!(body.contains(&format!("127.0.0.1:{port}:8080")), "{service} port");
+        assert!(
+            body.contains("<<: *orrery"),
+            "{service} does not use the shared definition"
+        );
+        assert!(
+            body.contains(&format!("ORRERY_REPLICA_ID: {id}")),
+            "{service} id"
+        );
+        assert!(
+            body.contains(&format!("127.0.0.1:{port}:8080")),
+            "{service} port"
+        );
     }
     assert!(compose.contains("command: [\"migrate\"]"));
     assert!(compose.contains("condition: service_completed_successfully"));

@@ -166,9 +166,18 @@ async fn replicas_split_the_sources_fail_over_within_10_s_and_share_events() {
     let config = config_file(&devnet, "split");
     let db = TestDb::new().await;
     let conn = db.connect().await;
-    let mut replicas: Vec<Option<Server>> = ["r1", "r2", "r3"]
+    // Started together, as a Deployment's pods would be.
+    let envs: Vec<_> = ["r1", "r2", "r3"]
         .iter()
-        .map(|id| Some(Server::start(&replica_env(&db, &config, id))))
+        .map(|id| replica_env(&db, &config, id))
+        .collect();
+    let handles: Vec<_> = envs
+        .into_iter()
+        .map(|env| std::thread::spawn(move || Server::start(&env)))
+        .collect();
+    let mut replicas: Vec<Option<Server>> = handles
+        .into_iter()
+        .map(|h| Some(h.join().unwrap()))
         .collect();
 
     // Every source gets exactly one leader, and the leaders spread over the replicas.
@@ -203,6 +212,35 @@ async fn replicas_split_the_sources_fail_over_within_10_s_and_share_events() {
             .collect::<BTreeMap<_, _>>()
     };
     assert_eq!(names(&a), names(&c), "replicas disagree on the leaders");
+
+    // The devnet's request log: each chain's logs were fetched by one replica only, and no
+    // range twice.
+    let requests = devnet.control().evm_log_requests();
+    assert!(!requests.is_empty());
+    let mut agents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut ranges = BTreeSet::new();
+    for (chain, from, to, agent) in &requests {
+        agents
+            .entry(chain.clone())
+            .or_default()
+            .insert(agent.clone());
+        assert!(
+            ranges.insert((chain.clone(), from.clone(), to.clone())),
+            "{chain} range {from}..{to} fetched twice: {requests:?}"
+        );
+    }
+    for (chain, by) in &agents {
+        assert_eq!(by.len(), 1, "{chain} fetched by several replicas: {by:?}");
+        let leader = leaders(view).await[&format!("evm:{chain}")]
+            .0
+            .clone()
+            .unwrap();
+        assert!(
+            by.iter()
+                .all(|a| a.contains(&format!("(replica {leader})"))),
+            "{chain} led by {leader} but fetched by {by:?}"
+        );
+    }
 
     // kill -9 the leader of evm:sepolia in the middle of its backfill.
     let chain = "sepolia";

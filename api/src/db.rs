@@ -168,9 +168,27 @@ pub async fn connect_writer(
     open_pool(&url, spec).await
 }
 
+/// The advisory lock key every Orrery process takes to migrate ("orrery" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6f72_7265_7279;
+
 /// Applies every pending migration.
+///
+/// On PostgreSQL the migrations run in one transaction holding an advisory lock, so replicas
+/// started together migrate one after the other (the later ones find nothing to do) instead
+/// of racing on the same `CREATE TABLE`s.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
-    Migrator::up(db, None).await.map_err(DbError::Migrate)
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Migrator::up(db, None).await.map_err(DbError::Migrate);
+    }
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let txn = db.begin().await.map_err(DbError::Migrate)?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await
+    .map_err(DbError::Migrate)?;
+    Migrator::up(&txn, None).await.map_err(DbError::Migrate)?;
+    txn.commit().await.map_err(DbError::Migrate)
 }
 
 #[cfg(test)]

@@ -230,6 +230,7 @@ pub async fn start(
     if db.get_database_backend() == sea_orm::DbBackend::Postgres {
         // Replicas may share this database: each source runs where its lease is.
         let replica = lease::replica_id();
+        orrery_indexer::upstream::set_replica(&replica);
         tracing::info!(%replica, role = role.as_str(), "PostgreSQL: sources run under leases");
         supervisor = supervisor.with_leases(Leases::new(
             db.clone(),

@@ -57,6 +57,10 @@ pub struct Leases {
     config: LeaseConfig,
     sources: Arc<Mutex<Vec<String>>>,
     held: Arc<Mutex<BTreeMap<String, i64>>>,
+    /// One acquisition at a time per replica, so the fair share holds.
+    acquiring: Arc<tokio::sync::Mutex<()>>,
+    /// No lease is taken before this, so replicas started together see each other first.
+    settle_until: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Leases {
@@ -79,9 +83,11 @@ impl Leases {
             db,
             replica: replica.into(),
             role: role.into(),
-            config,
             sources: Arc::new(Mutex::new(Vec::new())),
             held: Arc::new(Mutex::new(BTreeMap::new())),
+            acquiring: Arc::new(tokio::sync::Mutex::new(())),
+            settle_until: tokio::time::Instant::now() + config.renew_every * 3,
+            config,
         }
     }
 
@@ -272,10 +278,13 @@ impl SourceLease {
     pub async fn acquire(&self, cancel: &CancellationToken) -> Option<i64> {
         loop {
             // Waiting first lets replicas started together see each other's heartbeats.
+            let wake = (tokio::time::Instant::now() + self.leases.config.renew_every)
+                .max(self.leases.settle_until);
             tokio::select! {
                 _ = cancel.cancelled() => return None,
-                _ = tokio::time::sleep(self.leases.config.renew_every) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
+            let _one_at_a_time = self.leases.acquiring.lock().await;
             let share = match self.leases.fair_share().await {
                 Ok(s) => s,
                 Err(e) => {
