@@ -114,12 +114,12 @@ impl Progress {
         self.pos = 0;
         self.message.clear();
         if let Some(bar) = &self.bar {
+            // Short enough for an 80-column terminal (the user just typed the command).
             let template = match total {
                 Some(_) => format!(
-                    "{} {{spinner}} {{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{percent}}%, eta {{eta}}) {{msg}}",
-                    self.task
+                    "{{spinner}} {{prefix}} [{{bar:20}}] {{pos}}/{{len}} {unit} {{percent}}% eta {{eta}} {{msg}}"
                 ),
-                None => format!("{} {{spinner}} {{prefix}} {{pos}} {unit} {{msg}}", self.task),
+                None => format!("{{spinner}} {{prefix}} {{pos}} {unit} {{msg}}"),
             };
             if let Ok(style) = ProgressStyle::with_template(&template) {
                 bar.set_style(style.progress_chars("=> "));
