@@ -84,6 +84,10 @@ pub async fn serve(mut config: Config, role: sources::ServeRole) -> Result<(), S
     };
     let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.warm_up().await }
+    });
     orrery_indexer::metrics::Metrics::global().touch_api(&[
         orrery_indexer::bus::topics::SOURCE_UPDATED,
         orrery_indexer::bus::topics::CONFIG_UPDATED,

@@ -191,6 +191,27 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
     txn.commit().await.map_err(DbError::Migrate)
 }
 
+/// Applies pending migrations one at a time, calling `step(done, total, name)` before each
+/// one and `step(total, total, "")` at the end; the number applied.
+pub async fn migrate_stepwise(
+    db: &DatabaseConnection,
+    mut step: impl FnMut(u64, u64, &str),
+) -> Result<u64, DbError> {
+    let pending: Vec<String> = Migrator::get_pending_migrations(db)
+        .await
+        .map_err(DbError::Migrate)?
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let total = pending.len() as u64;
+    for (i, name) in pending.iter().enumerate() {
+        step(i as u64, total, name);
+        Migrator::up(db, Some(1)).await.map_err(DbError::Migrate)?;
+    }
+    step(total, total, "");
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::{ConnectionTrait, Statement, TransactionTrait};

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod graphql;
 pub mod health;
+pub mod progress;
 pub mod server;
 pub mod sources;
 pub mod state;

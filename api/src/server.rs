@@ -105,7 +105,7 @@ async fn graphql(
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = ctx.auth.authenticate(header, Some(peer.ip()));
+    let caller = ctx.auth.authenticate(header, Some(peer.ip())).await;
     if !ctx.state.config.auth.public_queries {
         let allowed = match &caller {
             Caller::Authenticated(p) => p.role >= Role::Viewer,
@@ -160,7 +160,7 @@ async fn graphql_ws(
                                 format!("Bearer {t}")
                             }
                         });
-                    let caller = auth.authenticate(token.as_deref(), Some(peer.ip()));
+                    let caller = auth.authenticate(token.as_deref(), Some(peer.ip())).await;
                     let allowed = match &caller {
                         Caller::Authenticated(p) => p.role >= Role::Viewer,
                         Caller::Anonymous => public,
