@@ -182,6 +182,7 @@ pub struct TriggersQuery;
 #[Object]
 impl TriggersQuery {
     /// Stored triggers by id.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn triggers(
         &self,
         ctx: &Context<'_>,
@@ -199,6 +200,7 @@ impl TriggersQuery {
     }
 
     /// Action runs by id (oldest first); `status: DEAD` lists the dead letters.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn action_runs(
         &self,
         ctx: &Context<'_>,

@@ -68,6 +68,7 @@ impl StellarQuery {
     }
 
     /// Stellar accounts.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn accounts(
         &self,
         ctx: &Context<'_>,
@@ -98,6 +99,7 @@ impl StellarQuery {
     }
 
     /// Holders of an asset ranked by balance (largest first).
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn balances(
         &self,
         ctx: &Context<'_>,
@@ -129,6 +131,7 @@ impl StellarQuery {
 
     /// Indexed operations, oldest first.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn operations(
         &self,
         ctx: &Context<'_>,
@@ -172,6 +175,7 @@ impl StellarQuery {
     }
 
     /// Stored Stellar transactions, by hash.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn transactions(
         &self,
         ctx: &Context<'_>,
@@ -221,6 +225,7 @@ impl StellarQuery {
     }
 
     /// Distributions, newest id last.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn distributions(
         &self,
         ctx: &Context<'_>,
