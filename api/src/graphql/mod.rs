@@ -12,6 +12,7 @@ pub mod pagination;
 pub mod persisted;
 pub mod prices;
 pub mod query;
+pub mod stats;
 pub mod stellar;
 pub mod subscription;
 pub mod triggers;
@@ -34,6 +35,7 @@ pub struct QueryRoot(
     prices::PricesQuery,
     evm::EvmQuery,
     triggers::TriggersQuery,
+    stats::StatsQuery,
 );
 
 /// Every mutation (all need an operator or admin token).
