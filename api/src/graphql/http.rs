@@ -164,13 +164,23 @@ pub async fn graphql_errors(body_limit: usize, req: Request, next: Next) -> Resp
         s if s.is_client_error() => (BAD_REQUEST, format!("request refused: {s}"), None),
         s => ("INTERNAL", format!("request failed: {s}"), None),
     };
+    let (parts, body) = response.into_parts();
+    // Keep what the inner layer said (e.g. "GraphiQL is disabled"), bounded.
+    let said = axum::body::to_bytes(body, 1024)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty());
+    let message = match said {
+        Some(t) => format!("{message} ({t})"),
+        None => message,
+    };
     let mut out = error_response(status, code, &message, limit);
     // Keep the CORS and other headers the inner layers set.
-    for (k, v) in response.headers() {
+    for (k, v) in &parts.headers {
         if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
             out.headers_mut().insert(k.clone(), v.clone());
         }
     }
-    drop(response.into_body());
     out
 }

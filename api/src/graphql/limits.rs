@@ -30,6 +30,7 @@ use async_graphql::{
     Variables,
 };
 
+use super::error::coded_server_error;
 use crate::config::GraphqlConfig;
 
 /// `extensions.code` of a request refused for its cost (complexity, depth, aliases, tokens,
@@ -63,14 +64,22 @@ pub fn connection_cost(first: Option<i32>, child_complexity: usize) -> usize {
 /// A refusal naming the limit (`extensions.limit`), its value (`max`) and what the request
 /// had (`actual`).
 pub fn limit_error(code: &str, limit: &str, what: &str, max: usize, actual: usize) -> ServerError {
-    let mut err = ServerError::new(format!("{what}: {actual} exceeds {limit} = {max}"), None);
-    let mut ext = ErrorExtensionValues::default();
-    ext.set("code", code);
+    let mut err = coded_server_error(code, format!("{what}: {actual} exceeds {limit} = {max}"));
+    let ext = err
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default);
     ext.set("limit", limit);
     ext.set("max", max as u64);
     ext.set("actual", actual as u64);
-    err.extensions = Some(ext);
     err
+}
+
+/// `Ok` when `actual` is at most `max`, else the refusal naming `limit`.
+fn within(actual: usize, max: usize, code: &str, limit: &str, what: &str) -> ServerResult<()> {
+    if actual > max {
+        return Err(limit_error(code, limit, what, max, actual));
+    }
+    Ok(())
 }
 
 /// What one scan of the query text found.
@@ -288,81 +297,69 @@ impl QueryLimitsExt {
             ));
         }
         let m = measure_text(query);
-        if m.tokens > l.max_tokens {
-            return Err(limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_tokens",
-                "query has too many tokens",
-                l.max_tokens,
-                m.tokens,
-            ));
-        }
+        within(
+            m.tokens,
+            l.max_tokens,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_tokens",
+            "query has too many tokens",
+        )?;
         let nesting = max_nesting(l.max_depth);
-        if m.nesting > nesting {
-            return Err(limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_depth",
-                "query is nested too deep (bracket nesting, at most twice graphql.max_depth)",
-                nesting,
-                m.nesting,
-            ));
-        }
+        within(
+            m.nesting,
+            nesting,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_depth",
+            "query is nested too deep (bracket nesting, at most twice graphql.max_depth)",
+        )?;
         Ok(())
     }
 
     fn check_document(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let l = &self.limits;
         let m = measure_document(doc);
-        if m.aliases > l.max_aliases {
-            return Err(limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_aliases",
-                "query has too many aliases",
-                l.max_aliases,
-                m.aliases,
-            ));
-        }
-        if m.directives > l.max_directives {
-            return Err(limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_directives",
-                "query has too many directives",
-                l.max_directives,
-                m.directives,
-            ));
-        }
-        if m.expanded_fields > l.max_complexity {
-            return Err(limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_complexity",
-                "query is too complex (fields with fragments expanded)",
-                l.max_complexity,
-                m.expanded_fields,
-            ));
-        }
+        within(
+            m.aliases,
+            l.max_aliases,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_aliases",
+            "query has too many aliases",
+        )?;
+        within(
+            m.directives,
+            l.max_directives,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_directives",
+            "query has too many directives",
+        )?;
+        within(
+            m.expanded_fields,
+            l.max_complexity,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_complexity",
+            "query is too complex (fields with fragments expanded)",
+        )?;
         Ok(())
     }
 
     fn check_validated(&self, v: &ValidationResult) -> Result<(), Vec<ServerError>> {
         let l = &self.limits;
-        if v.depth > l.max_depth {
-            return Err(vec![limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_depth",
-                "query is nested too deep",
-                l.max_depth,
-                v.depth,
-            )]);
-        }
-        if v.complexity > l.max_complexity {
-            return Err(vec![limit_error(
-                QUERY_TOO_COMPLEX,
-                "graphql.max_complexity",
-                "query is too complex (each connection costs `first` times its selection)",
-                l.max_complexity,
-                v.complexity,
-            )]);
-        }
+        within(
+            v.depth,
+            l.max_depth,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_depth",
+            "query is nested too deep",
+        )
+        .map_err(|e| vec![e])?;
+        within(
+            v.complexity,
+            l.max_complexity,
+            QUERY_TOO_COMPLEX,
+            "graphql.max_complexity",
+            "query is too complex (each connection costs `first` times its selection)",
+        )
+        .map_err(|e| vec![e])?;
         Ok(())
     }
 }
@@ -416,11 +413,10 @@ impl Extension for QueryLimitsExt {
                 .iter()
                 .any(|(_, op)| op.node.ty == OperationType::Mutation)
         {
-            let mut err = ServerError::new("mutations need POST; GET runs queries only", None);
-            let mut ext = ErrorExtensionValues::default();
-            ext.set("code", super::http::BAD_REQUEST);
-            err.extensions = Some(ext);
-            return Err(err);
+            return Err(coded_server_error(
+                super::http::BAD_REQUEST,
+                "mutations need POST; GET runs queries only",
+            ));
         }
         Ok(doc)
     }

@@ -20,9 +20,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
 };
-use async_graphql::{
-    ErrorExtensionValues, Request, ServerError, ServerResult, ValidationResult, Value,
-};
+use async_graphql::{Request, ServerError, ServerResult, ValidationResult, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::GraphqlConfig;
@@ -190,13 +188,7 @@ struct PersistedExt {
     register: Mutex<Option<(String, Arc<str>)>>,
 }
 
-fn error(code: &str, message: impl Into<String>) -> ServerError {
-    let mut err = ServerError::new(message, None);
-    let mut ext = ErrorExtensionValues::default();
-    ext.set("code", code);
-    err.extensions = Some(ext);
-    err
-}
+use super::error::coded_server_error as error;
 
 /// The hash of a `persistedQuery` extension value, checked.
 fn requested_hash(value: Value) -> ServerResult<String> {
