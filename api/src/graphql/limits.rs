@@ -342,6 +342,25 @@ impl QueryLimitsExt {
         Ok(())
     }
 
+    /// Mutations need POST: a GET request (marked by the handler) runs queries only.
+    fn check_method(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        doc: &ExecutableDocument,
+    ) -> ServerResult<()> {
+        let mutation = doc
+            .operations
+            .iter()
+            .any(|(_, op)| op.node.ty == OperationType::Mutation);
+        if mutation && ctx.data_opt::<super::http::HttpGet>().is_some() {
+            return Err(coded_server_error(
+                super::http::BAD_REQUEST,
+                "mutations need POST; GET runs queries only",
+            ));
+        }
+        Ok(())
+    }
+
     fn check_validated(&self, v: &ValidationResult) -> Result<(), Vec<ServerError>> {
         let l = &self.limits;
         within(
@@ -405,19 +424,19 @@ impl Extension for QueryLimitsExt {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // Measure a document of our own first: async-graphql's recursion-depth check, run
+        // with its parse, expands every fragment spread (exponential for a fragment bomb).
+        // The text limits already bound what this parse costs.
+        if !query.is_empty() {
+            let pre = async_graphql::parser::parse_query(query)?;
+            self.check_document(&pre)?;
+            self.check_method(ctx, &pre)?;
+            return next.run(ctx, query, variables).await;
+        }
+        // A document given already parsed (no text): measured as it is.
         let doc = next.run(ctx, query, variables).await?;
         self.check_document(&doc)?;
-        if ctx.data_opt::<super::http::HttpGet>().is_some()
-            && doc
-                .operations
-                .iter()
-                .any(|(_, op)| op.node.ty == OperationType::Mutation)
-        {
-            return Err(coded_server_error(
-                super::http::BAD_REQUEST,
-                "mutations need POST; GET runs queries only",
-            ));
-        }
+        self.check_method(ctx, &doc)?;
         Ok(doc)
     }
 
