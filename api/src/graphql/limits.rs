@@ -4,9 +4,10 @@
 //! 1. Before parsing: the query text's size (`graphql.max_query_bytes`), its number of
 //!    lexical tokens (`graphql.max_tokens`) and its bracket nesting (`graphql.max_depth`), by
 //!    one linear scan, so an oversized or absurdly nested document never reaches the parser.
-//! 2. After parsing: aliases (`graphql.max_aliases`), directives (`graphql.max_directives`)
+//! 2. After parsing (our own parse, before async-graphql's, whose recursion check expands
+//!    fragments): aliases (`graphql.max_aliases`), directives (`graphql.max_directives`)
 //!    and the number of fields once fragments are expanded (`graphql.max_complexity`, counted
-//!    with memoised fragments, so a fragment bomb is refused before validation expands it).
+//!    with memoised fragments, so a fragment bomb is refused before anything expands it).
 //! 3. After validation: depth (`graphql.max_depth`) and complexity (`graphql.max_complexity`),
 //!    where every connection costs its `first` (or `graphql.default_page_size`) times the
 //!    cost of its selection (see [`connection_cost`]).
