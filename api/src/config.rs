@@ -214,11 +214,37 @@ pub struct GraphqlConfig {
     pub max_page_size: u32,
     /// `first` when a query gives none. Default 50.
     pub default_page_size: u32,
-    /// Maximum query depth. Default 12.
+    /// Maximum query depth (levels of fields). Default 12.
     pub max_depth: usize,
-    /// Maximum query complexity (each field costs 1, lists cost `first` times their child).
-    /// Default 20000.
+    /// Maximum query complexity: each field costs 1 plus its selection, a connection costs
+    /// `first` (or `default_page_size`) times its selection. Default 20000.
     pub max_complexity: usize,
+    /// Maximum aliased fields per request. Default 30.
+    pub max_aliases: usize,
+    /// Maximum lexical tokens of the query text. Default 2000.
+    pub max_tokens: usize,
+    /// Maximum directives (`@include`, `@skip`...) per request. Default 20.
+    pub max_directives: usize,
+    /// Maximum query text in bytes (the body may be larger by its variables, up to
+    /// `http.body_limit_bytes`). Default 65536.
+    pub max_query_bytes: usize,
+    /// Accept JSON arrays of operations on `POST /graphql`. Default false.
+    pub batch_requests: bool,
+    /// Most operations in one batch (with `batch_requests`). Default 10.
+    pub max_batch_size: usize,
+    /// Milliseconds a request may run, resolvers and their database work included, before
+    /// it is cancelled with a `TIMEOUT` error. Default 10000.
+    pub timeout_ms: u64,
+    /// Automatic persisted queries (`extensions.persistedQuery`, Apollo convention).
+    /// Default true.
+    pub apq: bool,
+    /// Queries kept by hash for APQ (least recently used dropped first). Default 1000.
+    pub apq_cache_entries: usize,
+    /// Run only the queries of `persisted_queries_path` (by hash or exact text). Default false.
+    pub persisted_only: bool,
+    /// Pre-registered queries: a directory of `*.graphql` files, or a JSON file
+    /// (`{"<sha256>": "<query>"}` or an Apollo persisted-query manifest). Default unset.
+    pub persisted_queries_path: Option<PathBuf>,
     /// Serve GraphiQL on `GET /graphql`. Default true.
     pub graphiql: bool,
 }
@@ -294,6 +320,17 @@ impl Default for GraphqlConfig {
             default_page_size: 50,
             max_depth: 12,
             max_complexity: 20_000,
+            max_aliases: 30,
+            max_tokens: 2_000,
+            max_directives: 20,
+            max_query_bytes: 64 * 1024,
+            batch_requests: false,
+            max_batch_size: 10,
+            timeout_ms: 10_000,
+            apq: true,
+            apq_cache_entries: 1_000,
+            persisted_only: false,
+            persisted_queries_path: None,
             graphiql: true,
         }
     }
@@ -594,6 +631,50 @@ impl Config {
                 key: "http.body_limit_bytes",
                 reason: "must be at least 1024".into(),
             });
+        }
+        let g = &self.graphql;
+        for (key, value, min) in [
+            ("graphql.max_complexity", g.max_complexity, 1),
+            ("graphql.max_tokens", g.max_tokens, 16),
+            ("graphql.max_query_bytes", g.max_query_bytes, 256),
+            ("graphql.max_batch_size", g.max_batch_size, 1),
+        ] {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be at least {min}"),
+                });
+            }
+        }
+        if g.timeout_ms == 0 || g.timeout_ms > self.http.request_timeout_secs * 1000 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.timeout_ms",
+                reason: format!(
+                    "must be between 1 and http.request_timeout_secs * 1000 ({})",
+                    self.http.request_timeout_secs * 1000
+                ),
+            });
+        }
+        if g.apq && g.apq_cache_entries == 0 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.apq_cache_entries",
+                reason: "must be at least 1 while graphql.apq is on".into(),
+            });
+        }
+        match &g.persisted_queries_path {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::Invalid {
+                    key: "graphql.persisted_queries_path",
+                    reason: format!("{} does not exist", p.display()),
+                })
+            }
+            None if g.persisted_only => {
+                return Err(ConfigError::Invalid {
+                    key: "graphql.persisted_only",
+                    reason: "needs graphql.persisted_queries_path (the allow-list)".into(),
+                })
+            }
+            _ => {}
         }
         Ok(())
     }

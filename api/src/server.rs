@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Caller, ClientAddr, Role};
+use crate::graphql::http::{self as graphql_http, HttpGet, Rejection};
 use crate::graphql::OrrerySchema;
 use crate::health::{self, HealthStatus};
 use crate::state::AppState;
@@ -58,7 +59,7 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
         .route("/", get(status_page))
         .route("/assets/{name}", get(crate::web::assets::serve))
         .route("/graphql/assets/{name}", get(crate::web::assets::serve))
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
@@ -71,6 +72,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout(),
         ))
+        .layer(middleware::from_fn({
+            let limit = config.http.body_limit_bytes;
+            move |req, next| graphql_http::graphql_errors(limit, req, next)
+        }))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http())
@@ -100,8 +105,18 @@ async fn graphql(
     State(ctx): State<Ctx>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
+    req: GraphQLBatchRequest<Rejection>,
+) -> Response {
+    execute(ctx, peer, headers, req.into_inner()).await
+}
+
+/// Runs a decoded request (POST body or GET query string) for the caller its headers name.
+async fn execute(
+    ctx: Ctx,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    batch: async_graphql::BatchRequest,
+) -> Response {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -123,14 +138,37 @@ async fn graphql(
                 ext.set("code", "UNAUTHENTICATED");
                 ext
             });
-            return async_graphql::Response::from_errors(vec![err]).into();
+            return GraphQLResponse::from(async_graphql::Response::from_errors(vec![err]))
+                .into_response();
         }
     }
-    let request = req
-        .into_inner()
-        .data(caller)
-        .data(ClientAddr(Some(peer.ip())));
-    ctx.schema.execute(request).await.into()
+    if let Err(refused) = graphql_http::check_batch(&ctx.state.config.graphql, &batch) {
+        return refused;
+    }
+    let batch = batch.data(caller).data(ClientAddr(Some(peer.ip())));
+    GraphQLResponse::from(ctx.schema.execute_batch(batch).await).into_response()
+}
+
+/// `GET /graphql`: a query in the URL (`?query=...` or a persisted query's
+/// `?extensions=...`) runs like a POST (mutations refused); without one, GraphiQL.
+async fn graphql_get(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let has_query = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("query=") || kv.starts_with("extensions="))
+    });
+    if !has_query {
+        return graphiql(State(ctx)).await;
+    }
+    use axum::extract::FromRequest;
+    match GraphQLBatchRequest::<Rejection>::from_request(request, &()).await {
+        Ok(req) => execute(ctx, peer, headers, req.into_inner().data(HttpGet)).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Subscriptions. The token, when any, travels in the `connection_init` payload as

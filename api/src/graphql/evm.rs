@@ -243,6 +243,7 @@ pub struct EvmReorg {
 #[ComplexObject]
 impl Agent {
     /// Feedback given to this agent, oldest first.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn feedback(
         &self,
         ctx: &Context<'_>,
@@ -262,6 +263,7 @@ impl Agent {
     }
 
     /// Validation requests about this agent (with responses), oldest first.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn validations(
         &self,
         ctx: &Context<'_>,
@@ -284,6 +286,7 @@ impl Agent {
 #[Object]
 impl EvmQuery {
     /// ERC-8004 agents of a chain in agent-id order.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn agents(
         &self,
         ctx: &Context<'_>,
@@ -330,6 +333,7 @@ impl EvmQuery {
     /// Decoded contract events in the order they were indexed (chain order per chain), oldest
     /// first unless `order: NEWEST_FIRST`.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,

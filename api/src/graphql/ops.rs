@@ -97,6 +97,7 @@ pub struct OpsQuery;
 #[Object]
 impl OpsQuery {
     /// Circuit breakers guarding upstreams, by name.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn circuit_breakers(
         &self,
         ctx: &Context<'_>,
@@ -120,7 +121,10 @@ impl OpsQuery {
     }
 
     /// The audit trail, newest first (operator or admin).
-    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    #[graphql(
+        guard = "RoleGuard::new(Role::Operator)",
+        complexity = "crate::graphql::limits::connection_cost(first, child_complexity)"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

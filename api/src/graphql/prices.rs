@@ -252,6 +252,7 @@ impl PricesQuery {
 
     /// Comparisons of the UTXOracle estimate with the exchange price, oldest first.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn price_comparisons(
         &self,
         ctx: &Context<'_>,

@@ -22,6 +22,7 @@ impl CoreQuery {
     }
 
     /// Indexed chains and price sources, ordered by id.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn chains(
         &self,
         ctx: &Context<'_>,
@@ -64,6 +65,7 @@ impl CoreQuery {
     }
 
     /// Sync status of every source: heights, lag, errors (same objects as `chains`).
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn indexer_status(
         &self,
         ctx: &Context<'_>,
@@ -88,6 +90,7 @@ impl CoreQuery {
     }
 
     /// Database-backed settings, ordered by key.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn config_entries(
         &self,
         ctx: &Context<'_>,

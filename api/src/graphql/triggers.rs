@@ -182,6 +182,7 @@ pub struct TriggersQuery;
 #[Object]
 impl TriggersQuery {
     /// Stored triggers by id.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn triggers(
         &self,
         ctx: &Context<'_>,
@@ -199,6 +200,7 @@ impl TriggersQuery {
     }
 
     /// Action runs by id (oldest first); `status: DEAD` lists the dead letters.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn action_runs(
         &self,
         ctx: &Context<'_>,
@@ -316,6 +318,14 @@ fn check_contract(c: &str) -> Result<String> {
 #[derive(Default)]
 pub struct TriggersMutation;
 
+async fn find_trigger(txn: &sea_orm::DatabaseTransaction, id: i64) -> Result<trigger::Model> {
+    trigger::Entity::find_by_id(id)
+        .one(txn)
+        .await
+        .map_err(|e| internal("reading a trigger", e))?
+        .ok_or_else(|| not_found(format!("trigger {id}")))
+}
+
 /// Audit arguments without the secret.
 fn redact(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
@@ -401,11 +411,7 @@ impl TriggersMutation {
     ) -> Result<Trigger> {
         let after = audited(ctx, "updateTrigger", |txn, _| {
             Box::pin(async move {
-                let before = trigger::Entity::find_by_id(id)
-                    .one(txn)
-                    .await
-                    .map_err(|e| internal("reading a trigger", e))?
-                    .ok_or_else(|| not_found(format!("trigger {id}")))?;
+                let before = find_trigger(txn, id).await?;
                 let mut am: trigger::ActiveModel = before.clone().into();
                 let mut args = serde_json::Map::new();
                 if let Some(n) = input.name {
@@ -484,11 +490,7 @@ impl TriggersMutation {
     ) -> Result<Trigger> {
         let before = audited(ctx, "deleteTrigger", |txn, _| {
             Box::pin(async move {
-                let before = trigger::Entity::find_by_id(id)
-                    .one(txn)
-                    .await
-                    .map_err(|e| internal("reading a trigger", e))?
-                    .ok_or_else(|| not_found(format!("trigger {id}")))?;
+                let before = find_trigger(txn, id).await?;
                 trigger::Entity::delete_by_id(id)
                     .exec(txn)
                     .await

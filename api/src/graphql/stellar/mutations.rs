@@ -62,6 +62,33 @@ fn admin_error(e: AdminError) -> async_graphql::Error {
     }
 }
 
+/// `watchAccount` / `unwatchAccount`, audited.
+async fn set_watched(ctx: &Context<'_>, id: String, watch: bool) -> Result<StellarAccount> {
+    let action = if watch {
+        "watchAccount"
+    } else {
+        "unwatchAccount"
+    };
+    let row = audited(ctx, action, |txn, _| {
+        Box::pin(async move {
+            let (before, after) = if watch {
+                admin::watch(txn, &id).await
+            } else {
+                admin::unwatch(txn, &id)
+                    .await
+                    .map(|(before, after)| (Some(before), after))
+            }
+            .map_err(admin_error)?;
+            let arguments = json!({ "id": id });
+            Ok(Audited::new(after.clone(), id, arguments)
+                .before(&before)
+                .after(&after))
+        })
+    })
+    .await?;
+    Ok(row.into())
+}
+
 async fn publish_distribution(ctx: &Context<'_>, d: &distribution::Model) {
     match serde_json::to_value(d) {
         Ok(v) => {
@@ -101,17 +128,7 @@ impl StellarMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "`G...` account id (56 characters, base32).")] id: String,
     ) -> Result<StellarAccount> {
-        let row = audited(ctx, "watchAccount", |txn, _| {
-            Box::pin(async move {
-                let (before, after) = admin::watch(txn, &id).await.map_err(admin_error)?;
-                let arguments = json!({ "id": id });
-                Ok(Audited::new(after.clone(), id, arguments)
-                    .before(&before)
-                    .after(&after))
-            })
-        })
-        .await?;
-        Ok(row.into())
+        set_watched(ctx, id, true).await
     }
 
     /// Stops following a Stellar account; its indexed data is kept.
@@ -121,17 +138,7 @@ impl StellarMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "`G...` account id.")] id: String,
     ) -> Result<StellarAccount> {
-        let row = audited(ctx, "unwatchAccount", |txn, _| {
-            Box::pin(async move {
-                let (before, after) = admin::unwatch(txn, &id).await.map_err(admin_error)?;
-                let arguments = json!({ "id": id });
-                Ok(Audited::new(after.clone(), id, arguments)
-                    .before(&before)
-                    .after(&after))
-            })
-        })
-        .await?;
-        Ok(row.into())
+        set_watched(ctx, id, false).await
     }
 
     /// Requests a resync of a watched account; the source applies it when live.

@@ -68,6 +68,7 @@ impl StellarQuery {
     }
 
     /// Stellar accounts.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn accounts(
         &self,
         ctx: &Context<'_>,
@@ -98,6 +99,7 @@ impl StellarQuery {
     }
 
     /// Holders of an asset ranked by balance (largest first).
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn balances(
         &self,
         ctx: &Context<'_>,
@@ -130,6 +132,7 @@ impl StellarQuery {
     /// Indexed operations by operation id (ledger order), oldest first unless
     /// `order: NEWEST_FIRST`.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn operations(
         &self,
         ctx: &Context<'_>,
@@ -174,6 +177,7 @@ impl StellarQuery {
     }
 
     /// Stored Stellar transactions, by hash.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn transactions(
         &self,
         ctx: &Context<'_>,
@@ -223,6 +227,7 @@ impl StellarQuery {
     }
 
     /// Distributions, newest id last.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn distributions(
         &self,
         ctx: &Context<'_>,
