@@ -81,7 +81,11 @@ pub async fn serve(mut config: Config) -> Result<(), StartError> {
         db,
         bus,
         started_at: Instant::now(),
+        health: crate::health::HealthSnapshot::pending(),
     };
+    // The first report before the server listens; then one per second in the background.
+    state.health.refresh(&state).await;
+    crate::health::HealthSnapshot::spawn_refresher(state.clone());
     let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
     let auth = Arc::new(Authenticator::from_config(&config)?);
     orrery_indexer::metrics::Metrics::global().touch_api(&[

@@ -15,3 +15,5 @@ pub mod server;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod ws;
+pub mod ws_fanout;

@@ -1,5 +1,6 @@
 //! The GraphQL schema: queries over stored state, subscriptions over the event bus.
 
+pub mod doc_cache;
 pub mod error;
 pub mod evm;
 pub mod metrics_ext;
@@ -59,7 +60,12 @@ pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySc
     )
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
-    .extension(metrics_ext::OperationMetrics);
+    .extension(metrics_ext::OperationMetrics)
+    .extension(crate::ws::DeliveryTiming);
+    // Innermost, so every other extension (limits, persisted queries) still sees each request.
+    if let Some(cache) = doc_cache::DocumentCache::new(limits.document_cache_size) {
+        builder = builder.extension(cache);
+    }
     if let Some(state) = state {
         builder = builder.data(stellar::StellarLoaders::new(state.db.clone()));
         builder = builder.data(state);
