@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +10,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use orrery_indexer::metrics::Metrics;
@@ -23,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Caller, ClientAddr, Role};
+use crate::graphql::http::{self as graphql_http, HttpGet, Rejection};
 use crate::graphql::OrrerySchema;
 use crate::health::{self, HealthStatus};
 use crate::state::AppState;
@@ -61,7 +61,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
         }
     };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/", get(status_page))
+        .route("/assets/{name}", get(crate::web::assets::serve))
+        .route("/graphql/assets/{name}", get(crate::web::assets::serve))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
@@ -74,6 +77,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout(),
         ))
+        .layer(middleware::from_fn({
+            let limit = config.http.body_limit_bytes;
+            move |req, next| graphql_http::graphql_errors(limit, req, next)
+        }))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http())
@@ -100,12 +107,22 @@ async fn graphql(
     State(ctx): State<Ctx>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
+    req: GraphQLBatchRequest<Rejection>,
+) -> Response {
+    execute(ctx, peer, headers, req.into_inner()).await
+}
+
+/// Runs a decoded request (POST body or GET query string) for the caller its headers name.
+async fn execute(
+    ctx: Ctx,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    batch: async_graphql::BatchRequest,
+) -> Response {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = ctx.auth.authenticate(header, Some(peer.ip()));
+    let caller = ctx.auth.authenticate(header, Some(peer.ip())).await;
     if !ctx.state.config.auth.public_queries {
         let allowed = match &caller {
             Caller::Authenticated(p) => p.role >= Role::Viewer,
@@ -123,14 +140,37 @@ async fn graphql(
                 ext.set("code", "UNAUTHENTICATED");
                 ext
             });
-            return async_graphql::Response::from_errors(vec![err]).into();
+            return GraphQLResponse::from(async_graphql::Response::from_errors(vec![err]))
+                .into_response();
         }
     }
-    let request = req
-        .into_inner()
-        .data(caller)
-        .data(ClientAddr(Some(peer.ip())));
-    ctx.schema.execute(request).await.into()
+    if let Err(refused) = graphql_http::check_batch(&ctx.state.config.graphql, &batch) {
+        return refused;
+    }
+    let batch = batch.data(caller).data(ClientAddr(Some(peer.ip())));
+    GraphQLResponse::from(ctx.schema.execute_batch(batch).await).into_response()
+}
+
+/// `GET /graphql`: a query in the URL (`?query=...` or a persisted query's
+/// `?extensions=...`) runs like a POST (mutations refused); without one, GraphiQL.
+async fn graphql_get(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let has_query = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("query=") || kv.starts_with("extensions="))
+    });
+    if !has_query {
+        return graphiql(State(ctx)).await;
+    }
+    use axum::extract::FromRequest;
+    match GraphQLBatchRequest::<Rejection>::from_request(request, &()).await {
+        Ok(req) => execute(ctx, peer, headers, req.into_inner().data(HttpGet)).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Subscriptions. The token, when any, travels in the `connection_init` payload as
@@ -167,7 +207,7 @@ async fn graphql_ws(
                     format!("Bearer {t}")
                 }
             });
-        let caller = auth.authenticate(token.as_deref(), Some(peer.ip()));
+        let caller = auth.authenticate(token.as_deref(), Some(peer.ip())).await;
         let allowed = match &caller {
             Caller::Authenticated(p) => p.role >= Role::Viewer,
             Caller::Anonymous => public,
@@ -192,21 +232,18 @@ async fn graphql_ws(
 }
 
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
-    if !ctx.state.config.graphql.graphiql {
-        return (
-            StatusCode::NOT_FOUND,
-            "GraphiQL is disabled (graphql.graphiql = false)",
-        )
-            .into_response();
-    }
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .title("Orrery")
-            .finish(),
-    )
-    .into_response()
+    crate::web::graphiql::page(ctx.state.config.graphql.graphiql)
+}
+
+/// The status page (`GET /`), rendered from public queries.
+async fn status_page(State(ctx): State<Ctx>) -> Response {
+    let settings = crate::web::status::PageSettings {
+        public_queries: ctx.state.config.auth.public_queries,
+        dex_pairs: ctx.state.config.stellar.dex_pairs.clone(),
+    };
+    crate::web::status::page(&ctx.schema, &settings)
+        .await
+        .into_response()
 }
 
 /// Liveness: the process answers.

@@ -7,6 +7,8 @@ use orrery_devnet::{Devnet, DevnetConfig, DevnetUrls};
 use orrery_indexer::bus::SharedBus;
 use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
 use orrery_indexer::runtime_settings::{self, RuntimeSettings};
+use orrery_indexer::stellar::StellarSettings;
+use orrery_indexer::sync::lease::{self, LeaseConfig, Leases};
 use orrery_indexer::sync::Supervisor;
 use sea_orm::DatabaseConnection;
 
@@ -26,6 +28,34 @@ pub enum SourcesError {
         /// Why.
         reason: String,
     },
+}
+
+/// What one `orrery serve` process does (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ServeRole {
+    /// Serve the API and index (on PostgreSQL, the sources whose lease it holds).
+    #[default]
+    All,
+    /// Serve the API only: queries, subscriptions (events through Redis), mutations.
+    Api,
+    /// Index only, still answering `/health`, `/ready` and `/metrics` (and the API).
+    Indexer,
+}
+
+impl ServeRole {
+    /// `all`, `api` or `indexer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Api => "api",
+            Self::Indexer => "indexer",
+        }
+    }
+
+    /// Whether this role runs sources.
+    pub fn indexes(self) -> bool {
+        self != Self::Api
+    }
 }
 
 /// What runs besides the HTTP server.
@@ -107,12 +137,34 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     }
 }
 
+/// Stellar defaults when the source follows the devnet's Horizon and the config names no
+/// account or asset: watch every holder of the devnet's assets (as `CODE:ISSUER`), price
+/// `XLM/<first asset>` on its DEX, and leave the request budget to the devnet, which
+/// announces its own limits in `X-RateLimit-*` headers (the 3,000/hour default is the public
+/// Horizon's). Anything the config sets is kept.
+pub fn apply_devnet_stellar(stellar: &mut StellarSettings, asset_codes: &[String], issuer: &str) {
+    if stellar.accounts.is_empty() && stellar.assets.is_empty() {
+        stellar.assets = asset_codes
+            .iter()
+            .map(|code| format!("{code}:{issuer}"))
+            .collect();
+    }
+    if stellar.dex_pairs.is_empty() {
+        if let Some(first) = asset_codes.first() {
+            stellar.dex_pairs = vec![format!("XLM/{first}")];
+        }
+    }
+    if stellar.requests_per_hour.is_none() {
+        stellar.requests_per_hour = Some(0);
+    }
+}
+
 /// The runtime settings' start values: what the file says (`stellar.page_size`,
 /// `stellar.requests_per_hour`), used until an operator sets the `config` row.
 pub fn runtime_start_values(config: &Config) -> runtime_settings::Values {
     runtime_settings::Values {
         batch_size: config.stellar.page_size.max(1),
-        stellar_rate_limit_per_hour: config.stellar.requests_per_hour,
+        stellar_rate_limit_per_hour: config.stellar.request_budget(),
         ..runtime_settings::Values::default()
     }
 }
@@ -125,12 +177,45 @@ pub async fn start(
     db: &DatabaseConnection,
     writer: &DatabaseConnection,
     bus: &SharedBus,
+    role: ServeRole,
 ) -> Result<Running, SourcesError> {
+    if !role.indexes() {
+        tracing::info!(
+            role = role.as_str(),
+            "API-only replica: no source runs here"
+        );
+        let settings = RuntimeSettings::new(runtime_start_values(config));
+        let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
+        let workers = orrery_indexer::triggers::spawn_workers(
+            writer.clone(),
+            bus.clone(),
+            Default::default(),
+        );
+        return Ok(Running {
+            supervisor: Supervisor::new(),
+            devnet: None,
+            workers,
+            settings,
+            settings_refresher,
+        });
+    }
     let devnet = if config.devnet_enabled() {
-        let devnet = Devnet::start(live_devnet_config(config.devnet.seed)).await?;
+        let devnet_config = live_devnet_config(config.devnet.seed);
+        let asset_codes = devnet_config.stellar.asset_codes.clone();
+        let devnet = Devnet::start(devnet_config).await?;
         let urls = devnet.urls();
         tracing::info!(horizon = %urls.horizon, esplora = %urls.esplora, evm_chains = urls.evm.len(), "devnet started");
+        let stellar_on_devnet = config.stellar.horizon_url.is_none();
         apply_devnet_urls(config, &urls);
+        if stellar_on_devnet {
+            let issuer = devnet.control().stellar_issuer();
+            apply_devnet_stellar(&mut config.stellar, &asset_codes, &issuer);
+            tracing::info!(
+                assets = ?config.stellar.assets,
+                dex_pairs = ?config.stellar.dex_pairs,
+                "stellar: following the devnet's assets (set stellar.accounts or stellar.assets to choose)"
+            );
+        }
         Some(devnet)
     } else {
         None
@@ -142,6 +227,18 @@ pub async fn start(
     }
     let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
     let mut supervisor = Supervisor::new();
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Replicas may share this database: each source runs where its lease is.
+        let replica = lease::replica_id();
+        orrery_indexer::upstream::set_replica(&replica);
+        tracing::info!(%replica, role = role.as_str(), "PostgreSQL: sources run under leases");
+        supervisor = supervisor.with_leases(Leases::new(
+            db.clone(),
+            &replica,
+            role.as_str(),
+            LeaseConfig::default(),
+        ));
+    }
     // Each source area registers its tasks here.
     orrery_indexer::stellar::spawn_all(
         &config.stellar,

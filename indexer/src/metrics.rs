@@ -89,6 +89,12 @@ pub struct Metrics {
     pub bus_published: IntCounterVec,
     /// `orrery_bus_publish_failures_total{topic}`.
     pub bus_publish_failures: IntCounterVec,
+    /// `orrery_bus_reconnects_total{bus}`: the bus subscription was lost and restored
+    /// (subscribers were told they may have missed events).
+    pub bus_reconnects: IntCounterVec,
+    /// `orrery_lease_changes_total{source,event}`: leases this replica `acquired`, `lost`
+    /// or handed back (`released`) on a shared PostgreSQL database.
+    pub lease_changes: IntCounterVec,
     /// `orrery_action_queue_depth`: queued trigger actions not yet run.
     pub action_queue_depth: IntGauge,
     /// `orrery_action_runs_total{trigger,status}`.
@@ -368,6 +374,18 @@ impl Metrics {
                 "orrery_bus_publish_failures_total",
                 "Event bus publish failures.",
                 &["topic"],
+            ),
+            bus_reconnects: counter(
+                &r,
+                "orrery_bus_reconnects_total",
+                "Event bus subscriptions lost and restored.",
+                &["bus"],
+            ),
+            lease_changes: counter(
+                &r,
+                "orrery_lease_changes_total",
+                "Source leases acquired, lost or released by this replica.",
+                &["source", "event"],
             ),
             action_queue_depth,
             action_runs: counter(

@@ -175,11 +175,17 @@ impl Server {
 
     /// Same with explicit arguments.
     pub fn start_with_args(env: &[(String, String)], args: &[&str]) -> Server {
+        Self::start_in(&std::env::temp_dir(), env, args)
+    }
+
+    /// Same, with `dir` as the working directory (where `orrery.toml` and the default
+    /// SQLite file are looked for).
+    pub fn start_in(dir: &std::path::Path, env: &[(String, String)], args: &[&str]) -> Server {
         let stderr_path = std::env::temp_dir().join(format!("{}.stderr.log", unique("orrery_srv")));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut child = command(env)
             .args(args)
-            .current_dir(std::env::temp_dir())
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
@@ -343,6 +349,18 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next result payload, `{data, errors}` (skipping keep-alives); panics after 30 s.
+    pub async fn next_payload(&mut self) -> Value {
+        loop {
+            let msg = next_json(&mut self.ws).await;
+            match msg["type"].as_str() {
+                Some("next") | Some("data") => return msg["payload"].clone(),
+                Some("error") => panic!("subscription error: {msg}"),
+                _ => continue,
+            }
+        }
+    }
+
     /// The next `data` payload (skipping keep-alives); panics after 30 s.
     pub async fn next_data(&mut self) -> Value {
         loop {

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use async_graphql::{Context, Subscription};
+use async_graphql::{Context, ErrorExtensions, Subscription};
 use futures::{Stream, StreamExt};
 use orrery_entity::{config_entry, source};
 use orrery_indexer::bus::{topics, BusEvent};
@@ -56,13 +56,15 @@ impl<S: Stream + Unpin> Stream for Tracked<S> {
     }
 }
 
-/// Events of one topic from the bus, decoded with `decode`; lagging subscribers skip ahead
-/// (the database keeps everything they missed).
+/// Events of one topic from the bus, decoded with `decode`. When the subscriber may have
+/// missed events (it lagged behind the fan-out, or the Redis bus was down), the stream
+/// yields an error with `extensions.code = "EVENTS_MISSED"` and goes on: the client re-reads
+/// what it needs from the matching query (the database has everything).
 pub(crate) fn bus_stream<T, F>(
     ctx: &Context<'_>,
     topic: &'static str,
     mut decode: F,
-) -> impl Stream<Item = T>
+) -> impl Stream<Item = async_graphql::Result<T>>
 where
     T: Send + 'static,
     F: FnMut(BusEvent) -> Option<T> + Send + 'static,
@@ -78,12 +80,22 @@ where
                 if let (Some(s), Some(_)) = (&stamps, &out) {
                     s.record(at);
                 }
-                out
+                out.map(Ok)
+            }
+            Ok(event) if event.topic == topics::EVENTS_MISSED => {
+                let reason = event.payload["reason"]
+                    .as_str()
+                    .unwrap_or("the event bus lost events")
+                    .to_string();
+                Some(Err(events_missed(reason, None)))
             }
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 tracing::warn!(topic, skipped = n, "subscriber lagged; events skipped");
-                None
+                Some(Err(events_missed(
+                    format!("this subscription fell behind and skipped {n} events"),
+                    Some(n),
+                )))
             }
         };
         futures::future::ready(out)
@@ -95,6 +107,19 @@ where
     Tracked::new(Box::pin(stream), counted)
 }
 
+/// The error a subscriber gets when it may have missed events.
+fn events_missed(reason: String, skipped: Option<u64>) -> async_graphql::Error {
+    async_graphql::Error::new(format!(
+        "events missed: {reason}; re-read current state with the matching query"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", "EVENTS_MISSED");
+        if let Some(n) = skipped {
+            e.set("skipped", n);
+        }
+    })
+}
+
 #[Subscription]
 impl CoreSubscription {
     /// A source's sync state changed (new height, status or error).
@@ -102,7 +127,7 @@ impl CoreSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only this source id; all sources when omitted.")] source: Option<String>,
-    ) -> impl Stream<Item = Chain> {
+    ) -> impl Stream<Item = async_graphql::Result<Chain>> {
         bus_stream(ctx, topics::SOURCE_UPDATED, move |e| {
             let row: source::Model = serde_json::from_value(e.payload).ok()?;
             match &source {
@@ -117,7 +142,7 @@ impl CoreSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only keys starting with this prefix.")] prefix: Option<String>,
-    ) -> impl Stream<Item = ConfigEntry> {
+    ) -> impl Stream<Item = async_graphql::Result<ConfigEntry>> {
         bus_stream(ctx, topics::CONFIG_UPDATED, move |e| {
             let row: config_entry::Model = serde_json::from_value(e.payload).ok()?;
             match &prefix {

@@ -59,7 +59,7 @@ pub fn client(settings: &StellarSettings) -> Result<Option<UpstreamClient>, Stel
     };
     let base = Url::parse(url).map_err(|_| StellarStartError::Url(url.clone()))?;
     let mut cfg = UpstreamConfig::new("horizon", vec![base]);
-    cfg.requests_per_hour = settings.requests_per_hour;
+    cfg.requests_per_hour = settings.request_budget();
     cfg.breaker_threshold = settings.breaker_threshold.max(1);
     cfg.breaker_recovery = std::time::Duration::from_secs(settings.breaker_recovery_secs.max(1));
     cfg.timeout = std::time::Duration::from_secs(settings.request_timeout_secs.max(1));

@@ -24,8 +24,11 @@ pub struct StellarSettings {
     pub page_size: u32,
     /// `account_concurrency`: accounts fetched concurrently per step. Default 4.
     pub account_concurrency: usize,
-    /// `requests_per_hour`: local Horizon request budget. Default 3000 (Horizon's public limit).
-    pub requests_per_hour: u32,
+    /// `requests_per_hour`: local Horizon request budget (0 = none; the server's
+    /// `X-RateLimit-*` headers and 429s are followed either way). Unset: 3000 (the public
+    /// Horizon's limit, [`DEFAULT_REQUESTS_PER_HOUR`]) against a real Horizon, none against
+    /// the devnet, which announces its own limits.
+    pub requests_per_hour: Option<u32>,
     /// `poll_interval_ms`: wait after a caught-up step (live polling). Default 5000.
     pub poll_interval_ms: u64,
     /// `reconcile`: compare replayed balances with Horizon's account endpoint. Default true.
@@ -60,6 +63,16 @@ pub struct StellarSettings {
     pub request_timeout_secs: u64,
 }
 
+/// The public Horizon's hourly request limit: the budget when `requests_per_hour` is unset.
+pub const DEFAULT_REQUESTS_PER_HOUR: u32 = 3000;
+
+impl StellarSettings {
+    /// The local hourly request budget in force (see `requests_per_hour`).
+    pub fn request_budget(&self) -> u32 {
+        self.requests_per_hour.unwrap_or(DEFAULT_REQUESTS_PER_HOUR)
+    }
+}
+
 impl Default for StellarSettings {
     fn default() -> Self {
         Self {
@@ -73,7 +86,7 @@ impl Default for StellarSettings {
                 .collect(),
             page_size: 200,
             account_concurrency: 4,
-            requests_per_hour: 3000,
+            requests_per_hour: None,
             poll_interval_ms: 5000,
             reconcile: true,
             max_per_recipient: None,
