@@ -89,7 +89,11 @@ pub async fn serve(mut config: Config, role: sources::ServeRole) -> Result<(), S
         db,
         bus,
         started_at: Instant::now(),
+        health: crate::health::HealthSnapshot::pending(),
     };
+    // The first report before the server listens; then one per second in the background.
+    state.health.refresh(&state).await;
+    crate::health::HealthSnapshot::spawn_refresher(state.clone());
     tracing::info!(
         persisted_queries = allow.len(),
         persisted_only = config.graphql.persisted_only,

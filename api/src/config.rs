@@ -77,6 +77,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// GraphQL limits.
     pub graphql: GraphqlConfig,
+    /// Subscription sockets.
+    pub subscriptions: SubscriptionsConfig,
     /// Database pool and migrations.
     pub database: DatabaseConfig,
     /// The built-in simulated chains.
@@ -210,6 +212,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphqlConfig {
+    /// Parsed and validated documents kept, keyed by query text (0 disables). Default 1000.
+    pub document_cache_size: usize,
     /// Largest `first` any connection accepts. Default 200.
     pub max_page_size: u32,
     /// `first` when a query gives none. Default 50.
@@ -249,6 +253,27 @@ pub struct GraphqlConfig {
     pub graphiql: bool,
 }
 
+/// Subscription (WebSocket) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsConfig {
+    /// Frames one connection may have waiting for its socket; a client that lets more pile
+    /// up is closed (code 1008, with the reason). Default 256.
+    pub max_queued_frames: usize,
+    /// Serve clients subscribed with the same document and variables from one execution
+    /// (each event is decoded and resolved once, not once per client). Default true.
+    pub share_executions: bool,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_frames: 256,
+            share_executions: true,
+        }
+    }
+}
+
 /// Database settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -284,6 +309,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             graphql: GraphqlConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
             database: DatabaseConfig::default(),
             devnet: DevnetConfig::default(),
             stellar: StellarSettings::default(),
@@ -316,6 +342,7 @@ impl Default for HttpConfig {
 impl Default for GraphqlConfig {
     fn default() -> Self {
         Self {
+            document_cache_size: 1_000,
             max_page_size: 200,
             default_page_size: 50,
             max_depth: 12,

@@ -82,6 +82,9 @@ fn writer_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
     server_pragmas(opts).pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const POOL_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Pool size and timeouts of one pool.
 struct PoolSpec {
     /// The writer pool (its own SQLite settings).
@@ -98,6 +101,9 @@ async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbEr
         .min_connections(1)
         .connect_timeout(spec.connect_timeout)
         .acquire_timeout(spec.acquire_timeout)
+        // Ping only connections idle long enough to have been dropped by the server or a
+        // proxy, not every checkout (that was one extra round trip per query).
+        .test_before_acquire_if_idle_for(POOL_PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if is_sqlite_file(url) {
         opts.map_sqlx_sqlite_opts(if spec.writer {

@@ -17,3 +17,5 @@ pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod web;
+pub mod ws;
+pub mod ws_fanout;

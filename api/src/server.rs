@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLBatchRequest, GraphQLProtocol, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +31,8 @@ use crate::state::AppState;
 struct Ctx {
     state: AppState,
     schema: OrrerySchema,
+    /// Subscriptions over `/graphql/ws`: one execution per distinct subscription.
+    fanout: Option<crate::ws_fanout::Fanout<OrrerySchema>>,
     auth: Arc<Authenticator>,
 }
 
@@ -41,6 +42,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
     let ctx = Ctx {
         state,
         schema: schema.clone(),
+        fanout: config
+            .subscriptions
+            .share_executions
+            .then(|| crate::ws_fanout::Fanout::new(schema.clone())),
         auth,
     };
     let cors = {
@@ -83,20 +88,17 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     // The matched route template, never the raw path: bounded label cardinality.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let response = next.run(req).await;
     let m = Metrics::global();
     m.http_requests
-        .with_label_values(&[&method, &route, response.status().as_str()])
+        .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
     m.http_duration
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[method.as_str(), route])
         .observe(start.elapsed().as_secs_f64());
     response
 }
@@ -177,49 +179,56 @@ async fn graphql_get(
 async fn graphql_ws(
     State(ctx): State<Ctx>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let schema = ctx.schema.clone();
+    let Some(protocol) = crate::ws::protocol(&headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must be graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
     let auth = ctx.auth.clone();
-    let public = ctx.state.config.auth.public_queries;
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = ["Authorization", "authorization", "authToken"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .map(|t| {
-                            if t.starts_with("Bearer ") {
-                                t.to_string()
-                            } else {
-                                format!("Bearer {t}")
-                            }
-                        });
-                    let caller = auth.authenticate(token.as_deref(), Some(peer.ip())).await;
-                    let allowed = match &caller {
-                        Caller::Authenticated(p) => p.role >= Role::Viewer,
-                        Caller::Anonymous => public,
-                        Caller::Rejected(_) => false,
-                    };
-                    if !allowed {
-                        let reason = match &caller {
-                            Caller::Rejected(r) => r.clone(),
-                            _ => "authentication required: subscriptions need a viewer token"
-                                .to_string(),
-                        };
-                        return Err(async_graphql::Error::new(reason));
-                    }
-                    let mut data = async_graphql::Data::default();
-                    data.insert(caller);
-                    data.insert(ClientAddr(Some(peer.ip())));
-                    Ok(data)
-                })
-                .serve()
-                .await
-        })
+    let config = &ctx.state.config;
+    let public = config.auth.public_queries;
+    let limits = crate::ws::WsLimits {
+        max_queued_frames: config.subscriptions.max_queued_frames,
+        max_message_bytes: config.http.body_limit_bytes,
+    };
+    let init = move |payload: serde_json::Value| async move {
+        let token = ["Authorization", "authorization", "authToken"]
+            .iter()
+            .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+            .map(|t| {
+                if t.starts_with("Bearer ") {
+                    t.to_string()
+                } else {
+                    format!("Bearer {t}")
+                }
+            });
+        let caller = auth.authenticate(token.as_deref(), Some(peer.ip())).await;
+        let allowed = match &caller {
+            Caller::Authenticated(p) => p.role >= Role::Viewer,
+            Caller::Anonymous => public,
+            Caller::Rejected(_) => false,
+        };
+        if !allowed {
+            let reason = match &caller {
+                Caller::Rejected(r) => r.clone(),
+                _ => "authentication required: subscriptions need a viewer token".to_string(),
+            };
+            return Err(async_graphql::Error::new(reason));
+        }
+        let mut data = async_graphql::Data::default();
+        data.insert(caller);
+        data.insert(ClientAddr(Some(peer.ip())));
+        Ok(data)
+    };
+    match &ctx.fanout {
+        Some(fanout) => crate::ws::respond(upgrade, fanout.clone(), protocol, limits, init),
+        None => crate::ws::respond(upgrade, ctx.schema.clone(), protocol, limits, init),
+    }
 }
 
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
@@ -310,7 +319,7 @@ fn pool_stats(state: &AppState) -> (u32, u32, u32) {
 /// The ERC-8004 seed's health shape (`status`, `timestamp`, `database`, `redis`), extended
 /// with the UBEC seed's per-service breakdown and summary.
 async fn api_health(State(ctx): State<Ctx>) -> Response {
-    let report = health::check_all(&ctx.state).await;
+    let report = ctx.state.health.latest();
     let connected = |name: &str| match report.component(name) {
         Some(c) if c.status == HealthStatus::Healthy => "connected",
         _ => "disconnected",

@@ -1,6 +1,7 @@
 //! The GraphQL schema: queries over stored state, subscriptions over the event bus.
 
 pub mod context;
+pub mod doc_cache;
 pub mod error;
 pub mod evm;
 pub mod http;
@@ -77,7 +78,12 @@ pub fn build_schema(
     )
     .extension(limits::QueryLimits::new(limits))
     .extension(persisted::PersistedQueries::new(limits, allow))
-    .extension(metrics_ext::OperationMetrics);
+    .extension(metrics_ext::OperationMetrics)
+    .extension(crate::ws::DeliveryTiming);
+    // Innermost, so every other extension (limits, persisted queries) still sees each request.
+    if let Some(cache) = doc_cache::DocumentCache::new(limits.document_cache_size) {
+        builder = builder.extension(cache);
+    }
     if let Some(state) = state {
         builder = builder.data(stellar::StellarLoaders::new(state.db.clone()));
         builder = builder.data(state);

@@ -23,19 +23,30 @@ pub struct CoreSubscription;
 /// Keeps `orrery_subscriptions_open` right for as long as a stream lives.
 struct Tracked<S> {
     inner: S,
+    counted: bool,
 }
 
 impl<S> Tracked<S> {
-    fn new(inner: S) -> Self {
-        Metrics::global().subscriptions_open.inc();
-        Self { inner }
+    fn new(inner: S, counted: bool) -> Self {
+        if counted {
+            Metrics::global().subscriptions_open.inc();
+        }
+        Self { inner, counted }
     }
 }
 
 impl<S> Drop for Tracked<S> {
     fn drop(&mut self) {
-        Metrics::global().subscriptions_open.dec();
+        if self.counted {
+            Metrics::global().subscriptions_open.dec();
+        }
     }
+}
+
+/// `stream`, counted in `orrery_subscriptions_open` while it lives (one client of a shared
+/// execution, see [`crate::ws_fanout`]).
+pub(crate) fn track<S: Stream + Unpin>(stream: S) -> impl Stream<Item = S::Item> {
+    Tracked::new(stream, true)
 }
 
 impl<S: Stream + Unpin> Stream for Tracked<S> {
@@ -59,9 +70,18 @@ where
     F: FnMut(BusEvent) -> Option<T> + Send + 'static,
 {
     let rx = ctx.data_unchecked::<AppState>().bus.subscribe();
+    // Over a subscription socket: commit times for `orrery_subscription_delivery_seconds`.
+    let stamps = ctx.data_opt::<crate::ws::EventStamps>().cloned();
     let stream = BroadcastStream::new(rx).filter_map(move |msg| {
         let out = match msg {
-            Ok(event) if event.topic == topic => decode(event).map(Ok),
+            Ok(event) if event.topic == topic => {
+                let at = event.at;
+                let out = decode(event);
+                if let (Some(s), Some(_)) = (&stamps, &out) {
+                    s.record(at);
+                }
+                out.map(Ok)
+            }
             Ok(event) if event.topic == topics::EVENTS_MISSED => {
                 let reason = event.payload["reason"]
                     .as_str()
@@ -80,7 +100,11 @@ where
         };
         futures::future::ready(out)
     });
-    Tracked::new(Box::pin(stream))
+    // A shared execution's stream is not a client: its clients are counted (see `track`).
+    let counted = ctx
+        .data_opt::<crate::ws_fanout::SharedExecution>()
+        .is_none();
+    Tracked::new(Box::pin(stream), counted)
 }
 
 /// The error a subscriber gets when it may have missed events.
