@@ -910,3 +910,79 @@ fn shipped_configuration_is_accepted_by_orrery() {
     assert!(config.database_url.starts_with("postgres://"));
     assert!(config.redis_url.is_some());
 }
+
+#[test]
+fn scale_out_manifests_split_api_and_indexer_replicas() {
+    let api = read("deploy/k8s/deployment.yaml");
+    assert!(
+        api.contains("args: [\"serve\", \"--role\", \"api\"]"),
+        "API replicas run --role api"
+    );
+    let indexer = read("deploy/k8s/indexer.yaml");
+    for needle in [
+        "kind: Deployment",
+        "name: orrery-indexer",
+        "args: [\"serve\", \"--role\", \"indexer\"]",
+        "app.kubernetes.io/component: indexer",
+        "replicas: 2",
+        "PgBouncer",
+        "session pooling",
+    ] {
+        assert!(indexer.contains(needle), "indexer.yaml lacks `{needle}`");
+    }
+    assert_eq!(
+        probe_path(&indexer, "readinessProbe").as_deref(),
+        Some("/ready")
+    );
+    let hpa = read("deploy/k8s/hpa.yaml");
+    for needle in [
+        "kind: HorizontalPodAutoscaler",
+        "name: cpu",
+        "orrery_http_requests_per_second",
+        "orrery_http_requests_total",
+        "name: orrery\n",
+    ] {
+        assert!(hpa.contains(needle), "hpa.yaml lacks `{needle}`");
+    }
+    let pdb = read("deploy/k8s/pdb.yaml");
+    assert_eq!(pdb.matches("kind: PodDisruptionBudget").count(), 2);
+    assert!(pdb.contains("component: api") && pdb.contains("component: indexer"));
+    let kustomization = read("deploy/k8s/kustomization.yaml");
+    for file in ["indexer.yaml", "hpa.yaml", "pdb.yaml"] {
+        assert!(
+            kustomization.contains(&format!("- {file}")),
+            "kustomization lacks {file}"
+        );
+    }
+    // The Service fronts the API pods, which the HPA scales.
+    assert!(read("deploy/k8s/service.yaml").contains("app.kubernetes.io/component: api"));
+    // Compose: three replicas of one definition, distinct ids and ports, migrations first.
+    let compose = read("deploy/docker-compose.yml");
+    for (service, id, port) in [
+        ("orrery", "orrery-1", "8080"),
+        ("orrery-2", "orrery-2", "8081"),
+        ("orrery-3", "orrery-3", "8082"),
+    ] {
+        let body = compose
+            .split(&format!("\n  {service}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("compose has no {service}"));
+        let body = body.split("\n\n").next().unwrap();
+        assert!(
+            body.contains("<<: *orrery"),
+            "{service} does not use the shared definition"
+        );
+        assert!(
+            body.contains(&format!("ORRERY_REPLICA_ID: {id}")),
+            "{service} id"
+        );
+        assert!(
+            body.contains(&format!("127.0.0.1:{port}:8080")),
+            "{service} port"
+        );
+    }
+    assert!(compose.contains("command: [\"migrate\"]"));
+    assert!(compose.contains("condition: service_completed_successfully"));
+    let prom = read("deploy/prometheus/prometheus.yml");
+    assert!(prom.contains("orrery-2:8080") && prom.contains("orrery-3:8080"));
+}

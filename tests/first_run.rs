@@ -119,18 +119,34 @@ async fn serve_with_no_config_shows_every_devnet_system_within_30_seconds() {
             let yes = agents_on_every_chain(&server, &d["evm"]).await;
             mark(&mut seen.agents_on_every_chain, now, yes);
         }
-        mark(&mut seen.utxoracle, now, d["utxoracle"]["price"].as_f64().is_some_and(|p| p > 0.0));
-        mark(&mut seen.exchange, now, d["exchange"]["price"].as_f64().is_some_and(|p| p > 0.0));
-        mark(&mut seen.dex, now, d["dex"]["price"].as_f64().is_some_and(|p| p > 0.0));
+        mark(
+            &mut seen.utxoracle,
+            now,
+            d["utxoracle"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
+        mark(
+            &mut seen.exchange,
+            now,
+            d["exchange"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
+        mark(
+            &mut seen.dex,
+            now,
+            d["dex"]["price"].as_f64().is_some_and(|p| p > 0.0),
+        );
         mark(
             &mut seen.comparisons,
             now,
             d["priceComparisons"]["totalCount"].as_i64().unwrap_or(0) > 0,
         );
-        let statuses = d["indexerStatus"]["edges"].as_array().cloned().unwrap_or_default();
-        let all_synced = statuses.len() >= 5 && statuses
-            .iter()
-            .all(|e| e["node"]["status"] == "synced" && e["node"]["isSynced"] == true);
+        let statuses = d["indexerStatus"]["edges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let all_synced = statuses.len() >= 5
+            && statuses
+                .iter()
+                .all(|e| e["node"]["status"] == "synced" && e["node"]["isSynced"] == true);
         mark(&mut seen.all_synced, now, all_synced);
         last = r;
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -143,6 +159,59 @@ async fn serve_with_no_config_shows_every_devnet_system_within_30_seconds() {
     );
     let logs = server.logs();
     assert!(!logs.contains("watching accounts=0"), "{logs}");
+
+    // What the status page lists: the newest events and operations first, paged by keyset.
+    let q = r#"query($after: String) {
+      events(chain: "sepolia", first: 5, order: NEWEST_FIRST, after: $after) { edges { cursor node { blockNumber logIndex } } }
+      old: events(chain: "sepolia", first: 5) { edges { node { blockNumber } } }
+      operations(first: 5, order: NEWEST_FIRST) { edges { node { id } } }
+    }"#;
+    let page1 = server.graphql(q, json!({})).await;
+    let keys = |page: &Value| -> Vec<(i64, i64)> {
+        page["data"]["events"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["node"]["blockNumber"].as_i64().unwrap(),
+                    e["node"]["logIndex"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let first_keys = keys(&page1);
+    assert_eq!(first_keys.len(), 5, "{page1}");
+    assert!(
+        first_keys.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {first_keys:?}"
+    );
+    let oldest = page1["data"]["old"]["edges"][0]["node"]["blockNumber"]
+        .as_i64()
+        .unwrap();
+    assert!(first_keys[0].0 >= oldest);
+    let cursor = page1["data"]["events"]["edges"][4]["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page2 = server.graphql(q, json!({ "after": cursor })).await;
+    let second_keys = keys(&page2);
+    assert!(
+        second_keys.first().is_some_and(|k| *k < first_keys[4]),
+        "{page2}"
+    );
+    let ops: Vec<String> = page1["data"]["operations"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops.len(), 5, "{page1}");
+    let numeric: Vec<i64> = ops.iter().map(|id| id.parse().unwrap()).collect();
+    assert!(
+        numeric.windows(2).all(|w| w[0] > w[1]),
+        "operations not newest first: {ops:?}"
+    );
     assert!(dir.join("orrery.db").exists() || common::pg_admin_url().is_some());
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

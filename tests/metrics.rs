@@ -37,6 +37,9 @@ const ON_EVENT: &[&str] = &[
     "orrery_balance_reconciliation_mismatches",
     "orrery_rate_limit_remaining",
     "orrery_source_lag_seconds",
+    // Only after a Redis outage, and only on PostgreSQL (leases).
+    "orrery_bus_reconnects_total",
+    "orrery_lease_changes_total",
 ];
 
 #[tokio::test]

@@ -359,3 +359,129 @@ async fn health_reports_an_open_breaker_as_an_unhealthy_upstream() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("upstream:rpc-testnet"));
 }
+
+/// A JWKS endpoint on 127.0.0.1 serving whatever keys the test puts in it.
+async fn jwks_server(
+    keys: std::sync::Arc<std::sync::RwLock<Vec<jsonwebtoken::jwk::Jwk>>>,
+) -> String {
+    let app = axum::Router::new().route(
+        "/realms/ops/protocol/openid-connect/certs",
+        axum::routing::get(move || {
+            let keys = keys.clone();
+            async move {
+                let set = jsonwebtoken::jwk::JwkSet {
+                    keys: keys.read().unwrap().clone(),
+                };
+                axum::Json(serde_json::to_value(set).unwrap())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/realms/ops/protocol/openid-connect/certs")
+}
+
+fn rsa_jwk(pem: &str, kid: &str) -> jsonwebtoken::jwk::Jwk {
+    let key = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some(kid.to_string());
+    jwk
+}
+
+/// A Keycloak-shaped access token (no `nbf`, roles in `realm_access.roles`, `aud` array).
+fn keycloak_token(pem: &str, kid: &str, issuer: &str, roles: &[&str]) -> String {
+    let now = Utc::now().timestamp();
+    let claims = json!({
+        "exp": now + 300, "iat": now, "jti": "0b6e8f5c", "iss": issuer,
+        "aud": ["orrery", "account"], "sub": "kc-user-7", "typ": "Bearer",
+        "azp": "orrery-dashboard", "realm_access": {"roles": roles},
+        "scope": "openid profile", "preferred_username": "ops",
+    });
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The running server takes Keycloak tokens through `JWT_JWKS_URL`, maps their realm roles,
+/// follows a key rotation, names the check a refused token failed, and still accepts
+/// `orrery token issue` tokens under the same settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycloak_tokens_through_a_jwks_with_rotation() {
+    const RSA_A: &str = include_str!("../api/tests-data/jwt/rsa-a.pem");
+    const RSA_B: &str = include_str!("../api/tests-data/jwt/rsa-b.pem");
+    let keys = std::sync::Arc::new(std::sync::RwLock::new(vec![rsa_jwk(RSA_A, "kc-1")]));
+    let url = jwks_server(keys.clone()).await;
+    let issuer = "http://127.0.0.1/realms/ops";
+    let db = TestDb::new().await;
+    let mut env = base_env(&db);
+    for (k, v) in [
+        ("JWT_JWKS_URL", url.as_str()),
+        ("JWT_ISSUER", issuer),
+        ("JWT_ROLES_CLAIM", "realm_access.roles"),
+        (
+            "JWT_ROLE_MAP",
+            "orrery-operator=operator,orrery-admin=admin",
+        ),
+        ("JWT_JWKS_MIN_REFRESH_SECS", "0"),
+        ("JWT_SECRET", SECRET),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let server = Server::start(&env);
+    let set =
+        "mutation { setConfig(key: \"sync.batch_size\", value: \"120\") { value updatedBy } }";
+    let call = |token: String| {
+        let server = &server;
+        async move {
+            server
+                .graphql_with_headers(
+                    set,
+                    json!({}),
+                    &[("authorization", format!("Bearer {token}"))],
+                )
+                .await
+        }
+    };
+    let ok = call(keycloak_token(
+        RSA_A,
+        "kc-1",
+        issuer,
+        &["offline_access", "orrery-operator"],
+    ))
+    .await;
+    assert_eq!(ok["data"]["setConfig"]["updatedBy"], "kc-user-7", "{ok}");
+    let unmapped = call(keycloak_token(RSA_A, "kc-1", issuer, &["offline_access"])).await;
+    assert_eq!(
+        unmapped["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
+    let msg = unmapped["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("role \"offline_access\" at path \"realm_access.roles\" is not mapped"),
+        "{msg}"
+    );
+    // Rotation: a token under a kid the server has not seen yet makes it fetch the set again.
+    let rotated = keycloak_token(RSA_B, "kc-2", issuer, &["orrery-admin"]);
+    let refused = call(rotated.clone()).await;
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown kid \"kc-2\""),
+        "{refused}"
+    );
+    keys.write().unwrap().push(rsa_jwk(RSA_B, "kc-2"));
+    let ok = call(rotated).await;
+    assert_eq!(ok["data"]["setConfig"]["value"], "120", "{ok}");
+    // `orrery token issue` writes the role where these settings read it.
+    let (code, token, err) = common::run_cli(&env, &["token", "issue", "--role", "admin"]);
+    assert_eq!(code, 0, "{err}");
+    let ok = call(token.trim().to_string()).await;
+    assert_eq!(ok["data"]["setConfig"]["updatedBy"], "cli", "{ok}");
+}

@@ -116,7 +116,18 @@ async fn utxoracle_cli_prints_one_json_line() {
         ],
     );
     assert_eq!(code, 0, "{err}");
+    // Not a terminal: plain progress lines on stderr, the JSON line alone on stdout.
+    assert_progress(&err, "prices utxoracle", "locating the first block");
+    assert_progress(&err, "prices utxoracle", "fetching blocks");
+    assert_eq!(out.lines().count(), 1, "{out}");
     let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        err.contains(&format!(
+            "progress: prices utxoracle: done, {} blocks in",
+            v["blocks"]
+        )),
+        "{err}"
+    );
     let price = v["price_usd"].as_f64().unwrap();
     assert!(
         (price - truth[1].1).abs() / truth[1].1 < 0.01,
@@ -408,6 +419,86 @@ fn csv_ids(text: &str) -> Vec<i64> {
         .collect()
 }
 
+/// At least one plain `progress: TASK: STAGE: ...` line is on stderr.
+fn assert_progress(stderr: &str, task: &str, stage: &str) {
+    let prefix = format!("progress: {task}: {stage}: ");
+    assert!(
+        stderr.lines().any(|l| l.starts_with(&prefix)),
+        "no {prefix:?} line in stderr:\n{stderr}"
+    );
+}
+
+/// An export larger than one page: every row once, in order, with plain progress lines on
+/// stderr and the usual single JSON line on stdout.
+#[tokio::test]
+async fn a_large_export_reads_pages_and_reports_progress() {
+    use orrery_entity::price_point;
+    use sea_orm::{EntityTrait, Set};
+    let db = TestDb::new().await;
+    let env = base_env(&db);
+    let (code, _, err) = run_cli(&env, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    let conn = db.connect().await;
+    let base = 1_735_689_600i64; // 2025-01-01
+    let n = 12_345i64;
+    let rows: Vec<price_point::ActiveModel> = (0..n)
+        .map(|i| price_point::ActiveModel {
+            pair: Set("BTC/USD".into()),
+            // Two sources per minute: rows share `at` across page boundaries.
+            source: Set(if i % 2 == 0 { "UTXORACLE" } else { "EXCHANGE" }.into()),
+            at: Set(chrono::DateTime::from_timestamp(base + (i / 2) * 60, 0).unwrap()),
+            price: Set(90_000.0 + i as f64),
+            confidence: Set(None),
+            volume: Set(None),
+            details: Set(None),
+            ..Default::default()
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        price_point::Entity::insert_many(chunk.to_vec())
+            .exec(&conn)
+            .await
+            .unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("orrery_large_export_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("points.csv");
+    let (code, stdout, err) = run_cli(
+        &env,
+        &["prices", "export", "--output", &out.display().to_string()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["rows"], n, "{v}");
+    assert!(
+        err.contains(&format!(
+            "progress: prices export: reading: 0/{n} rows (0%)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("progress: prices export: done, {n} rows in")),
+        "{err}"
+    );
+    assert!(!dir.join("points.csv.partial").exists());
+    let csv = std::fs::read_to_string(&out).unwrap();
+    let ids = csv_ids(&csv);
+    assert_eq!(ids.len() as i64, n);
+    let expected: Vec<i64> = store_ids(&conn).await;
+    assert_eq!(ids, expected, "every row once, in (at, id) order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn store_ids(conn: &sea_orm::DatabaseConnection) -> Vec<i64> {
+    orrery_indexer::bitcoin::store::points_in(conn, None, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.id)
+        .collect()
+}
+
 /// `prices export` then `prices prune`: the exported file holds exactly the pruned rows.
 #[tokio::test]
 async fn export_then_prune_round_trips() {
@@ -417,6 +508,8 @@ async fn export_then_prune_round_trips() {
     let env = base_env(&db);
     let (code, _, err) = run_cli(&env, &["migrate"]);
     assert_eq!(code, 0, "{err}");
+    assert_progress(&err, "migrate", "applying");
+    assert!(err.contains("progress: migrate: done, "), "{err}");
     let conn = db.connect().await;
     let base = 1_735_689_600i64; // 2025-01-01
     for i in 0..48i64 {
@@ -469,6 +562,14 @@ async fn export_then_prune_round_trips() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("\"rows\":48"), "{stdout}");
+    assert!(
+        err.contains("progress: prices export: reading: 0/48 rows (0%)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("progress: prices export: done, 48 rows in"),
+        "{err}"
+    );
     let exported = std::fs::read_to_string(&out).unwrap();
     let out = dir.join("points.parquet");
     let out_s = out.display().to_string();
@@ -483,10 +584,12 @@ async fn export_then_prune_round_trips() {
             "parquet",
             "--output",
             &out_s,
+            "--no-progress",
         ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("\"rows\":48"), "{stdout}");
+    assert!(!err.contains("progress:"), "--no-progress: {err}");
     let bytes = std::fs::read(&out).unwrap();
     assert!(
         bytes.len() > 8 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1"),

@@ -599,11 +599,11 @@ async fn a_horizon_503_burst_opens_the_breaker_and_data_ends_exact() {
             got == want
         });
     }
-    let (_, body) = server.get("/api/v1/health").await;
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        v["services"]["upstream:horizon"]["status"], "healthy",
-        "{body}"
-    );
+    // Health is served from the last periodic check (refreshed every second).
+    wait_until!(server, 10, "the closed breaker in /api/v1/health", {
+        let (_, body) = server.get("/api/v1/health").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["services"]["upstream:horizon"]["status"] == "healthy"
+    });
     d.shutdown().await;
 }

@@ -41,6 +41,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The persisted-query allow-list (`graphql.persisted_queries_path`).
+    #[error("graphql.persisted_queries_path: {0}")]
+    Persisted(#[from] graphql::persisted::PersistedError),
     /// The server failed while running.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -66,10 +69,15 @@ pub async fn open_bus(config: &Config) -> Result<SharedBus, StartError> {
 }
 
 /// Runs the server until SIGTERM/SIGINT.
-pub async fn serve(mut config: Config) -> Result<(), StartError> {
+pub async fn serve(mut config: Config, role: sources::ServeRole) -> Result<(), StartError> {
+    // Read before anything starts: a bad allow-list stops the server with one line.
+    let allow = match &config.graphql.persisted_queries_path {
+        Some(path) => graphql::persisted::load_allow_list(path)?,
+        None => Default::default(),
+    };
     let (db, bus) = open(&config).await?;
     let writer = db::connect_writer(&config, &db).await?;
-    let running = sources::start(&mut config, &db, &writer, &bus).await?;
+    let running = sources::start(&mut config, &db, &writer, &bus, role).await?;
     let config = Arc::new(config);
     tracing::info!(
         database = %db::redact(&config.database_url),
@@ -81,9 +89,22 @@ pub async fn serve(mut config: Config) -> Result<(), StartError> {
         db,
         bus,
         started_at: Instant::now(),
+        health: crate::health::HealthSnapshot::pending(),
     };
-    let schema = graphql::build_schema(&config.graphql, Some(state.clone()));
+    // The first report before the server listens; then one per second in the background.
+    state.health.refresh(&state).await;
+    crate::health::HealthSnapshot::spawn_refresher(state.clone());
+    tracing::info!(
+        persisted_queries = allow.len(),
+        persisted_only = config.graphql.persisted_only,
+        "graphql limits ready"
+    );
+    let schema = graphql::build_schema(&config.graphql, Some(state.clone()), allow);
     let auth = Arc::new(Authenticator::from_config(&config)?);
+    tokio::spawn({
+        let auth = auth.clone();
+        async move { auth.warm_up().await }
+    });
     orrery_indexer::metrics::Metrics::global().touch_api(&[
         orrery_indexer::bus::topics::SOURCE_UPDATED,
         orrery_indexer::bus::topics::CONFIG_UPDATED,

@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 use orrery_indexer::bus::{publish_logged, topics, BusEvent};
 use orrery_indexer::config_store::{self, ConfigType};
 
-use crate::auth::{issue_token, Role};
+use crate::auth::{issue_token_for, Role};
 use crate::config::{Config, ProcessEnv};
 use crate::health::HealthStatus;
+use crate::progress::Progress;
 use crate::{app, db, graphql, telemetry};
 
 /// Orrery indexes Stellar, EVM chains and Bitcoin into SQL and serves them over GraphQL.
@@ -24,6 +25,11 @@ pub struct Cli {
     /// Path of the TOML config file (default: ./orrery.toml when present). Env ORRERY_CONFIG.
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Do not show progress of long commands on stderr (a bar on a terminal, plain
+    /// `progress:` lines otherwise).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
 
     /// What to do.
     #[command(subcommand)]
@@ -72,7 +78,8 @@ pub struct DevnetArgs {
 /// `orrery token` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Print an HS256 token signed with JWT_SECRET.
+    /// Print an HS256 token signed with JWT_SECRET (iss, aud, role claim and role name as
+    /// the auth.* settings expect).
     Issue {
         /// Role granted: viewer, operator or admin.
         #[arg(long, value_parser = parse_role)]
@@ -106,6 +113,10 @@ pub struct ServeArgs {
     /// Do not start the simulated chains.
     #[arg(long)]
     pub no_devnet: bool,
+    /// What this replica does: `all` (API and indexing), `api` (queries and subscriptions
+    /// only) or `indexer`. On PostgreSQL, indexing replicas share the sources through leases.
+    #[arg(long, value_enum, default_value_t = crate::sources::ServeRole::All, env = "ORRERY_ROLE")]
+    pub role: crate::sources::ServeRole,
 }
 
 /// `orrery export-schema` flags.
@@ -164,6 +175,7 @@ pub enum ConfigCommand {
 /// Parses arguments, runs, and maps errors to one line on stderr and a non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::progress::init(!cli.no_progress);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -216,14 +228,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else if args.no_devnet {
                 config.devnet.enabled = Some(false);
             }
-            app::serve(config).await?;
+            app::serve(config, args.role).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
             let config = load_config(cli.config.as_deref())?;
             let db = db::connect(&config).await?;
-            db::migrate(&db).await?;
+            let mut progress = None;
+            let applied = db::migrate_stepwise(&db, |done, total, name| {
+                let p = progress.get_or_insert_with(|| {
+                    Progress::start("migrate", "applying", "migrations", Some(total))
+                });
+                p.message(name);
+                p.set(done);
+            })
+            .await?;
             config_store::seed_defaults(&db).await?;
+            if let Some(p) = progress {
+                p.finish(&format!("{applied} migrations applied"));
+            }
             println!("migrations applied to {}", db::redact(&config.database_url));
             Ok(ExitCode::SUCCESS)
         }
@@ -237,14 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .jwt_secret
                 .as_deref()
                 .context("JWT_SECRET is not set: tokens are signed with it")?;
-            let token = issue_token(
-                secret,
-                &subject,
-                role,
-                ttl,
-                &config.auth.issuer,
-                &config.auth.audience,
-            )?;
+            let token = issue_token_for(secret, &subject, role, ttl, &config.auth)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

@@ -3,14 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
+use orrery_entity::{price_comparison, price_point};
 use orrery_indexer::bitcoin::esplora::EsploraClient;
+use orrery_indexer::bitcoin::oneshot::Step;
 use orrery_indexer::bitcoin::{oneshot, parquet_export, store};
+use sea_orm::{AccessMode, DbBackend, IsolationLevel, TransactionTrait};
 
 use crate::app;
 use crate::config::{Config, ProcessEnv};
+use crate::progress::Progress;
 
 /// `orrery prices` subcommands.
 #[derive(Subcommand, Debug)]
@@ -117,16 +123,103 @@ async fn utxoracle(config: &Config, a: UtxoracleArgs) -> anyhow::Result<ExitCode
         .or_else(|| config.bitcoin.esplora_url.clone())
         .context("no Esplora URL: pass --esplora-url or set bitcoin.esplora_url")?;
     let client = EsploraClient::new(&url, 0)?;
-    let result = match (a.date, a.recent_blocks) {
-        (Some(date), _) => oneshot::daily(&client, date).await?,
-        (None, n) => oneshot::recent(&client, n.unwrap_or(config.bitcoin.recent_blocks)).await?,
+    let task = "prices utxoracle";
+    let recent = a.recent_blocks.unwrap_or(config.bitcoin.recent_blocks);
+    let mut progress = match a.date {
+        Some(_) => Progress::start(task, "locating the first block", "look-ups", None),
+        None => Progress::start(task, "fetching blocks", "blocks", Some(recent as u64)),
     };
+    let mut blocks_stage = a.date.is_none();
+    let mut report = |step: Step| match step {
+        Step::Locating { probe, of } => {
+            progress.set_total(of);
+            progress.set(probe);
+        }
+        Step::Blocks {
+            fetched,
+            total,
+            height,
+        } => {
+            if !blocks_stage {
+                blocks_stage = true;
+                progress.stage("fetching blocks", "blocks", Some(total));
+            }
+            progress.set_total(total);
+            progress.message(format!("height {height}"));
+            progress.set(fetched);
+        }
+    };
+    let result = match a.date {
+        Some(date) => oneshot::daily_with_progress(&client, date, &mut report).await?,
+        None => oneshot::recent_with_progress(&client, recent, &mut report).await?,
+    };
+    progress.finish(&format!("{} blocks", result.blocks));
     println!("{}", serde_json::to_string(&result)?);
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+/// Rows read per query while exporting.
+const EXPORT_PAGE: u64 = 5_000;
+
+/// A CSV file written page by page to `<output>.partial`, renamed to `<output>` once
+/// complete (a failed export leaves no file that looks finished).
+struct CsvOut {
+    path: PathBuf,
+    partial: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl CsvOut {
+    fn create(path: &Path, header: &str) -> anyhow::Result<Self> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        let mut out = CsvOut {
+            path: path.to_path_buf(),
+            partial,
+            file: Some(std::io::BufWriter::new(file)),
+        };
+        out.write(&format!("{header}\n"))?;
+        Ok(out)
+    }
+
+    fn write(&mut self, text: &str) -> anyhow::Result<()> {
+        let partial = &self.partial;
+        match &mut self.file {
+            Some(f) => f
+                .write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", partial.display())),
+            None => anyhow::bail!("{} is already closed", partial.display()),
+        }
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if let Some(f) = self.file.take() {
+            let file = f
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", self.partial.display()))?;
+            file.sync_all()
+                .with_context(|| format!("cannot write {}", self.partial.display()))?;
+        }
+        std::fs::rename(&self.partial, &self.path).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.partial.display(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+impl Drop for CsvOut {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 fn write_parquet(
@@ -138,6 +231,38 @@ fn write_parquet(
     write(file).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Reads the rows page by page (one read-only snapshot), handing each page to `page`.
+async fn read_pages<M, Fut>(
+    task: &str,
+    total: u64,
+    mut fetch: impl FnMut(Option<(DateTime<Utc>, i64)>) -> Fut,
+    key: impl Fn(&M) -> (DateTime<Utc>, i64),
+    mut page: impl FnMut(&[M]) -> anyhow::Result<()>,
+) -> anyhow::Result<u64>
+where
+    Fut: std::future::Future<Output = Result<Vec<M>, sea_orm::DbErr>>,
+{
+    let mut progress = Progress::start(task, "reading", "rows", Some(total));
+    let mut after = None;
+    let mut done = 0u64;
+    loop {
+        let rows = fetch(after).await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(key(last));
+        page(&rows)?;
+        done += rows.len() as u64;
+        if done > total {
+            progress.set_total(done);
+        }
+        progress.set(done);
+        if (rows.len() as u64) < EXPORT_PAGE {
+            break;
+        }
+    }
+    progress.finish(&format!("{done} rows"));
+    Ok(done)
+}
+
 async fn export(config: &Config, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let from = a
         .from
@@ -146,28 +271,77 @@ async fn export(config: &Config, a: ExportArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let to = a.to.as_deref().map(|s| parse_time("to", s)).transpose()?;
     let (db, _bus) = app::open(config).await?;
-    let rows = match (a.table, a.format) {
-        (ExportTable::Points, format) => {
-            let rows = store::points_in(&db, from, to).await?;
-            match format {
-                ExportFormat::Csv => write_file(&a.output, &store::points_csv(&rows))?,
-                ExportFormat::Parquet => {
-                    write_parquet(&a.output, |f| parquet_export::write_points(&rows, f))?
-                }
-            }
-            rows.len()
+    // One snapshot for the count and every page, so the file is what one query would return.
+    let txn = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            db.begin_with_config(
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            )
+            .await?
         }
-        (ExportTable::Comparisons, format) => {
-            let rows = store::comparisons_in(&db, from, to).await?;
-            match format {
-                ExportFormat::Csv => write_file(&a.output, &store::comparisons_csv(&rows))?,
+        _ => db.begin().await?,
+    };
+    let task = "prices export";
+    let rows = match a.table {
+        ExportTable::Points => {
+            let total = store::count_points_in(&txn, from, to).await?;
+            let fetch = |after| store::points_page(&txn, from, to, after, EXPORT_PAGE);
+            let key = |r: &price_point::Model| (r.at, r.id);
+            match a.format {
+                ExportFormat::Csv => {
+                    let mut out = CsvOut::create(&a.output, store::POINTS_CSV_HEADER)?;
+                    let n = read_pages(task, total, fetch, key, |rows| {
+                        let mut text = String::new();
+                        store::points_csv_rows(rows, &mut text);
+                        out.write(&text)
+                    })
+                    .await?;
+                    out.finish()?;
+                    n
+                }
                 ExportFormat::Parquet => {
-                    write_parquet(&a.output, |f| parquet_export::write_comparisons(&rows, f))?
+                    let mut all = Vec::with_capacity(total as usize);
+                    let n = read_pages(task, total, fetch, key, |rows| {
+                        all.extend_from_slice(rows);
+                        Ok(())
+                    })
+                    .await?;
+                    write_parquet(&a.output, |f| parquet_export::write_points(&all, f))?;
+                    n
                 }
             }
-            rows.len()
+        }
+        ExportTable::Comparisons => {
+            let total = store::count_comparisons_in(&txn, from, to).await?;
+            let fetch = |after| store::comparisons_page(&txn, from, to, after, EXPORT_PAGE);
+            let key = |r: &price_comparison::Model| (r.at, r.id);
+            match a.format {
+                ExportFormat::Csv => {
+                    let mut out = CsvOut::create(&a.output, store::COMPARISONS_CSV_HEADER)?;
+                    let n = read_pages(task, total, fetch, key, |rows| {
+                        let mut text = String::new();
+                        store::comparisons_csv_rows(rows, &mut text);
+                        out.write(&text)
+                    })
+                    .await?;
+                    out.finish()?;
+                    n
+                }
+                ExportFormat::Parquet => {
+                    let mut all = Vec::with_capacity(total as usize);
+                    let n = read_pages(task, total, fetch, key, |rows| {
+                        all.extend_from_slice(rows);
+                        Ok(())
+                    })
+                    .await?;
+                    write_parquet(&a.output, |f| parquet_export::write_comparisons(&all, f))?;
+                    n
+                }
+            }
         }
     };
+    txn.rollback().await?;
     println!(
         "{}",
         serde_json::json!({"rows": rows, "output": a.output.display().to_string()})

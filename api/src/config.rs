@@ -4,6 +4,7 @@
 //! Every field names its environment variable and default. Unknown keys in the file are an
 //! error (a typo must not silently fall back to a default).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +13,8 @@ use orrery_indexer::bitcoin::BitcoinSettings;
 use orrery_indexer::evm::EvmSettings;
 use orrery_indexer::stellar::StellarSettings;
 use serde::Deserialize;
+
+use crate::auth::Role;
 
 /// Why the configuration was rejected. Each message names the offending key or variable.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// GraphQL limits.
     pub graphql: GraphqlConfig,
+    /// Subscription sockets.
+    pub subscriptions: SubscriptionsConfig,
     /// Database pool and migrations.
     pub database: DatabaseConfig,
     /// The built-in simulated chains.
@@ -86,17 +91,44 @@ pub struct Config {
     pub bitcoin: BitcoinSettings,
 }
 
-/// Authentication settings (JWT bearer tokens with a `role` claim).
+/// Authentication settings (JWT bearer tokens carrying a role).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// PEM public key for RS256/ES256 tokens (instead of or besides the HS256 `jwt_secret`).
     /// Env `JWT_PUBLIC_KEY_FILE`. Default: unset.
     pub jwt_public_key_file: Option<PathBuf>,
+    /// JWKS document of an identity provider (e.g. Keycloak's
+    /// `.../protocol/openid-connect/certs`, Auth0's `.../.well-known/jwks.json`): RS256 and
+    /// ES256 tokens are verified with the key their `kid` names. Env `JWT_JWKS_URL`.
+    /// Default: unset.
+    pub jwks_url: Option<String>,
+    /// Seconds a fetched JWKS is used before it is fetched again (so a key removed by the
+    /// provider stops being accepted). Env `JWT_JWKS_CACHE_SECS`. Default 300.
+    pub jwks_cache_secs: u64,
+    /// Least seconds between two JWKS fetches, however many tokens name an unknown `kid`
+    /// (a flood of bad tokens cannot hammer the provider). Env `JWT_JWKS_MIN_REFRESH_SECS`.
+    /// Default 30.
+    pub jwks_min_refresh_secs: u64,
     /// Required `iss` claim. Env `JWT_ISSUER`. Default `orrery`.
     pub issuer: String,
-    /// Required `aud` claim. Env `JWT_AUDIENCE`. Default `orrery`.
+    /// Required `aud` claim (a token's `aud` may be a string or an array containing it).
+    /// Env `JWT_AUDIENCE`. Default `orrery`.
     pub audience: String,
+    /// Where the token carries its role(s): a claim name or a dotted path such as
+    /// `realm_access.roles`; the value is a string (several roles separated by spaces) or an
+    /// array of strings. A claim whose own name contains dots (`https://example.com/roles`)
+    /// is matched as a whole first; otherwise the path is split at its dots from the left.
+    /// Env `JWT_ROLES_CLAIM`. Default `role`.
+    pub roles_claim: String,
+    /// Provider role name -> Orrery role (`viewer`, `operator`, `admin`). Empty: the names
+    /// `viewer`, `operator` and `admin` stand for themselves. Not empty: only the names listed
+    /// count (the others, e.g. Keycloak's `offline_access`, are ignored). With several roles
+    /// the highest wins. Env `JWT_ROLE_MAP` (`name=role,name=role`). Default: empty.
+    pub role_map: BTreeMap<String, Role>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds. Env `JWT_LEEWAY_SECS`.
+    /// Default 5.
+    pub leeway_secs: u64,
     /// Whether queries and subscriptions need no token (`true`) or a viewer token (`false`).
     /// Env `ORRERY_PUBLIC_QUERIES`. Default true. Mutations always need operator or admin.
     pub public_queries: bool,
@@ -109,12 +141,36 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             jwt_public_key_file: None,
+            jwks_url: None,
+            jwks_cache_secs: 300,
+            jwks_min_refresh_secs: 30,
             issuer: "orrery".to_string(),
             audience: "orrery".to_string(),
+            roles_claim: "role".to_string(),
+            role_map: BTreeMap::new(),
+            leeway_secs: 5,
             public_queries: true,
             failed_auth_limit: 10,
         }
     }
+}
+
+/// Parses `JWT_ROLE_MAP`: `name=role` pairs separated by commas.
+fn parse_role_map(v: &str) -> Result<BTreeMap<String, Role>, String> {
+    let mut map = BTreeMap::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, role) = pair
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{pair:?} is not name=role"))?;
+        let role = Role::parse(role.trim())
+            .ok_or_else(|| format!("{pair:?}: role must be viewer, operator or admin"))?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!("{pair:?} has an empty role name"));
+        }
+        map.insert(name.to_string(), role);
+    }
+    Ok(map)
 }
 
 /// Log output settings.
@@ -156,17 +212,66 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GraphqlConfig {
+    /// Parsed and validated documents kept, keyed by query text (0 disables). Default 1000.
+    pub document_cache_size: usize,
     /// Largest `first` any connection accepts. Default 200.
     pub max_page_size: u32,
     /// `first` when a query gives none. Default 50.
     pub default_page_size: u32,
-    /// Maximum query depth. Default 12.
+    /// Maximum query depth (levels of fields). Default 12.
     pub max_depth: usize,
-    /// Maximum query complexity (each field costs 1, lists cost `first` times their child).
-    /// Default 20000.
+    /// Maximum query complexity: each field costs 1 plus its selection, a connection costs
+    /// `first` (or `default_page_size`) times its selection. Default 20000.
     pub max_complexity: usize,
+    /// Maximum aliased fields per request. Default 30.
+    pub max_aliases: usize,
+    /// Maximum lexical tokens of the query text. Default 2000.
+    pub max_tokens: usize,
+    /// Maximum directives (`@include`, `@skip`...) per request. Default 20.
+    pub max_directives: usize,
+    /// Maximum query text in bytes (the body may be larger by its variables, up to
+    /// `http.body_limit_bytes`). Default 65536.
+    pub max_query_bytes: usize,
+    /// Accept JSON arrays of operations on `POST /graphql`. Default false.
+    pub batch_requests: bool,
+    /// Most operations in one batch (with `batch_requests`). Default 10.
+    pub max_batch_size: usize,
+    /// Milliseconds a request may run, resolvers and their database work included, before
+    /// it is cancelled with a `TIMEOUT` error. Default 10000.
+    pub timeout_ms: u64,
+    /// Automatic persisted queries (`extensions.persistedQuery`, Apollo convention).
+    /// Default true.
+    pub apq: bool,
+    /// Queries kept by hash for APQ (least recently used dropped first). Default 1000.
+    pub apq_cache_entries: usize,
+    /// Run only the queries of `persisted_queries_path` (by hash or exact text). Default false.
+    pub persisted_only: bool,
+    /// Pre-registered queries: a directory of `*.graphql` files, or a JSON file
+    /// (`{"<sha256>": "<query>"}` or an Apollo persisted-query manifest). Default unset.
+    pub persisted_queries_path: Option<PathBuf>,
     /// Serve GraphiQL on `GET /graphql`. Default true.
     pub graphiql: bool,
+}
+
+/// Subscription (WebSocket) settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsConfig {
+    /// Frames one connection may have waiting for its socket; a client that lets more pile
+    /// up is closed (code 1008, with the reason). Default 256.
+    pub max_queued_frames: usize,
+    /// Serve clients subscribed with the same document and variables from one execution
+    /// (each event is decoded and resolved once, not once per client). Default true.
+    pub share_executions: bool,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        Self {
+            max_queued_frames: 256,
+            share_executions: true,
+        }
+    }
 }
 
 /// Database settings.
@@ -204,6 +309,7 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             graphql: GraphqlConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
             database: DatabaseConfig::default(),
             devnet: DevnetConfig::default(),
             stellar: StellarSettings::default(),
@@ -236,10 +342,22 @@ impl Default for HttpConfig {
 impl Default for GraphqlConfig {
     fn default() -> Self {
         Self {
+            document_cache_size: 1_000,
             max_page_size: 200,
             default_page_size: 50,
             max_depth: 12,
             max_complexity: 20_000,
+            max_aliases: 30,
+            max_tokens: 2_000,
+            max_directives: 20,
+            max_query_bytes: 64 * 1024,
+            batch_requests: false,
+            max_batch_size: 10,
+            timeout_ms: 10_000,
+            apq: true,
+            apq_cache_entries: 1_000,
+            persisted_only: false,
+            persisted_queries_path: None,
             graphiql: true,
         }
     }
@@ -349,6 +467,35 @@ impl Config {
         if let Some(v) = env.var("JWT_AUDIENCE") {
             self.auth.audience = v;
         }
+        if let Some(v) = env.var("JWT_JWKS_URL") {
+            self.auth.jwks_url = Some(v);
+        }
+        for (var, field) in [
+            ("JWT_JWKS_CACHE_SECS", &mut self.auth.jwks_cache_secs),
+            (
+                "JWT_JWKS_MIN_REFRESH_SECS",
+                &mut self.auth.jwks_min_refresh_secs,
+            ),
+            ("JWT_LEEWAY_SECS", &mut self.auth.leeway_secs),
+        ] {
+            if let Some(v) = env.var(var) {
+                *field = v.parse().map_err(|_| ConfigError::Env {
+                    var,
+                    value: v.clone(),
+                    reason: "expected a whole number of seconds".into(),
+                })?;
+            }
+        }
+        if let Some(v) = env.var("JWT_ROLES_CLAIM") {
+            self.auth.roles_claim = v;
+        }
+        if let Some(v) = env.var("JWT_ROLE_MAP") {
+            self.auth.role_map = parse_role_map(&v).map_err(|reason| ConfigError::Env {
+                var: "JWT_ROLE_MAP",
+                value: v.clone(),
+                reason,
+            })?;
+        }
         if let Some(v) = env.var("ORRERY_PUBLIC_QUERIES") {
             self.auth.public_queries = parse_bool(&v).ok_or_else(|| ConfigError::Env {
                 var: "ORRERY_PUBLIC_QUERIES",
@@ -440,7 +587,32 @@ impl Config {
                 });
             }
         }
+        if self.auth.roles_claim.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "auth.roles_claim",
+                reason: "must name a claim (e.g. `role` or `realm_access.roles`)".into(),
+            });
+        }
+        if let Some(name) = self.auth.role_map.keys().find(|k| k.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: "auth.role_map",
+                reason: format!("{name:?}: role names must not be empty"),
+            });
+        }
+        if self.auth.leeway_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "auth.leeway_secs",
+                reason: "must be at most 3600".into(),
+            });
+        }
+        if self.auth.jwks_cache_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "auth.jwks_cache_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
         for (key, url) in [
+            ("auth.jwks_url", &self.auth.jwks_url),
             ("stellar.horizon_url", &self.stellar.horizon_url),
             ("bitcoin.esplora_url", &self.bitcoin.esplora_url),
             (
@@ -503,6 +675,50 @@ impl Config {
                 key: "http.body_limit_bytes",
                 reason: "must be at least 1024".into(),
             });
+        }
+        let g = &self.graphql;
+        for (key, value, min) in [
+            ("graphql.max_complexity", g.max_complexity, 1),
+            ("graphql.max_tokens", g.max_tokens, 16),
+            ("graphql.max_query_bytes", g.max_query_bytes, 256),
+            ("graphql.max_batch_size", g.max_batch_size, 1),
+        ] {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be at least {min}"),
+                });
+            }
+        }
+        if g.timeout_ms == 0 || g.timeout_ms > self.http.request_timeout_secs * 1000 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.timeout_ms",
+                reason: format!(
+                    "must be between 1 and http.request_timeout_secs * 1000 ({})",
+                    self.http.request_timeout_secs * 1000
+                ),
+            });
+        }
+        if g.apq && g.apq_cache_entries == 0 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.apq_cache_entries",
+                reason: "must be at least 1 while graphql.apq is on".into(),
+            });
+        }
+        match &g.persisted_queries_path {
+            Some(p) if !p.exists() => {
+                return Err(ConfigError::Invalid {
+                    key: "graphql.persisted_queries_path",
+                    reason: format!("{} does not exist", p.display()),
+                })
+            }
+            None if g.persisted_only => {
+                return Err(ConfigError::Invalid {
+                    key: "graphql.persisted_only",
+                    reason: "needs graphql.persisted_queries_path (the allow-list)".into(),
+                })
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -593,6 +809,74 @@ mod tests {
         assert_eq!(c.listen.port(), 7000);
         assert_eq!(c.graphql.max_page_size, 100);
         assert_eq!(c.redis_url.as_deref(), Some("redis://r:6379"));
+    }
+
+    #[test]
+    fn auth_settings_from_file_and_env() {
+        let mut c = Config::from_toml(
+            "[auth]\njwks_url = \"https://sso.example.com/realms/ops/protocol/openid-connect/certs\"\nroles_claim = \"realm_access.roles\"\nleeway_secs = 30\n[auth.role_map]\norrery-admin = \"admin\"\n\"https://x/ops\" = \"operator\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.roles_claim, "realm_access.roles");
+        assert_eq!(c.auth.leeway_secs, 30);
+        assert_eq!(c.auth.role_map["orrery-admin"], Role::Admin);
+        assert_eq!(c.auth.role_map["https://x/ops"], Role::Operator);
+        c.apply_env(&[
+            ("JWT_JWKS_URL", "http://127.0.0.1:9/jwks"),
+            ("JWT_ROLES_CLAIM", "https://example.com/roles"),
+            ("JWT_ROLE_MAP", "Orrery Admin=admin, viewers=viewer"),
+            ("JWT_LEEWAY_SECS", "0"),
+            ("JWT_JWKS_MIN_REFRESH_SECS", "5"),
+        ])
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.jwks_url.as_deref(), Some("http://127.0.0.1:9/jwks"));
+        assert_eq!(c.auth.roles_claim, "https://example.com/roles");
+        assert_eq!(c.auth.role_map.len(), 2);
+        assert_eq!(c.auth.role_map["Orrery Admin"], Role::Admin);
+        assert_eq!(c.auth.leeway_secs, 0);
+        assert_eq!(c.auth.jwks_min_refresh_secs, 5);
+    }
+
+    #[test]
+    fn bad_auth_settings_are_named() {
+        let err = Config::from_toml("[auth.role_map]\nx = \"root\"").unwrap_err();
+        assert!(err.contains("root") && err.contains("viewer"), "{err}");
+        let err = Config::default()
+            .apply_env(&[("JWT_ROLE_MAP", "x=root")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("JWT_ROLE_MAP") && err.contains("viewer, operator or admin"),
+            "{err}"
+        );
+        let err = Config::default()
+            .apply_env(&[("JWT_LEEWAY_SECS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("JWT_LEEWAY_SECS"), "{err}");
+        let mut c = Config::default();
+        c.auth.jwks_url = Some("ftp://x/jwks".into());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.jwks_url"));
+        let mut c = Config::default();
+        c.auth.roles_claim = " ".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.roles_claim"));
+        let mut c = Config::default();
+        c.auth.leeway_secs = 7200;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("auth.leeway_secs"));
     }
 
     #[test]

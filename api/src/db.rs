@@ -82,6 +82,9 @@ fn writer_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
     server_pragmas(opts).pragma("cache_size", format!("-{SQLITE_WRITER_CACHE_KIB}"))
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const POOL_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
+
 /// Pool size and timeouts of one pool.
 struct PoolSpec {
     /// The writer pool (its own SQLite settings).
@@ -98,6 +101,9 @@ async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbEr
         .min_connections(1)
         .connect_timeout(spec.connect_timeout)
         .acquire_timeout(spec.acquire_timeout)
+        // Ping only connections idle long enough to have been dropped by the server or a
+        // proxy, not every checkout (that was one extra round trip per query).
+        .test_before_acquire_if_idle_for(POOL_PING_IF_IDLE_FOR)
         .sqlx_logging(false);
     if is_sqlite_file(url) {
         opts.map_sqlx_sqlite_opts(if spec.writer {
@@ -168,9 +174,48 @@ pub async fn connect_writer(
     open_pool(&url, spec).await
 }
 
+/// The advisory lock key every Orrery process takes to migrate ("orrery" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6f72_7265_7279;
+
 /// Applies every pending migration.
+///
+/// On PostgreSQL the migrations run in one transaction holding an advisory lock, so replicas
+/// started together migrate one after the other (the later ones find nothing to do) instead
+/// of racing on the same `CREATE TABLE`s.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbError> {
-    Migrator::up(db, None).await.map_err(DbError::Migrate)
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Migrator::up(db, None).await.map_err(DbError::Migrate);
+    }
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let txn = db.begin().await.map_err(DbError::Migrate)?;
+    txn.execute_unprepared(&format!(
+        "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+    ))
+    .await
+    .map_err(DbError::Migrate)?;
+    Migrator::up(&txn, None).await.map_err(DbError::Migrate)?;
+    txn.commit().await.map_err(DbError::Migrate)
+}
+
+/// Applies pending migrations one at a time, calling `step(done, total, name)` before each
+/// one and `step(total, total, "")` at the end; the number applied.
+pub async fn migrate_stepwise(
+    db: &DatabaseConnection,
+    mut step: impl FnMut(u64, u64, &str),
+) -> Result<u64, DbError> {
+    let pending: Vec<String> = Migrator::get_pending_migrations(db)
+        .await
+        .map_err(DbError::Migrate)?
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let total = pending.len() as u64;
+    for (i, name) in pending.iter().enumerate() {
+        step(i as u64, total, name);
+        Migrator::up(db, Some(1)).await.map_err(DbError::Migrate)?;
+    }
+    step(total, total, "");
+    Ok(total)
 }
 
 #[cfg(test)]

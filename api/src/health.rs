@@ -2,6 +2,7 @@
 //! the overall status follows the UBEC seed's rule (all healthy -> healthy; any unhealthy ->
 //! unhealthy; otherwise degraded).
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_graphql::{Enum, SimpleObject};
@@ -16,6 +17,9 @@ use crate::state::AppState;
 
 /// How long one component check may take before it counts as unhealthy.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the background task re-checks every component for [`HealthSnapshot`].
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A component's (or the whole system's) health.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -267,6 +271,51 @@ pub async fn check_upstreams(state: &AppState) -> Vec<ComponentHealth> {
             }
         })
         .collect()
+}
+
+/// The last periodic health report: GraphQL `health` and `/api/v1/health` read it instead
+/// of probing every component per request (a request costs a clone, not five queries).
+#[derive(Clone)]
+pub struct HealthSnapshot(Arc<RwLock<Arc<HealthReport>>>);
+
+impl HealthSnapshot {
+    /// A snapshot that says no check has run yet (replaced before the server listens, see
+    /// [`HealthSnapshot::refresh`]).
+    pub fn pending() -> Self {
+        let report = HealthReport::from_components(
+            vec![ComponentHealth {
+                name: "health".to_string(),
+                status: HealthStatus::Unhealthy,
+                message: "no health check has run yet".to_string(),
+                latency_ms: 0,
+            }],
+            0,
+        );
+        Self(Arc::new(RwLock::new(Arc::new(report))))
+    }
+
+    /// The last report.
+    pub fn latest(&self) -> Arc<HealthReport> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs every check now and stores the report.
+    pub async fn refresh(&self, state: &AppState) -> Arc<HealthReport> {
+        let report = Arc::new(check_all(state).await);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = report.clone();
+        report
+    }
+
+    /// Refreshes `state.health` every [`REFRESH_INTERVAL`] (after the previous check ended)
+    /// for as long as the process runs.
+    pub fn spawn_refresher(state: AppState) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REFRESH_INTERVAL).await;
+                state.health.refresh(&state).await;
+            }
+        })
+    }
 }
 
 /// Runs every check concurrently and records the results in metrics.

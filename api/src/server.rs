@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLBatchRequest, GraphQLResponse};
 use axum::extract::WebSocketUpgrade;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Caller, ClientAddr, Role};
+use crate::graphql::http::{self as graphql_http, HttpGet, Rejection};
 use crate::graphql::OrrerySchema;
 use crate::health::{self, HealthStatus};
 use crate::state::AppState;
@@ -31,6 +31,8 @@ use crate::state::AppState;
 struct Ctx {
     state: AppState,
     schema: OrrerySchema,
+    /// Subscriptions over `/graphql/ws`: one execution per distinct subscription.
+    fanout: Option<crate::ws_fanout::Fanout<OrrerySchema>>,
     auth: Arc<Authenticator>,
 }
 
@@ -40,6 +42,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
     let ctx = Ctx {
         state,
         schema: schema.clone(),
+        fanout: config
+            .subscriptions
+            .share_executions
+            .then(|| crate::ws_fanout::Fanout::new(schema.clone())),
         auth,
     };
     let cors = {
@@ -58,7 +64,7 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
         .route("/", get(status_page))
         .route("/assets/{name}", get(crate::web::assets::serve))
         .route("/graphql/assets/{name}", get(crate::web::assets::serve))
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(liveness))
         .route("/ready", get(readiness))
@@ -71,6 +77,10 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout(),
         ))
+        .layer(middleware::from_fn({
+            let limit = config.http.body_limit_bytes;
+            move |req, next| graphql_http::graphql_errors(limit, req, next)
+        }))
         .layer(CompressionLayer::new())
         .layer(cors)
         .layer(TraceLayer::new_for_http())
@@ -78,20 +88,17 @@ pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -
 
 async fn record_http_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    let method = req.method().clone();
     // The matched route template, never the raw path: bounded label cardinality.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     let response = next.run(req).await;
     let m = Metrics::global();
     m.http_requests
-        .with_label_values(&[&method, &route, response.status().as_str()])
+        .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
     m.http_duration
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[method.as_str(), route])
         .observe(start.elapsed().as_secs_f64());
     response
 }
@@ -100,12 +107,22 @@ async fn graphql(
     State(ctx): State<Ctx>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
+    req: GraphQLBatchRequest<Rejection>,
+) -> Response {
+    execute(ctx, peer, headers, req.into_inner()).await
+}
+
+/// Runs a decoded request (POST body or GET query string) for the caller its headers name.
+async fn execute(
+    ctx: Ctx,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    batch: async_graphql::BatchRequest,
+) -> Response {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = ctx.auth.authenticate(header, Some(peer.ip()));
+    let caller = ctx.auth.authenticate(header, Some(peer.ip())).await;
     if !ctx.state.config.auth.public_queries {
         let allowed = match &caller {
             Caller::Authenticated(p) => p.role >= Role::Viewer,
@@ -123,14 +140,37 @@ async fn graphql(
                 ext.set("code", "UNAUTHENTICATED");
                 ext
             });
-            return async_graphql::Response::from_errors(vec![err]).into();
+            return GraphQLResponse::from(async_graphql::Response::from_errors(vec![err]))
+                .into_response();
         }
     }
-    let request = req
-        .into_inner()
-        .data(caller)
-        .data(ClientAddr(Some(peer.ip())));
-    ctx.schema.execute(request).await.into()
+    if let Err(refused) = graphql_http::check_batch(&ctx.state.config.graphql, &batch) {
+        return refused;
+    }
+    let batch = batch.data(caller).data(ClientAddr(Some(peer.ip())));
+    GraphQLResponse::from(ctx.schema.execute_batch(batch).await).into_response()
+}
+
+/// `GET /graphql`: a query in the URL (`?query=...` or a persisted query's
+/// `?extensions=...`) runs like a POST (mutations refused); without one, GraphiQL.
+async fn graphql_get(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let has_query = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.starts_with("query=") || kv.starts_with("extensions="))
+    });
+    if !has_query {
+        return graphiql(State(ctx)).await;
+    }
+    use axum::extract::FromRequest;
+    match GraphQLBatchRequest::<Rejection>::from_request(request, &()).await {
+        Ok(req) => execute(ctx, peer, headers, req.into_inner().data(HttpGet)).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// Subscriptions. The token, when any, travels in the `connection_init` payload as
@@ -139,49 +179,56 @@ async fn graphql(
 async fn graphql_ws(
     State(ctx): State<Ctx>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    protocol: GraphQLProtocol,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let schema = ctx.schema.clone();
+    let Some(protocol) = crate::ws::protocol(&headers) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Protocol must be graphql-transport-ws or graphql-ws",
+        )
+            .into_response();
+    };
     let auth = ctx.auth.clone();
-    let public = ctx.state.config.auth.public_queries;
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = ["Authorization", "authorization", "authToken"]
-                        .iter()
-                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
-                        .map(|t| {
-                            if t.starts_with("Bearer ") {
-                                t.to_string()
-                            } else {
-                                format!("Bearer {t}")
-                            }
-                        });
-                    let caller = auth.authenticate(token.as_deref(), Some(peer.ip()));
-                    let allowed = match &caller {
-                        Caller::Authenticated(p) => p.role >= Role::Viewer,
-                        Caller::Anonymous => public,
-                        Caller::Rejected(_) => false,
-                    };
-                    if !allowed {
-                        let reason = match &caller {
-                            Caller::Rejected(r) => r.clone(),
-                            _ => "authentication required: subscriptions need a viewer token"
-                                .to_string(),
-                        };
-                        return Err(async_graphql::Error::new(reason));
-                    }
-                    let mut data = async_graphql::Data::default();
-                    data.insert(caller);
-                    data.insert(ClientAddr(Some(peer.ip())));
-                    Ok(data)
-                })
-                .serve()
-                .await
-        })
+    let config = &ctx.state.config;
+    let public = config.auth.public_queries;
+    let limits = crate::ws::WsLimits {
+        max_queued_frames: config.subscriptions.max_queued_frames,
+        max_message_bytes: config.http.body_limit_bytes,
+    };
+    let init = move |payload: serde_json::Value| async move {
+        let token = ["Authorization", "authorization", "authToken"]
+            .iter()
+            .find_map(|k| payload.get(*k).and_then(|v| v.as_str()))
+            .map(|t| {
+                if t.starts_with("Bearer ") {
+                    t.to_string()
+                } else {
+                    format!("Bearer {t}")
+                }
+            });
+        let caller = auth.authenticate(token.as_deref(), Some(peer.ip())).await;
+        let allowed = match &caller {
+            Caller::Authenticated(p) => p.role >= Role::Viewer,
+            Caller::Anonymous => public,
+            Caller::Rejected(_) => false,
+        };
+        if !allowed {
+            let reason = match &caller {
+                Caller::Rejected(r) => r.clone(),
+                _ => "authentication required: subscriptions need a viewer token".to_string(),
+            };
+            return Err(async_graphql::Error::new(reason));
+        }
+        let mut data = async_graphql::Data::default();
+        data.insert(caller);
+        data.insert(ClientAddr(Some(peer.ip())));
+        Ok(data)
+    };
+    match &ctx.fanout {
+        Some(fanout) => crate::ws::respond(upgrade, fanout.clone(), protocol, limits, init),
+        None => crate::ws::respond(upgrade, ctx.schema.clone(), protocol, limits, init),
+    }
 }
 
 async fn graphiql(State(ctx): State<Ctx>) -> Response {
@@ -272,7 +319,7 @@ fn pool_stats(state: &AppState) -> (u32, u32, u32) {
 /// The ERC-8004 seed's health shape (`status`, `timestamp`, `database`, `redis`), extended
 /// with the UBEC seed's per-service breakdown and summary.
 async fn api_health(State(ctx): State<Ctx>) -> Response {
-    let report = health::check_all(&ctx.state).await;
+    let report = ctx.state.health.latest();
     let connected = |name: &str| match report.component(name) {
         Some(c) if c.status == HealthStatus::Healthy => "connected",
         _ => "disconnected",

@@ -8,6 +8,7 @@ use orrery_indexer::bus::SharedBus;
 use orrery_indexer::evm::{EvmChainSettings, EvmContractSettings};
 use orrery_indexer::runtime_settings::{self, RuntimeSettings};
 use orrery_indexer::stellar::StellarSettings;
+use orrery_indexer::sync::lease::{self, LeaseConfig, Leases};
 use orrery_indexer::sync::Supervisor;
 use sea_orm::DatabaseConnection;
 
@@ -27,6 +28,34 @@ pub enum SourcesError {
         /// Why.
         reason: String,
     },
+}
+
+/// What one `orrery serve` process does (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ServeRole {
+    /// Serve the API and index (on PostgreSQL, the sources whose lease it holds).
+    #[default]
+    All,
+    /// Serve the API only: queries, subscriptions (events through Redis), mutations.
+    Api,
+    /// Index only, still answering `/health`, `/ready` and `/metrics` (and the API).
+    Indexer,
+}
+
+impl ServeRole {
+    /// `all`, `api` or `indexer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Api => "api",
+            Self::Indexer => "indexer",
+        }
+    }
+
+    /// Whether this role runs sources.
+    pub fn indexes(self) -> bool {
+        self != Self::Api
+    }
 }
 
 /// What runs besides the HTTP server.
@@ -77,9 +106,10 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     if config.stellar.horizon_url.is_none() {
         config.stellar.horizon_url = Some(urls.horizon.clone());
     }
-    // With no Stellar upstream configured, the devnet's Stellar RPC is followed (unless
-    // `stellar.source = "horizon"` asks for its Horizon).
-    if stellar_unset && config.stellar.source.as_deref() != Some("horizon") {
+    // With no Stellar upstream configured the devnet's Horizon is followed: the RPC source
+    // does not index operations yet (`stellar.index_transactions`), which the status page and
+    // a first run show. `stellar.source = "rpc"` follows the devnet's Stellar RPC instead.
+    if stellar_unset && config.stellar.source.as_deref() == Some("rpc") {
         config.stellar.rpc_urls = vec![urls.stellar_rpc.clone()];
     }
     if config.bitcoin.esplora_url.is_none() {
@@ -160,7 +190,28 @@ pub async fn start(
     db: &DatabaseConnection,
     writer: &DatabaseConnection,
     bus: &SharedBus,
+    role: ServeRole,
 ) -> Result<Running, SourcesError> {
+    if !role.indexes() {
+        tracing::info!(
+            role = role.as_str(),
+            "API-only replica: no source runs here"
+        );
+        let settings = RuntimeSettings::new(runtime_start_values(config));
+        let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
+        let workers = orrery_indexer::triggers::spawn_workers(
+            writer.clone(),
+            bus.clone(),
+            Default::default(),
+        );
+        return Ok(Running {
+            supervisor: Supervisor::new(),
+            devnet: None,
+            workers,
+            settings,
+            settings_refresher,
+        });
+    }
     let devnet = if config.devnet_enabled() {
         let devnet_config = live_devnet_config(config.devnet.seed);
         let asset_codes = devnet_config.stellar.asset_codes.clone();
@@ -190,6 +241,18 @@ pub async fn start(
     }
     let settings_refresher = settings.spawn_refresher(db.clone(), bus.clone());
     let mut supervisor = Supervisor::new();
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Replicas may share this database: each source runs where its lease is.
+        let replica = lease::replica_id();
+        orrery_indexer::upstream::set_replica(&replica);
+        tracing::info!(%replica, role = role.as_str(), "PostgreSQL: sources run under leases");
+        supervisor = supervisor.with_leases(Leases::new(
+            db.clone(),
+            &replica,
+            role.as_str(),
+            LeaseConfig::default(),
+        ));
+    }
     // Each source area registers its tasks here.
     orrery_indexer::stellar::spawn_all(
         &config.stellar,

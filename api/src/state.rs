@@ -7,6 +7,7 @@ use orrery_indexer::bus::SharedBus;
 use sea_orm::DatabaseConnection;
 
 use crate::config::Config;
+use crate::health::HealthSnapshot;
 
 /// Shared application state (cheap to clone).
 #[derive(Clone)]
@@ -19,4 +20,6 @@ pub struct AppState {
     pub bus: SharedBus,
     /// When the process started (for uptime).
     pub started_at: Instant,
+    /// The last periodic health check.
+    pub health: HealthSnapshot,
 }

@@ -40,6 +40,8 @@ pub struct Shared {
     pub horizon_base: OnceLock<String>,
     /// The last Horizon requests served.
     pub horizon_requests: RequestLog,
+    /// The last successful `eth_getLogs` calls: `CHAIN FROM TO USER-AGENT`.
+    pub evm_log_requests: RequestLog,
     /// Becomes true on shutdown.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -317,6 +319,26 @@ impl DevnetControl {
     /// [`crate::stellar::request_log::CAPACITY`]).
     pub fn horizon_requests(&self) -> Vec<String> {
         self.shared.horizon_requests.snapshot()
+    }
+
+    /// The last successful `eth_getLogs` calls (oldest first, at most
+    /// [`crate::stellar::request_log::CAPACITY`]) as `(chain, fromBlock, toBlock, user agent)`
+    /// with the block numbers as the client sent them (`0x..` hex).
+    pub fn evm_log_requests(&self) -> Vec<(String, String, String, String)> {
+        self.shared
+            .evm_log_requests
+            .snapshot()
+            .into_iter()
+            .filter_map(|line| {
+                let mut parts = line.splitn(4, ' ');
+                Some((
+                    parts.next()?.to_string(),
+                    parts.next()?.to_string(),
+                    parts.next()?.to_string(),
+                    parts.next().unwrap_or_default().to_string(),
+                ))
+            })
+            .collect()
     }
 
     /// HTTP routes exposing this control API under `/_devnet`.

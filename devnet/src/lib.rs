@@ -146,6 +146,7 @@ impl Devnet {
             )),
             horizon_base: OnceLock::new(),
             horizon_requests: Default::default(),
+            evm_log_requests: Default::default(),
             shutdown: shutdown_rx.clone(),
         });
         let control = DevnetControl {

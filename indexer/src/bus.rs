@@ -27,6 +27,10 @@ const REDIS_PREFIX: &str = "orrery:";
 
 /// Topic names: one constant per kind of event.
 pub mod topics {
+    /// Subscribers may have missed events (the Redis subscription was down, or publishes
+    /// failed); payload `{"reason": String, ...}`. Subscriptions turn it into an
+    /// `EVENTS_MISSED` error for their clients, who re-read what they need from queries.
+    pub const EVENTS_MISSED: &str = "bus.events_missed";
     /// A `source` row changed; payload: the row (`orrery_entity::source::Model`).
     pub const SOURCE_UPDATED: &str = "source.updated";
     /// A `config_entry` row changed; payload: the row (`orrery_entity::config_entry::Model`).
@@ -171,6 +175,8 @@ pub struct RedisBus {
     fanout: broadcast::Sender<BusEvent>,
     listener: tokio::task::JoinHandle<()>,
     timeout: Duration,
+    /// Events that failed to publish since the last success (announced once Redis is back).
+    unpublished: std::sync::atomic::AtomicU64,
 }
 
 impl RedisBus {
@@ -199,7 +205,21 @@ impl RedisBus {
             fanout,
             listener,
             timeout,
+            unpublished: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    async fn publish_raw(&self, event: &BusEvent) -> Result<(), BusError> {
+        let channel = format!("{REDIS_PREFIX}{}", event.topic);
+        let body = serde_json::to_vec(event)?;
+        let mut conn = self.publisher.clone();
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(body);
+        let publish = cmd.query_async::<i64>(&mut conn);
+        tokio::time::timeout(self.timeout, publish)
+            .await
+            .map_err(|_| BusError::Timeout(self.timeout))??;
+        Ok(())
     }
 
     async fn open_subscription(client: &redis::Client) -> Result<redis::aio::PubSub, BusError> {
@@ -214,6 +234,9 @@ impl RedisBus {
         mut first: Option<redis::aio::PubSub>,
     ) {
         let mut delay = Duration::from_millis(100);
+        // When the subscription was lost: everything published from then until it is open
+        // again never reaches this replica.
+        let mut down_since: Option<DateTime<Utc>> = None;
         loop {
             let pubsub = match first.take() {
                 Some(p) => Ok(p),
@@ -222,6 +245,22 @@ impl RedisBus {
             match pubsub {
                 Ok(mut pubsub) => {
                     delay = Duration::from_millis(100);
+                    if let Some(since) = down_since.take() {
+                        let secs = (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0;
+                        Metrics::global()
+                            .bus_reconnects
+                            .with_label_values(&["redis"])
+                            .inc();
+                        tracing::warn!(down_for_secs = secs, "redis bus subscription restored; subscribers are told they may have missed events");
+                        let _ = fanout.send(BusEvent::new(
+                            topics::EVENTS_MISSED,
+                            serde_json::json!({
+                                "reason": format!("the Redis event bus was unreachable for {secs:.1} s; events published meanwhile were not received"),
+                                "since": since,
+                                "downForSeconds": secs,
+                            }),
+                        ));
+                    }
                     let mut stream = pubsub.on_message();
                     while let Some(msg) = stream.next().await {
                         let payload: Vec<u8> = match msg.get_payload() {
@@ -241,8 +280,10 @@ impl RedisBus {
                         }
                     }
                     tracing::warn!("redis bus subscription closed; reconnecting");
+                    down_since.get_or_insert_with(Utc::now);
                 }
                 Err(e) => {
+                    down_since.get_or_insert_with(Utc::now);
                     tracing::warn!(error = %e, retry_in = ?delay, "redis bus subscribe failed")
                 }
             }
@@ -260,17 +301,29 @@ impl Drop for RedisBus {
 
 #[async_trait]
 impl EventBus for RedisBus {
+    /// Publishes through Redis. After failed publishes, the first one that gets through is
+    /// preceded by an [`topics::EVENTS_MISSED`] marker, so every replica's subscribers learn
+    /// that events were lost.
     async fn publish(&self, event: BusEvent) -> Result<(), BusError> {
-        let channel = format!("{REDIS_PREFIX}{}", event.topic);
-        let body = serde_json::to_vec(&event)?;
-        let mut conn = self.publisher.clone();
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(body);
-        let publish = cmd.query_async::<i64>(&mut conn);
-        tokio::time::timeout(self.timeout, publish)
-            .await
-            .map_err(|_| BusError::Timeout(self.timeout))??;
-        Ok(())
+        use std::sync::atomic::Ordering;
+        let lost = self.unpublished.load(Ordering::Relaxed);
+        if lost > 0 {
+            let marker = BusEvent::new(
+                topics::EVENTS_MISSED,
+                serde_json::json!({
+                    "reason": format!("{lost} events could not be published while the Redis event bus was unreachable"),
+                    "unpublished": lost,
+                }),
+            );
+            if self.publish_raw(&marker).await.is_ok() {
+                self.unpublished.fetch_sub(lost, Ordering::Relaxed);
+            }
+        }
+        let result = self.publish_raw(&event).await;
+        if result.is_err() {
+            self.unpublished.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     fn subscribe(&self) -> broadcast::Receiver<BusEvent> {

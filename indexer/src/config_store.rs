@@ -177,24 +177,22 @@ fn valid_key(key: &str) -> bool {
 
 /// Inserts every default whose key is absent; existing values are never overwritten.
 pub async fn seed_defaults<C: ConnectionTrait>(db: &C) -> Result<(), ConfigStoreError> {
-    for (key, value, ty, description) in DEFAULTS {
-        if config_entry::Entity::find_by_id(key.to_string())
-            .one(db)
-            .await?
-            .is_none()
-        {
-            config_entry::ActiveModel {
-                key: Set(key.to_string()),
-                value: Set(value.to_string()),
-                value_type: Set(ty.as_str().to_string()),
-                description: Set(Some(description.to_string())),
-                updated_at: Set(Utc::now()),
-                updated_by: Set(Some(SEED_ACTOR.to_string())),
-            }
-            .insert(db)
-            .await?;
-        }
-    }
+    // Insert-or-ignore in one statement: replicas starting together never collide, and a
+    // row an operator already set is never touched.
+    let rows = DEFAULTS
+        .iter()
+        .map(|(key, value, ty, description)| config_entry::ActiveModel {
+            key: Set(key.to_string()),
+            value: Set(value.to_string()),
+            value_type: Set(ty.as_str().to_string()),
+            description: Set(Some(description.to_string())),
+            updated_at: Set(Utc::now()),
+            updated_by: Set(Some(SEED_ACTOR.to_string())),
+        });
+    config_entry::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([config_entry::Column::Key])
+        .exec(db)
+        .await?;
     Ok(())
 }
 

@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    exponential_buckets, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Latency buckets in seconds: 1 ms .. ~16 s.
@@ -32,6 +32,12 @@ pub struct Metrics {
     pub graphql_duration: HistogramVec,
     /// `orrery_subscriptions_open`: GraphQL subscriptions currently open.
     pub subscriptions_open: IntGauge,
+    /// `orrery_subscription_delivery_seconds`: from an event's commit (its bus timestamp)
+    /// to its subscription frame being written to the socket, one sample per frame.
+    pub subscription_delivery: Histogram,
+    /// `orrery_subscription_slow_closes_total`: subscription sockets closed because the
+    /// client did not read its frames.
+    pub subscription_slow_closes: IntCounter,
     /// `orrery_auth_failures_total{reason}`: rejected tokens and throttled clients.
     pub auth_failures: IntCounterVec,
 
@@ -83,6 +89,12 @@ pub struct Metrics {
     pub bus_published: IntCounterVec,
     /// `orrery_bus_publish_failures_total{topic}`.
     pub bus_publish_failures: IntCounterVec,
+    /// `orrery_bus_reconnects_total{bus}`: the bus subscription was lost and restored
+    /// (subscribers were told they may have missed events).
+    pub bus_reconnects: IntCounterVec,
+    /// `orrery_lease_changes_total{source,event}`: leases this replica `acquired`, `lost`
+    /// or handed back (`released`) on a shared PostgreSQL database.
+    pub lease_changes: IntCounterVec,
     /// `orrery_action_queue_depth`: queued trigger actions not yet run.
     pub action_queue_depth: IntGauge,
     /// `orrery_action_runs_total{trigger,status}`.
@@ -174,6 +186,35 @@ impl Metrics {
         r.register(Box::new(price_write_buffered.clone()))
             .unwrap_or_else(|e| panic!("metric orrery_price_write_buffered registered twice: {e}"));
 
+        // Delivery targets are tens of milliseconds: fine buckets there.
+        let delivery_buckets = vec![
+            0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+            0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0,
+        ];
+        let subscription_delivery = Histogram::with_opts(
+            HistogramOpts::new(
+                "orrery_subscription_delivery_seconds",
+                "Time from an event's commit to its subscription frame being written to the socket.",
+            )
+            .buckets(delivery_buckets),
+        )
+        .unwrap_or_else(|e| panic!("metric orrery_subscription_delivery_seconds is malformed: {e}"));
+        r.register(Box::new(subscription_delivery.clone()))
+            .unwrap_or_else(|e| {
+                panic!("metric orrery_subscription_delivery_seconds registered twice: {e}")
+            });
+        let subscription_slow_closes = IntCounter::new(
+            "orrery_subscription_slow_closes_total",
+            "Subscription sockets closed because the client did not read its frames.",
+        )
+        .unwrap_or_else(|e| {
+            panic!("metric orrery_subscription_slow_closes_total is malformed: {e}")
+        });
+        r.register(Box::new(subscription_slow_closes.clone()))
+            .unwrap_or_else(|e| {
+                panic!("metric orrery_subscription_slow_closes_total registered twice: {e}")
+            });
+
         let m = Metrics {
             http_requests: counter(
                 &r,
@@ -200,6 +241,8 @@ impl Metrics {
                 &["operation"],
             ),
             subscriptions_open,
+            subscription_delivery,
+            subscription_slow_closes,
             auth_failures: counter(
                 &r,
                 "orrery_auth_failures_total",
@@ -331,6 +374,18 @@ impl Metrics {
                 "orrery_bus_publish_failures_total",
                 "Event bus publish failures.",
                 &["topic"],
+            ),
+            bus_reconnects: counter(
+                &r,
+                "orrery_bus_reconnects_total",
+                "Event bus subscriptions lost and restored.",
+                &["bus"],
+            ),
+            lease_changes: counter(
+                &r,
+                "orrery_lease_changes_total",
+                "Source leases acquired, lost or released by this replica.",
+                &["source", "event"],
             ),
             action_queue_depth,
             action_runs: counter(

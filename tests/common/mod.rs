@@ -350,6 +350,18 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next result payload, `{data, errors}` (skipping keep-alives); panics after 30 s.
+    pub async fn next_payload(&mut self) -> Value {
+        loop {
+            let msg = next_json(&mut self.ws).await;
+            match msg["type"].as_str() {
+                Some("next") | Some("data") => return msg["payload"].clone(),
+                Some("error") => panic!("subscription error: {msg}"),
+                _ => continue,
+            }
+        }
+    }
+
     /// The next `data` payload (skipping keep-alives); panics after 30 s.
     pub async fn next_data(&mut self) -> Value {
         loop {

@@ -1,6 +1,6 @@
 //! GraphQL errors with a machine-readable `extensions.code`, never a Rust panic message.
 
-use async_graphql::{Error, ErrorExtensions};
+use async_graphql::{Error, ErrorExtensionValues, ErrorExtensions, ServerError};
 
 /// The error codes clients can match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,4 +53,13 @@ pub fn not_found(what: impl std::fmt::Display) -> Error {
 pub fn internal(context: &str, err: impl std::fmt::Display) -> Error {
     tracing::error!(context, error = %err, "internal error in GraphQL resolver");
     coded(Code::Internal, format!("internal error while {context}"))
+}
+
+/// A request-level error (before or around execution) with `extensions.code` set.
+pub fn coded_server_error(code: &str, message: impl Into<String>) -> ServerError {
+    let mut err = ServerError::new(message, None);
+    let mut ext = ErrorExtensionValues::default();
+    ext.set("code", code);
+    err.extensions = Some(ext);
+    err
 }

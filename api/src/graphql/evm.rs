@@ -6,16 +6,13 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use orrery_entity::{erc8004_agent, erc8004_feedback, erc8004_validation, evm_event};
 use orrery_indexer::bus::topics;
-use sea_orm::sea_query::ExprTrait;
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
 
+use super::context::{page_args, state};
 use super::error::{bad_input, internal, not_found};
-use super::pagination::{build_page, Page, PageArgs};
-use super::query::{page_args, state, wants_total};
+use super::pagination::{keyset_page, Dir, Keyset, ListOrder, Page};
 use super::subscription::bus_stream;
 
 /// Queries over indexed ERC-8004 registries and EVM events.
@@ -243,46 +240,10 @@ pub struct EvmReorg {
     pub orphaned_events: i64,
 }
 
-async fn id_page<E, M, N>(
-    ctx: &Context<'_>,
-    base: Select<E>,
-    id_col: E::Column,
-    args: PageArgs,
-    what: &str,
-    id: impl Fn(&N) -> i64,
-) -> Result<Page<N>>
-where
-    E: EntityTrait<Model = M>,
-    M: Into<N> + sea_orm::FromQueryResult + Send + Sync,
-    N: async_graphql::OutputType,
-{
-    let db = &state(ctx).db;
-    let total = if wants_total(ctx) {
-        Some(
-            base.clone()
-                .count(db)
-                .await
-                .map_err(|e| internal(what, e))?,
-        )
-    } else {
-        None
-    };
-    let mut q = base.order_by_asc(id_col).limit(args.fetch());
-    if let Some(after) = args.after_id()? {
-        q = q.filter(id_col.gt(after));
-    }
-    let rows = q.all(db).await.map_err(|e| internal(what, e))?;
-    Ok(build_page(
-        &args,
-        rows.into_iter().map(Into::into).collect(),
-        total,
-        |n| id(n).to_string(),
-    ))
-}
-
 #[ComplexObject]
 impl Agent {
     /// Feedback given to this agent, oldest first.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn feedback(
         &self,
         ctx: &Context<'_>,
@@ -293,18 +254,16 @@ impl Agent {
         let base = erc8004_feedback::Entity::find()
             .filter(erc8004_feedback::Column::Chain.eq(self.chain.clone()))
             .filter(erc8004_feedback::Column::AgentId.eq(self.agent_id.clone()));
-        id_page(
-            ctx,
-            base,
+        let key = Keyset::by(
             erc8004_feedback::Column::Id,
-            args,
-            "listing feedback",
-            |f: &Feedback| f.id,
-        )
-        .await
+            Dir::Asc,
+            |m: &erc8004_feedback::Model| m.id,
+        );
+        keyset_page(ctx, base, &key, args, "feedback").await
     }
 
     /// Validation requests about this agent (with responses), oldest first.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn validations(
         &self,
         ctx: &Context<'_>,
@@ -315,26 +274,19 @@ impl Agent {
         let base = erc8004_validation::Entity::find()
             .filter(erc8004_validation::Column::Chain.eq(self.chain.clone()))
             .filter(erc8004_validation::Column::AgentId.eq(self.agent_id.clone()));
-        id_page(
-            ctx,
-            base,
+        let key = Keyset::by(
             erc8004_validation::Column::Id,
-            args,
-            "listing validations",
-            |v: &Validation| v.id,
-        )
-        .await
+            Dir::Asc,
+            |m: &erc8004_validation::Model| m.id,
+        );
+        keyset_page(ctx, base, &key, args, "validations").await
     }
-}
-
-/// Agent ids are decimal strings: order by length, then text, for numeric order.
-fn agent_key(id: &str) -> String {
-    format!("{:08}:{id}", id.len())
 }
 
 #[Object]
 impl EvmQuery {
     /// ERC-8004 agents of a chain in agent-id order.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn agents(
         &self,
         ctx: &Context<'_>,
@@ -346,50 +298,21 @@ impl EvmQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<Agent>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base =
             erc8004_agent::Entity::find().filter(erc8004_agent::Column::Chain.eq(chain.clone()));
         if let Some(o) = &owner {
             base = base.filter(erc8004_agent::Column::Owner.eq(o.to_ascii_lowercase()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting agents", e))?,
-            )
-        } else {
-            None
-        };
-        // Numeric order of decimal ids: shorter first, then by text.
-        let mut q = base.limit(args.fetch());
-        if let Some(after) = &args.after {
-            let (len, id) = after
-                .split_once(':')
-                .and_then(|(l, id)| Some((l.parse::<i64>().ok()?, id.to_string())))
-                .ok_or_else(|| bad_input("after", "is not a cursor of this list"))?;
-            let len_expr = sea_orm::sea_query::Expr::cust("LENGTH(agent_id)");
-            q = q.filter(
-                Condition::any()
-                    .add(ExprTrait::gt(len_expr.clone(), len))
-                    .add(
-                        Condition::all()
-                            .add(ExprTrait::eq(len_expr, len))
-                            .add(erc8004_agent::Column::AgentId.gt(id)),
-                    ),
-            );
-        }
-        let q = q
-            .order_by_asc(sea_orm::sea_query::Expr::cust("LENGTH(agent_id)"))
-            .order_by_asc(erc8004_agent::Column::AgentId);
-        let rows = q.all(db).await.map_err(|e| internal("listing agents", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Agent::from).collect(),
-            total,
-            |a| agent_key(&a.agent_id),
-        ))
+        // Agent ids are decimal strings: numeric order is shorter first, then by text.
+        let key = Keyset::by(
+            Expr::cust("LENGTH(agent_id)"),
+            Dir::Asc,
+            |m: &erc8004_agent::Model| m.agent_id.len() as i64,
+        )
+        .then(erc8004_agent::Column::AgentId, Dir::Asc, |m| {
+            m.agent_id.clone()
+        });
+        keyset_page(ctx, base, &key, args, "agents").await
     }
 
     /// One agent, with its feedback and validations.
@@ -407,8 +330,10 @@ impl EvmQuery {
             .ok_or_else(|| not_found(format!("agent {agent_id} on {chain}")))
     }
 
-    /// Decoded contract events in chain order.
+    /// Decoded contract events in the order they were indexed (chain order per chain), oldest
+    /// first unless `order: NEWEST_FIRST`.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -417,6 +342,7 @@ impl EvmQuery {
         #[graphql(desc = "Event name, e.g. `NewFeedback`.")] name: Option<String>,
         #[graphql(desc = "Lowest block number (inclusive).")] from_block: Option<i64>,
         #[graphql(desc = "Highest block number (inclusive).")] to_block: Option<i64>,
+        #[graphql(desc = "OLDEST_FIRST (default) or NEWEST_FIRST.", default)] order: ListOrder,
         #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<EvmEvent>> {
@@ -442,28 +368,12 @@ impl EvmQuery {
         if let Some(t) = to_block {
             base = base.filter(evm_event::Column::BlockNumber.lte(t));
         }
-        let db = &state(ctx).db;
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting events", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base.order_by_asc(evm_event::Column::Id).limit(args.fetch());
-        if let Some(after) = args.after_id()? {
-            q = q.filter(evm_event::Column::Id.gt(after));
-        }
-        let rows = q.all(db).await.map_err(|e| internal("listing events", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(EvmEvent::from).collect(),
-            total,
-            |e| e.id.to_string(),
-        ))
+        let key = Keyset::by(
+            evm_event::Column::Id,
+            order.dir(),
+            |m: &evm_event::Model| m.id,
+        );
+        keyset_page(ctx, base, &key, args, "events").await
     }
 }
 
@@ -477,7 +387,7 @@ impl EvmSubscription {
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
         #[graphql(desc = "Only this contract (0x hex, any case).")] contract: Option<String>,
         #[graphql(desc = "Only this event name.")] name: Option<String>,
-    ) -> impl Stream<Item = EvmEvent> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmEvent>> {
         let contract = contract.map(|c| c.to_ascii_lowercase());
         bus_stream(ctx, topics::EVM_EVENT, move |e| {
             let ev: EvmEvent = serde_json::from_value(e.payload).ok()?;
@@ -493,7 +403,7 @@ impl EvmSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
-    ) -> impl Stream<Item = EvmBlockIndexed> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmBlockIndexed>> {
         bus_stream(ctx, topics::EVM_BLOCK, move |e| {
             let b: EvmBlockIndexed = serde_json::from_value(e.payload).ok()?;
             chain.as_ref().is_none_or(|c| *c == b.chain).then_some(b)
@@ -505,7 +415,7 @@ impl EvmSubscription {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
-    ) -> impl Stream<Item = EvmReorg> {
+    ) -> impl Stream<Item = async_graphql::Result<EvmReorg>> {
         bus_stream(ctx, topics::REORG, move |e| {
             let r: EvmReorg = serde_json::from_value(e.payload).ok()?;
             chain.as_ref().is_none_or(|c| *c == r.chain).then_some(r)

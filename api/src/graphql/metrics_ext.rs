@@ -30,17 +30,20 @@ impl Extension for OperationMetricsExt {
         let response = next.run(ctx, operation_name).await;
         let name = operation_name.unwrap_or("anonymous");
         // Bound label cardinality: client-chosen names are cut to 64 chars.
-        let name: String = name.chars().take(64).collect();
+        let name = match name.char_indices().nth(64) {
+            Some((cut, _)) => &name[..cut],
+            None => name,
+        };
         let m = Metrics::global();
         m.graphql_duration
-            .with_label_values(&[&name])
+            .with_label_values(&[name])
             .observe(start.elapsed().as_secs_f64());
         let status = if response.errors.is_empty() {
             "ok"
         } else {
             "error"
         };
-        m.graphql_requests.with_label_values(&[&name, status]).inc();
+        m.graphql_requests.with_label_values(&[name, status]).inc();
         response
     }
 }

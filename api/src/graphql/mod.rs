@@ -1,17 +1,26 @@
 //! The GraphQL schema: queries over stored state, subscriptions over the event bus.
 
+pub mod context;
+pub mod doc_cache;
 pub mod error;
 pub mod evm;
+pub mod http;
+pub mod limits;
 pub mod metrics_ext;
 pub mod mutation;
 pub mod ops;
 pub mod pagination;
+pub mod persisted;
 pub mod prices;
 pub mod query;
+pub mod stats;
 pub mod stellar;
 pub mod subscription;
 pub mod triggers;
 pub mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -27,6 +36,7 @@ pub struct QueryRoot(
     prices::PricesQuery,
     evm::EvmQuery,
     triggers::TriggersQuery,
+    stats::StatsQuery,
 );
 
 /// Every mutation (all need an operator or admin token).
@@ -50,16 +60,30 @@ pub struct SubscriptionRoot(
 /// The schema type served at `/graphql` and `/graphql/ws`.
 pub type OrrerySchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Builds the schema with its limits; `state` is absent only when exporting the SDL.
-pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySchema {
+/// Builds the schema with its limits ([`limits::QueryLimits`]) and persisted queries
+/// (`allow`: the allow-list read from `graphql.persisted_queries_path`); `state` is absent
+/// only when exporting the SDL.
+pub fn build_schema(
+    limits: &GraphqlConfig,
+    state: Option<AppState>,
+    allow: HashMap<String, Arc<str>>,
+) -> OrrerySchema {
+    limits::set_default_page_size(limits.default_page_size);
+    // Depth and complexity are checked by QueryLimits (with codes naming the limit), after
+    // validation computed them; the outermost extension's `request` hook holds the timeout.
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
-    .extension(metrics_ext::OperationMetrics);
+    .extension(limits::QueryLimits::new(limits))
+    .extension(persisted::PersistedQueries::new(limits, allow))
+    .extension(metrics_ext::OperationMetrics)
+    .extension(crate::ws::DeliveryTiming);
+    // Innermost, so every other extension (limits, persisted queries) still sees each request.
+    if let Some(cache) = doc_cache::DocumentCache::new(limits.document_cache_size) {
+        builder = builder.extension(cache);
+    }
     if let Some(state) = state {
         builder = builder.data(stellar::StellarLoaders::new(state.db.clone()));
         builder = builder.data(state);
@@ -69,7 +93,7 @@ pub fn build_schema(limits: &GraphqlConfig, state: Option<AppState>) -> OrrerySc
 
 /// The SDL committed as `schema.graphql`.
 pub fn sdl() -> String {
-    let mut sdl = build_schema(&GraphqlConfig::default(), None).sdl();
+    let mut sdl = build_schema(&GraphqlConfig::default(), None, HashMap::new()).sdl();
     if !sdl.ends_with('\n') {
         sdl.push('\n');
     }

@@ -4,23 +4,27 @@
 use async_graphql::{Context, Object, Result};
 use orrery_indexer::bus::{publish_logged, topics, BusEvent};
 use orrery_indexer::config_store::{self, ConfigStoreError, ConfigType};
-use sea_orm::TransactionTrait;
 use serde_json::json;
 
+use super::context::{audited, state, Audited};
 use super::error::{bad_input, internal};
 use super::types::ConfigEntry;
-use crate::audit::{self, AuditEntry};
-use crate::auth::{principal, ClientAddr, Role, RoleGuard};
-use crate::state::AppState;
+use crate::auth::{Role, RoleGuard};
 
 /// Config mutations.
 #[derive(Default)]
 pub struct CoreMutation;
 
-pub(crate) fn client_addr(ctx: &Context<'_>) -> Option<String> {
-    ctx.data_opt::<ClientAddr>()
-        .and_then(|a| a.0)
-        .map(|ip| ip.to_string())
+/// The GraphQL error of a refused config change, naming the argument at fault.
+fn config_error(e: ConfigStoreError) -> async_graphql::Error {
+    match e {
+        ConfigStoreError::Db(e) => internal("writing config", e),
+        e @ ConfigStoreError::BadKey { .. } => bad_input("key", e),
+        e @ (ConfigStoreError::MissingType { .. }
+        | ConfigStoreError::UnknownType { .. }
+        | ConfigStoreError::TypeMismatch { .. }) => bad_input("valueType", e),
+        e => bad_input("value", e),
+    }
 }
 
 #[Object]
@@ -36,53 +40,27 @@ impl CoreMutation {
         value_type: Option<String>,
         #[graphql(desc = "Description for a new key.")] description: Option<String>,
     ) -> Result<ConfigEntry> {
-        let state = ctx.data_unchecked::<AppState>();
-        let who = principal(ctx)
-            .ok_or_else(|| internal("reading the caller", "guard passed without principal"))?;
         let ty = value_type
             .as_deref()
             .map(ConfigType::parse)
             .transpose()
             .map_err(|e| bad_input("valueType", e))?;
-        let txn = state
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let (before, after) =
-            match config_store::set(&txn, &key, &value, ty, description.as_deref(), &who.subject)
-                .await
-            {
-                Ok(r) => r,
-                Err(ConfigStoreError::Db(e)) => return Err(internal("writing config", e)),
-                Err(e @ ConfigStoreError::BadKey { .. }) => return Err(bad_input("key", e)),
-                Err(
-                    e @ (ConfigStoreError::MissingType { .. }
-                    | ConfigStoreError::UnknownType { .. }
-                    | ConfigStoreError::TypeMismatch { .. }),
-                ) => return Err(bad_input("valueType", e)),
-                Err(e) => return Err(bad_input("value", e)),
-            };
-        audit::record(
-            &txn,
-            AuditEntry {
-                principal: who,
-                client_addr: client_addr(ctx),
-                action: "setConfig",
-                target: Some(key.clone()),
-                arguments: json!({ "key": key, "value": value, "valueType": value_type, "description": description }),
-                before: before.as_ref().and_then(|b| serde_json::to_value(b).ok()),
-                after: serde_json::to_value(&after).ok(),
-            },
-        )
-        .await
-        .map_err(|e| internal("writing the audit log", e))?;
-        txn.commit()
-            .await
-            .map_err(|e| internal("committing config", e))?;
+        let arguments = json!({ "key": key, "value": value, "valueType": value_type, "description": description });
+        let after = audited(ctx, "setConfig", |txn, who| {
+            Box::pin(async move {
+                let (before, after) =
+                    config_store::set(txn, &key, &value, ty, description.as_deref(), &who.subject)
+                        .await
+                        .map_err(config_error)?;
+                Ok(Audited::new(after.clone(), key, arguments)
+                    .before(&before)
+                    .after(&after))
+            })
+        })
+        .await?;
         let payload = serde_json::to_value(&after).map_err(|e| internal("encoding config", e))?;
         publish_logged(
-            state.bus.as_ref(),
+            state(ctx).bus.as_ref(),
             BusEvent::new(topics::CONFIG_UPDATED, payload),
         )
         .await;

@@ -6,19 +6,14 @@ use async_graphql::{Context, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use orrery_entity::{audit_log, circuit_breaker, source};
 use orrery_indexer::sync::{breaker_store, commands};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use serde_json::{json, Value};
 
+use super::context::{audited, page_args, Audited};
 use super::error::{bad_input, internal, not_found};
-use super::mutation::client_addr;
-use super::pagination::{build_page, Page};
-use super::query::{page_args, state, wants_total};
+use super::pagination::{keyset_page, Dir, Keyset, Page};
 use super::types::Chain;
-use crate::audit::{self, AuditEntry};
-use crate::auth::{principal, Principal, Role, RoleGuard};
+use crate::auth::{Role, RoleGuard};
 
 /// A circuit breaker's persisted state.
 #[derive(SimpleObject, Clone, Debug)]
@@ -102,6 +97,7 @@ pub struct OpsQuery;
 #[Object]
 impl OpsQuery {
     /// Circuit breakers guarding upstreams, by name.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn circuit_breakers(
         &self,
         ctx: &Context<'_>,
@@ -109,37 +105,26 @@ impl OpsQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<CircuitBreakerState>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
-        let total = if wants_total(ctx) {
-            Some(
-                circuit_breaker::Entity::find()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting breakers", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = circuit_breaker::Entity::find()
-            .order_by_asc(circuit_breaker::Column::Name)
-            .limit(args.fetch());
-        if let Some(a) = &args.after {
-            q = q.filter(circuit_breaker::Column::Name.gt(a.clone()));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing breakers", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Into::into).collect(),
-            total,
-            |b: &CircuitBreakerState| b.name.clone(),
-        ))
+        let key = Keyset::by(
+            circuit_breaker::Column::Name,
+            Dir::Asc,
+            |m: &circuit_breaker::Model| m.name.clone(),
+        );
+        keyset_page(
+            ctx,
+            circuit_breaker::Entity::find(),
+            &key,
+            args,
+            "circuit breakers",
+        )
+        .await
     }
 
     /// The audit trail, newest first (operator or admin).
-    #[graphql(guard = "RoleGuard::new(Role::Operator)")]
+    #[graphql(
+        guard = "RoleGuard::new(Role::Operator)",
+        complexity = "crate::graphql::limits::connection_cost(first, child_complexity)"
+    )]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
@@ -149,7 +134,6 @@ impl OpsQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<AuditEntryObject>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = audit_log::Entity::find();
         if let Some(a) = &actor {
             base = base.filter(audit_log::Column::Actor.eq(a.clone()));
@@ -157,32 +141,10 @@ impl OpsQuery {
         if let Some(a) = &action {
             base = base.filter(audit_log::Column::Action.eq(a.clone()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting audit rows", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base
-            .order_by_desc(audit_log::Column::Id)
-            .limit(args.fetch());
-        if let Some(id) = args.after_id()? {
-            q = q.filter(audit_log::Column::Id.lt(id));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing audit rows", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Into::into).collect(),
-            total,
-            |a: &AuditEntryObject| a.id.to_string(),
-        ))
+        let key = Keyset::by(audit_log::Column::Id, Dir::Desc, |m: &audit_log::Model| {
+            m.id
+        });
+        keyset_page(ctx, base, &key, args, "audit rows").await
     }
 }
 
@@ -198,72 +160,33 @@ async fn find_source(txn: &DatabaseTransaction, id: &str) -> Result<source::Mode
         .ok_or_else(|| not_found(format!("source {id:?}")))
 }
 
-/// Writes the audit row of `action` on `target` (caller and address from the request).
-async fn audited<C: ConnectionTrait>(
-    ctx: &Context<'_>,
-    db: &C,
-    action: &str,
-    target: &str,
-    arguments: Value,
-    (before, after): (Option<Value>, Option<Value>),
-) -> Result<()> {
-    audit::record(
-        db,
-        AuditEntry {
-            principal: caller(ctx)?,
-            client_addr: client_addr(ctx),
-            action,
-            target: Some(target.to_string()),
-            arguments,
-            before,
-            after,
-        },
-    )
-    .await
-    .map_err(|e| internal("writing the audit log", e))
-}
-
-fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Principal> {
-    principal(ctx).ok_or_else(|| internal("reading the caller", "guard passed without principal"))
-}
-
 impl OpsMutation {
     async fn set_paused(&self, ctx: &Context<'_>, id: String, paused: bool) -> Result<Chain> {
-        let st = state(ctx);
-        let txn = st
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let before = find_source(&txn, &id).await?;
-        let mut am: source::ActiveModel = before.clone().into();
-        am.paused = Set(paused);
-        if !paused && before.status == "paused" {
-            am.status = Set("idle".to_string());
-        }
-        am.updated_at = Set(Utc::now());
-        let after = am
-            .update(&txn)
-            .await
-            .map_err(|e| internal("updating a source", e))?;
         let action = if paused {
             "pauseSource"
         } else {
             "resumeSource"
         };
-        audited(
-            ctx,
-            &txn,
-            action,
-            &id,
-            json!({ "id": id }),
-            (
-                serde_json::to_value(&before).ok(),
-                serde_json::to_value(&after).ok(),
-            ),
-        )
+        let after = audited(ctx, action, |txn, _| {
+            Box::pin(async move {
+                let before = find_source(txn, &id).await?;
+                let mut am: source::ActiveModel = before.clone().into();
+                am.paused = Set(paused);
+                if !paused && before.status == "paused" {
+                    am.status = Set("idle".to_string());
+                }
+                am.updated_at = Set(Utc::now());
+                let after = am
+                    .update(txn)
+                    .await
+                    .map_err(|e| internal("updating a source", e))?;
+                let arguments = json!({ "id": id });
+                Ok(Audited::new(after.clone(), id, arguments)
+                    .before(&before)
+                    .after(&after))
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(Chain::from(after))
     }
 
@@ -271,34 +194,22 @@ impl OpsMutation {
         &self,
         ctx: &Context<'_>,
         id: String,
-        command: &str,
+        command: &'static str,
         action: &str,
         arguments: Value,
     ) -> Result<Chain> {
-        let st = state(ctx);
-        let who = caller(ctx)?;
-        let txn = st
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let row = find_source(&txn, &id).await?;
-        let cmd = commands::enqueue(&txn, &id, command, arguments.clone(), &who.subject)
-            .await
-            .map_err(|e| internal("queueing a source command", e))?;
-        audited(
-            ctx,
-            &txn,
-            action,
-            &id,
-            arguments,
-            (
-                serde_json::to_value(&row).ok(),
-                Some(json!({ "commandId": cmd.id })),
-            ),
-        )
+        let row = audited(ctx, action, |txn, who| {
+            Box::pin(async move {
+                let row = find_source(txn, &id).await?;
+                let cmd = commands::enqueue(txn, &id, command, arguments.clone(), &who.subject)
+                    .await
+                    .map_err(|e| internal("queueing a source command", e))?;
+                Ok(Audited::new(row.clone(), id, arguments)
+                    .before(&row)
+                    .after(&json!({ "commandId": cmd.id })))
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(Chain::from(row))
     }
 }
@@ -369,30 +280,19 @@ impl OpsMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "Breaker name.")] name: String,
     ) -> Result<CircuitBreakerState> {
-        let st = state(ctx);
-        let who = caller(ctx)?;
-        let txn = st
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let (before, after) = breaker_store::request_reset(&txn, &name, &who.subject)
-            .await
-            .map_err(|e| internal("resetting a breaker", e))?
-            .ok_or_else(|| not_found(format!("circuit breaker {name:?}")))?;
-        audited(
-            ctx,
-            &txn,
-            "resetCircuitBreaker",
-            &name,
-            json!({ "name": name }),
-            (
-                serde_json::to_value(&before).ok(),
-                serde_json::to_value(&after).ok(),
-            ),
-        )
+        let after = audited(ctx, "resetCircuitBreaker", |txn, who| {
+            Box::pin(async move {
+                let (before, after) = breaker_store::request_reset(txn, &name, &who.subject)
+                    .await
+                    .map_err(|e| internal("resetting a breaker", e))?
+                    .ok_or_else(|| not_found(format!("circuit breaker {name:?}")))?;
+                let arguments = json!({ "name": name });
+                Ok(Audited::new(after.clone(), name, arguments)
+                    .before(&before)
+                    .after(&after))
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(after.into())
     }
 }

@@ -7,13 +7,12 @@ use futures::Stream;
 use orrery_entity::{price_comparison, price_point};
 use orrery_indexer::bus::topics;
 use sea_orm::{
-    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, Statement,
 };
 
+use super::context::{page_args, state};
 use super::error::{bad_input, internal};
-use super::pagination::{build_page, Page};
-use super::query::{page_args, state, wants_total};
+use super::pagination::{keyset_page, Dir, Keyset, Page};
 use super::subscription::bus_stream;
 
 /// One stored price observation.
@@ -253,6 +252,7 @@ impl PricesQuery {
 
     /// Comparisons of the UTXOracle estimate with the exchange price, oldest first.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn price_comparisons(
         &self,
         ctx: &Context<'_>,
@@ -263,7 +263,6 @@ impl PricesQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<PriceComparison>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = price_comparison::Entity::find();
         if let Some(f) = from {
             base = base.filter(price_comparison::Column::At.gte(f));
@@ -274,35 +273,12 @@ impl PricesQuery {
         if only_invalid {
             base = base.filter(price_comparison::Column::IsValid.eq(false));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting comparisons", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base
-            .order_by_asc(price_comparison::Column::At)
-            .limit(args.fetch());
-        if let Some(after) = &args.after {
-            let t = DateTime::parse_from_rfc3339(after)
-                .map_err(|_| bad_input("after", "is not a cursor returned by this API"))?
-                .with_timezone(&Utc);
-            q = q.filter(price_comparison::Column::At.gt(t));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing comparisons", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(PriceComparison::from).collect(),
-            total,
-            |c| c.at.to_rfc3339(),
-        ))
+        let key = Keyset::by(
+            price_comparison::Column::At,
+            Dir::Asc,
+            |m: &price_comparison::Model| m.at,
+        );
+        keyset_page(ctx, base, &key, args, "comparisons").await
     }
 }
 
@@ -318,7 +294,7 @@ impl PricesSubscription {
         ctx: &Context<'_>,
         #[graphql(desc = "Pair, e.g. `BTC/USD`.")] pair: String,
         #[graphql(desc = "Only this source; every source when omitted.")] source: Option<String>,
-    ) -> impl Stream<Item = PricePoint> {
+    ) -> impl Stream<Item = async_graphql::Result<PricePoint>> {
         bus_stream(ctx, topics::PRICE_UPDATED, move |e| {
             let m: price_point::Model = serde_json::from_value(e.payload).ok()?;
             (m.pair == pair && source.as_ref().is_none_or(|s| *s == m.source)).then(|| m.into())

@@ -2,43 +2,28 @@
 
 use async_graphql::{Context, Object, Result};
 use orrery_entity::{config_entry, source};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use super::context::{page_args, state};
 use super::error::{bad_input, internal, not_found};
-use super::pagination::{build_page, Page, PageArgs};
+use super::pagination::{keyset_page, Dir, Keyset, Page};
 use super::types::{Chain, ConfigEntry};
-use crate::health::{self, HealthReport};
-use crate::state::AppState;
+use crate::health::HealthReport;
 
 /// Queries over health, sync state and runtime config.
 #[derive(Default)]
 pub struct CoreQuery;
 
-pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
-    ctx.data_unchecked::<AppState>()
-}
-
-pub(crate) fn page_args(
-    ctx: &Context<'_>,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<PageArgs> {
-    let g = &state(ctx).config.graphql;
-    PageArgs::parse(first, after, g.default_page_size, g.max_page_size)
-}
-
-pub(crate) fn wants_total(ctx: &Context<'_>) -> bool {
-    ctx.look_ahead().field("totalCount").exists()
-}
-
 #[Object]
 impl CoreQuery {
-    /// Overall and per-component health (database, bus, each source), checked now.
+    /// Overall and per-component health (database, bus, each source), from the last
+    /// periodic check (at most about a second old; `timestamp` says when it ran).
     async fn health(&self, ctx: &Context<'_>) -> HealthReport {
-        health::check_all(state(ctx)).await
+        HealthReport::clone(&state(ctx).health.latest())
     }
 
     /// Indexed chains and price sources, ordered by id.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn chains(
         &self,
         ctx: &Context<'_>,
@@ -56,32 +41,14 @@ impl CoreQuery {
                 ));
             }
         }
-        let db = &state(ctx).db;
         let mut base = source::Entity::find();
         if let Some(k) = &kind {
             base = base.filter(source::Column::Kind.eq(k.clone()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting chains", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base.order_by_asc(source::Column::Id).limit(args.fetch());
-        if let Some(after) = &args.after {
-            q = q.filter(source::Column::Id.gt(after.clone()));
-        }
-        let rows = q.all(db).await.map_err(|e| internal("listing chains", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Chain::from).collect(),
-            total,
-            |c| c.id.clone(),
-        ))
+        let key = Keyset::by(source::Column::Id, Dir::Asc, |m: &source::Model| {
+            m.id.clone()
+        });
+        keyset_page(ctx, base, &key, args, "chains").await
     }
 
     /// One source by id.
@@ -99,6 +66,7 @@ impl CoreQuery {
     }
 
     /// Sync status of every source: heights, lag, errors (same objects as `chains`).
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn indexer_status(
         &self,
         ctx: &Context<'_>,
@@ -123,6 +91,7 @@ impl CoreQuery {
     }
 
     /// Database-backed settings, ordered by key.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn config_entries(
         &self,
         ctx: &Context<'_>,
@@ -133,33 +102,15 @@ impl CoreQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<ConfigEntry>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = config_entry::Entity::find();
         if let Some(p) = &prefix {
             base = base.filter(config_entry::Column::Key.starts_with(p.clone()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting config", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base
-            .order_by_asc(config_entry::Column::Key)
-            .limit(args.fetch());
-        if let Some(after) = &args.after {
-            q = q.filter(config_entry::Column::Key.gt(after.clone()));
-        }
-        let rows = q.all(db).await.map_err(|e| internal("listing config", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(ConfigEntry::from).collect(),
-            total,
-            |c| c.key.clone(),
-        ))
+        let key = Keyset::by(
+            config_entry::Column::Key,
+            Dir::Asc,
+            |m: &config_entry::Model| m.key.clone(),
+        );
+        keyset_page(ctx, base, &key, args, "config entries").await
     }
 }

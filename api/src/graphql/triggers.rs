@@ -6,18 +6,13 @@ use chrono::{DateTime, Utc};
 use orrery_entity::{action_run, trigger};
 use orrery_indexer::triggers::{conditions, status};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::{json, Value};
 
+use super::context::{audited, page_args, Audited};
 use super::error::{bad_input, internal, not_found};
-use super::mutation::client_addr;
-use super::pagination::{build_page, Page};
-use super::query::{page_args, state, wants_total};
-use crate::audit::{self, AuditEntry};
-use crate::auth::{principal, Role, RoleGuard};
+use super::pagination::{keyset_page, Dir, Keyset, Page};
+use crate::auth::{Role, RoleGuard};
 
 /// The circuit breaker of one trigger's deliveries.
 #[derive(SimpleObject, Clone, Debug)]
@@ -187,6 +182,7 @@ pub struct TriggersQuery;
 #[Object]
 impl TriggersQuery {
     /// Stored triggers by id.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn triggers(
         &self,
         ctx: &Context<'_>,
@@ -195,38 +191,16 @@ impl TriggersQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<Trigger>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = trigger::Entity::find();
         if let Some(c) = &chain {
             base = base.filter(trigger::Column::Chain.eq(c.clone()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting triggers", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base.order_by_asc(trigger::Column::Id).limit(args.fetch());
-        if let Some(a) = args.after_id()? {
-            q = q.filter(trigger::Column::Id.gt(a));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing triggers", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Into::into).collect(),
-            total,
-            |t: &Trigger| t.id.to_string(),
-        ))
+        let key = Keyset::by(trigger::Column::Id, Dir::Asc, |m: &trigger::Model| m.id);
+        keyset_page(ctx, base, &key, args, "triggers").await
     }
 
     /// Action runs by id (oldest first); `status: DEAD` lists the dead letters.
+    #[graphql(complexity = "crate::graphql::limits::connection_cost(first, child_complexity)")]
     async fn action_runs(
         &self,
         ctx: &Context<'_>,
@@ -236,7 +210,6 @@ impl TriggersQuery {
         #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
     ) -> Result<Page<ActionRun>> {
         let args = page_args(ctx, first, after)?;
-        let db = &state(ctx).db;
         let mut base = action_run::Entity::find();
         if let Some(t) = trigger {
             base = base.filter(action_run::Column::TriggerId.eq(t));
@@ -244,32 +217,10 @@ impl TriggersQuery {
         if let Some(s) = status {
             base = base.filter(action_run::Column::Status.eq(s.as_str()));
         }
-        let total = if wants_total(ctx) {
-            Some(
-                base.clone()
-                    .count(db)
-                    .await
-                    .map_err(|e| internal("counting action runs", e))?,
-            )
-        } else {
-            None
-        };
-        let mut q = base
-            .order_by_asc(action_run::Column::Id)
-            .limit(args.fetch());
-        if let Some(a) = args.after_id()? {
-            q = q.filter(action_run::Column::Id.gt(a));
-        }
-        let rows = q
-            .all(db)
-            .await
-            .map_err(|e| internal("listing action runs", e))?;
-        Ok(build_page(
-            &args,
-            rows.into_iter().map(Into::into).collect(),
-            total,
-            |r: &ActionRun| r.id.to_string(),
-        ))
+        let key = Keyset::by(action_run::Column::Id, Dir::Asc, |m: &action_run::Model| {
+            m.id
+        });
+        keyset_page(ctx, base, &key, args, "action runs").await
     }
 }
 
@@ -367,31 +318,12 @@ fn check_contract(c: &str) -> Result<String> {
 #[derive(Default)]
 pub struct TriggersMutation;
 
-async fn audited<C: sea_orm::ConnectionTrait>(
-    ctx: &Context<'_>,
-    db: &C,
-    action: &str,
-    target: i64,
-    arguments: Value,
-    before: Option<Value>,
-    after: Option<Value>,
-) -> Result<()> {
-    let who = principal(ctx)
-        .ok_or_else(|| internal("reading the caller", "guard passed without principal"))?;
-    audit::record(
-        db,
-        AuditEntry {
-            principal: who,
-            client_addr: client_addr(ctx),
-            action,
-            target: Some(target.to_string()),
-            arguments,
-            before,
-            after,
-        },
-    )
-    .await
-    .map_err(|e| internal("writing the audit log", e))
+async fn find_trigger(txn: &sea_orm::DatabaseTransaction, id: i64) -> Result<trigger::Model> {
+    trigger::Entity::find_by_id(id)
+        .one(txn)
+        .await
+        .map_err(|e| internal("reading a trigger", e))?
+        .ok_or_else(|| not_found(format!("trigger {id}")))
 }
 
 /// Audit arguments without the secret.
@@ -449,32 +381,23 @@ impl TriggersMutation {
             updated_at: Set(now),
             ..Default::default()
         };
-        let txn = state(ctx)
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let row = am
-            .insert(&txn)
-            .await
-            .map_err(|e| internal("inserting a trigger", e))?;
-        audited(
-            ctx,
-            &txn,
-            "createTrigger",
-            row.id,
-            redact(json!({
-                "name": input.name, "chain": input.chain, "contract": input.contract,
-                "eventName": input.event_name, "conditions": conds,
-                "webhookUrl": input.webhook_url, "secret": "",
-                "maxAttempts": max_attempts, "failureThreshold": threshold,
-                "recoverySeconds": recovery,
-            })),
-            None,
-            serde_json::to_value(&row).ok(),
-        )
+        let arguments = redact(json!({
+            "name": input.name, "chain": input.chain, "contract": input.contract,
+            "eventName": input.event_name, "conditions": conds,
+            "webhookUrl": input.webhook_url, "secret": "",
+            "maxAttempts": max_attempts, "failureThreshold": threshold,
+            "recoverySeconds": recovery,
+        }));
+        let row = audited(ctx, "createTrigger", |txn, _| {
+            Box::pin(async move {
+                let row = am
+                    .insert(txn)
+                    .await
+                    .map_err(|e| internal("inserting a trigger", e))?;
+                Ok(Audited::new(row.clone(), row.id.to_string(), arguments).after(&row))
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(row.into())
     }
 
@@ -486,85 +409,75 @@ impl TriggersMutation {
         #[graphql(desc = "Trigger id.")] id: i64,
         #[graphql(desc = "The changes.")] input: UpdateTriggerInput,
     ) -> Result<Trigger> {
-        let txn = state(ctx)
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let before = trigger::Entity::find_by_id(id)
-            .one(&txn)
-            .await
-            .map_err(|e| internal("reading a trigger", e))?
-            .ok_or_else(|| not_found(format!("trigger {id}")))?;
-        let mut am: trigger::ActiveModel = before.clone().into();
-        let mut args = serde_json::Map::new();
-        if let Some(n) = input.name {
-            args.insert("name".into(), json!(n));
-            am.name = Set(n);
-        }
-        if let Some(c) = input.contract {
-            args.insert("contract".into(), json!(c));
-            am.contract = Set(if c.is_empty() {
-                None
-            } else {
-                Some(check_contract(&c)?)
-            });
-        }
-        if let Some(e) = input.event_name {
-            args.insert("eventName".into(), json!(e));
-            am.event_name = Set(e);
-        }
-        if let Some(c) = input.conditions {
-            check_conditions(&c.0)?;
-            args.insert("conditions".into(), c.0.clone());
-            am.conditions = Set(c.0);
-        }
-        if let Some(u) = input.webhook_url {
-            check_url(&u)?;
-            args.insert("webhookUrl".into(), json!(u));
-            am.webhook_url = Set(u);
-        }
-        if let Some(s) = input.secret {
-            check_secret(&s)?;
-            args.insert("secret".into(), json!("<redacted>"));
-            am.secret = Set(s);
-        }
-        if let Some(e) = input.enabled {
-            args.insert("enabled".into(), json!(e));
-            am.enabled = Set(e);
-        }
-        if let Some(m) = input.max_attempts {
-            check_range("maxAttempts", m.into(), 1, 100)?;
-            args.insert("maxAttempts".into(), json!(m));
-            am.max_attempts = Set(m);
-        }
-        if let Some(f) = input.failure_threshold {
-            check_range("failureThreshold", f.into(), 1, 1000)?;
-            args.insert("failureThreshold".into(), json!(f));
-            am.failure_threshold = Set(f);
-        }
-        if let Some(r) = input.recovery_seconds {
-            check_range("recoverySeconds", r, 1, 86_400)?;
-            args.insert("recoverySeconds".into(), json!(r));
-            am.recovery_secs = Set(r);
-        }
-        am.updated_at = Set(Utc::now());
-        let after = am
-            .update(&txn)
-            .await
-            .map_err(|e| internal("updating a trigger", e))?;
-        args.insert("id".into(), json!(id));
-        audited(
-            ctx,
-            &txn,
-            "updateTrigger",
-            id,
-            Value::Object(args),
-            serde_json::to_value(&before).ok(),
-            serde_json::to_value(&after).ok(),
-        )
+        let after = audited(ctx, "updateTrigger", |txn, _| {
+            Box::pin(async move {
+                let before = find_trigger(txn, id).await?;
+                let mut am: trigger::ActiveModel = before.clone().into();
+                let mut args = serde_json::Map::new();
+                if let Some(n) = input.name {
+                    args.insert("name".into(), json!(n));
+                    am.name = Set(n);
+                }
+                if let Some(c) = input.contract {
+                    args.insert("contract".into(), json!(c));
+                    am.contract = Set(if c.is_empty() {
+                        None
+                    } else {
+                        Some(check_contract(&c)?)
+                    });
+                }
+                if let Some(e) = input.event_name {
+                    args.insert("eventName".into(), json!(e));
+                    am.event_name = Set(e);
+                }
+                if let Some(c) = input.conditions {
+                    check_conditions(&c.0)?;
+                    args.insert("conditions".into(), c.0.clone());
+                    am.conditions = Set(c.0);
+                }
+                if let Some(u) = input.webhook_url {
+                    check_url(&u)?;
+                    args.insert("webhookUrl".into(), json!(u));
+                    am.webhook_url = Set(u);
+                }
+                if let Some(s) = input.secret {
+                    check_secret(&s)?;
+                    args.insert("secret".into(), json!("<redacted>"));
+                    am.secret = Set(s);
+                }
+                if let Some(e) = input.enabled {
+                    args.insert("enabled".into(), json!(e));
+                    am.enabled = Set(e);
+                }
+                if let Some(m) = input.max_attempts {
+                    check_range("maxAttempts", m.into(), 1, 100)?;
+                    args.insert("maxAttempts".into(), json!(m));
+                    am.max_attempts = Set(m);
+                }
+                if let Some(f) = input.failure_threshold {
+                    check_range("failureThreshold", f.into(), 1, 1000)?;
+                    args.insert("failureThreshold".into(), json!(f));
+                    am.failure_threshold = Set(f);
+                }
+                if let Some(r) = input.recovery_seconds {
+                    check_range("recoverySeconds", r, 1, 86_400)?;
+                    args.insert("recoverySeconds".into(), json!(r));
+                    am.recovery_secs = Set(r);
+                }
+                am.updated_at = Set(Utc::now());
+                let after = am
+                    .update(txn)
+                    .await
+                    .map_err(|e| internal("updating a trigger", e))?;
+                args.insert("id".into(), json!(id));
+                Ok(
+                    Audited::new(after.clone(), id.to_string(), Value::Object(args))
+                        .before(&before)
+                        .after(&after),
+                )
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(after.into())
     }
 
@@ -575,47 +488,38 @@ impl TriggersMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "Trigger id.")] id: i64,
     ) -> Result<Trigger> {
-        let txn = state(ctx)
-            .db
-            .begin()
-            .await
-            .map_err(|e| internal("starting a transaction", e))?;
-        let before = trigger::Entity::find_by_id(id)
-            .one(&txn)
-            .await
-            .map_err(|e| internal("reading a trigger", e))?
-            .ok_or_else(|| not_found(format!("trigger {id}")))?;
-        trigger::Entity::delete_by_id(id)
-            .exec(&txn)
-            .await
-            .map_err(|e| internal("deleting a trigger", e))?;
-        let buried = action_run::Entity::update_many()
-            .col_expr(action_run::Column::Status, Expr::value(status::DEAD))
-            .col_expr(
-                action_run::Column::LastError,
-                Expr::value("trigger deleted"),
-            )
-            .col_expr(action_run::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(action_run::Column::TriggerId.eq(id))
-            .filter(action_run::Column::Status.is_in([
-                status::PENDING,
-                status::FAILED,
-                status::RUNNING,
-            ]))
-            .exec(&txn)
-            .await
-            .map_err(|e| internal("dead-lettering queued actions", e))?;
-        audited(
-            ctx,
-            &txn,
-            "deleteTrigger",
-            id,
-            json!({ "id": id }),
-            serde_json::to_value(&before).ok(),
-            Some(json!({ "deadLettered": buried.rows_affected })),
-        )
+        let before = audited(ctx, "deleteTrigger", |txn, _| {
+            Box::pin(async move {
+                let before = find_trigger(txn, id).await?;
+                trigger::Entity::delete_by_id(id)
+                    .exec(txn)
+                    .await
+                    .map_err(|e| internal("deleting a trigger", e))?;
+                let buried = action_run::Entity::update_many()
+                    .col_expr(action_run::Column::Status, Expr::value(status::DEAD))
+                    .col_expr(
+                        action_run::Column::LastError,
+                        Expr::value("trigger deleted"),
+                    )
+                    .col_expr(action_run::Column::UpdatedAt, Expr::value(Utc::now()))
+                    .filter(action_run::Column::TriggerId.eq(id))
+                    .filter(action_run::Column::Status.is_in([
+                        status::PENDING,
+                        status::FAILED,
+                        status::RUNNING,
+                    ]))
+                    .exec(txn)
+                    .await
+                    .map_err(|e| internal("dead-lettering queued actions", e))?;
+                let after = json!({ "deadLettered": buried.rows_affected });
+                Ok(
+                    Audited::new(before.clone(), id.to_string(), json!({ "id": id }))
+                        .before(&before)
+                        .after(&after),
+                )
+            })
+        })
         .await?;
-        txn.commit().await.map_err(|e| internal("committing", e))?;
         Ok(before.into())
     }
 }

@@ -107,11 +107,57 @@ impl Chain {
             .filter(|v| *v < f64::from(u32::MAX))
     }
 
+    /// The replica that runs this source (holder of its unexpired lease) when replicas share
+    /// a PostgreSQL database; null on SQLite, where one process runs every source, and while
+    /// no replica holds the lease (a failover in progress).
+    async fn leader(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<String>> {
+        Ok(self.lease(ctx).await?.map(|l| l.holder))
+    }
+
+    /// Seconds since the current leader took the lease (null when `leader` is null).
+    async fn lease_age_seconds(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<f64>> {
+        Ok(self
+            .lease(ctx)
+            .await?
+            .map(|l| (Utc::now() - l.acquired_at).num_milliseconds().max(0) as f64 / 1000.0))
+    }
+
+    /// The lease's fencing token: one more at every change of leader (null when `leader` is
+    /// null).
+    async fn lease_token(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<i64>> {
+        Ok(self.lease(ctx).await?.map(|l| l.token))
+    }
+
     /// True when the sync engine reports the source caught up (`status` = `synced`: it has
     /// indexed everything its upstream offers, after the confirmations it waits for) and the
     /// source is not paused.
     async fn is_synced(&self) -> bool {
         !self.paused && self.status == "synced"
+    }
+}
+
+impl Chain {
+    /// The source's unexpired lease row, if any.
+    async fn lease(
+        &self,
+        ctx: &async_graphql::Context<'_>,
+    ) -> async_graphql::Result<Option<orrery_entity::source_lease::Model>> {
+        use sea_orm::EntityTrait;
+        let db = &ctx.data_unchecked::<crate::state::AppState>().db;
+        let row = orrery_entity::source_lease::Entity::find_by_id(self.id.clone())
+            .one(db)
+            .await
+            .map_err(|e| super::error::internal("reading a source lease", e))?;
+        Ok(row.filter(|l| l.expires_at > Utc::now()))
     }
 }
 

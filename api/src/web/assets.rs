@@ -119,7 +119,10 @@ pub async fn serve(Path(name): Path<String>, headers: HeaderMap) -> Response {
         (StatusCode::OK, asset.body).into_response()
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600, must-revalidate"),
@@ -163,7 +166,11 @@ mod tests {
             let text = String::from_utf8_lossy(a.body);
             // React's development builds carry this warning banner; the production ones do not.
             assert!(!text.contains("react.development"), "{}", a.name);
-            assert!(!text.contains("unpkg.com"), "{} must not load from a CDN", a.name);
+            assert!(
+                !text.contains("unpkg.com"),
+                "{} must not load from a CDN",
+                a.name
+            );
         }
     }
 }

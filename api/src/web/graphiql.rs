@@ -56,7 +56,11 @@ mod tests {
 
     #[test]
     fn page_loads_only_embedded_files() {
-        for src in PAGE.split("src=\"").skip(1).chain(PAGE.split("href=\"").skip(1)) {
+        for src in PAGE
+            .split("src=\"")
+            .skip(1)
+            .chain(PAGE.split("href=\"").skip(1))
+        {
             let url = src.split('"').next().unwrap_or_default();
             assert!(url.starts_with("/graphql/assets/"), "{url} is not embedded");
             let name = url.trim_start_matches("/graphql/assets/");

@@ -223,7 +223,10 @@ mod tests {
 
     #[test]
     fn escape_covers_markup_and_quotes() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]
@@ -233,15 +236,33 @@ mod tests {
             "lagBlocks": 20, "lagSeconds": 60.0, "progress": 0.5, "etaSeconds": 30,
             "circuitBreaker": {"state": "closed"}, "lastError": "<boom>"
         }));
-        for cell in ["evm:sepolia", "syncing", "120", "100", "20 blocks / 60 s", "50.0%, ETA 30 s", "closed", "&lt;boom&gt;"] {
+        for cell in [
+            "evm:sepolia",
+            "syncing",
+            "120",
+            "100",
+            "20 blocks / 60 s",
+            "50.0%, ETA 30 s",
+            "closed",
+            "&lt;boom&gt;",
+        ] {
             assert!(row.contains(cell), "{cell} in {row}");
         }
     }
 
     #[test]
     fn an_unreadable_first_view_still_renders_the_page_with_the_error() {
-        let view = FirstView { data: Value::Null, errors: vec!["db <down>".into()] };
-        let html = render(&view, &PageSettings { public_queries: true, dex_pairs: vec!["XLM/UBEC".into()] });
+        let view = FirstView {
+            data: Value::Null,
+            errors: vec!["db <down>".into()],
+        };
+        let html = render(
+            &view,
+            &PageSettings {
+                public_queries: true,
+                dex_pairs: vec!["XLM/UBEC".into()],
+            },
+        );
         assert!(html.contains("db &lt;down&gt;"));
         assert!(html.contains("data-dex-pairs=\"[&quot;XLM/UBEC&quot;]\""));
         assert!(html.contains("/assets/status.js"));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use alloy_primitives::{Address, B256};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -67,7 +67,7 @@ fn json_response(v: Value) -> Response {
     r
 }
 
-async fn handle(State(st): State<ChainState>, body: Bytes) -> Response {
+async fn handle(State(st): State<ChainState>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return json_response(reply(Value::Null, Err(err(-32700, "parse error"))));
     };
@@ -77,14 +77,32 @@ async fn handle(State(st): State<ChainState>, body: Bytes) -> Response {
     let Ok(chain) = lock.read() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let answer = |r: &Value| {
+        let out = call(&chain, r);
+        if r.get("method").and_then(Value::as_str) == Some("eth_getLogs")
+            && out.get("result").is_some()
+        {
+            let f = &r["params"][0];
+            let bound = |k: &str| f.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+            st.shared.evm_log_requests.push(format!(
+                "{} {} {} {agent}",
+                chain.config.name,
+                bound("fromBlock"),
+                bound("toBlock")
+            ));
+        }
+        out
+    };
     match req {
         Value::Array(items) if items.is_empty() => {
             json_response(reply(Value::Null, Err(err(-32600, "empty batch"))))
         }
-        Value::Array(items) => json_response(Value::Array(
-            items.iter().map(|r| call(&chain, r)).collect(),
-        )),
-        other => json_response(call(&chain, &other)),
+        Value::Array(items) => json_response(Value::Array(items.iter().map(answer).collect())),
+        other => json_response(answer(&other)),
     }
 }
 

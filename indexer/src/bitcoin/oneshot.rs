@@ -75,15 +75,54 @@ fn result(
     }
 }
 
+/// How far a one-shot estimate has got, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Looking for the day's first block: header look-up `probe` of at most `of`.
+    Locating {
+        /// Look-ups done.
+        probe: u64,
+        /// Most look-ups the search needs.
+        of: u64,
+    },
+    /// Blocks fetched so far, of an estimated total (exact in `recent` mode).
+    Blocks {
+        /// Blocks fetched.
+        fetched: u64,
+        /// Estimated blocks in all (grows when the day has more blocks than expected).
+        total: u64,
+        /// The last block fetched.
+        height: u64,
+    },
+}
+
+/// Average block interval the daily estimate of the number of blocks assumes.
+const BLOCK_SECS: i64 = 600;
+
 /// Estimates over the last `n` blocks.
 pub async fn recent(client: &EsploraClient, n: usize) -> Result<OneShot, SourceError> {
+    recent_with_progress(client, n, &mut |_| {}).await
+}
+
+/// [`recent`], reporting each block fetched to `progress`.
+pub async fn recent_with_progress(
+    client: &EsploraClient,
+    n: usize,
+    progress: &mut (dyn FnMut(Step) + Send),
+) -> Result<OneShot, SourceError> {
     let n = n.max(1);
     let tip = client.tip_height().await?;
     let first = tip.saturating_sub(n as u64 - 1);
+    let total = tip - first + 1;
     let mut w = RollingWindow::with_config(n, EstimatorConfig::default());
     for h in first..=tip {
         let (_, b) = client.block_at(h).await?;
         w.push_block(&b);
+        progress(Step::Blocks {
+            fetched: h - first + 1,
+            total,
+            height: h,
+        });
     }
     let outputs = w.qualifying_outputs().len();
     Ok(result(
@@ -112,6 +151,15 @@ fn is_not_found(e: &UpstreamError) -> bool {
 /// Estimates over every block whose time falls on `date` (UTC). Fails when the tip is not
 /// yet past the end of the day.
 pub async fn daily(client: &EsploraClient, date: NaiveDate) -> Result<OneShot, SourceError> {
+    daily_with_progress(client, date, &mut |_| {}).await
+}
+
+/// [`daily`], reporting the search for the first block and each block fetched to `progress`.
+pub async fn daily_with_progress(
+    client: &EsploraClient,
+    date: NaiveDate,
+    progress: &mut (dyn FnMut(Step) + Send),
+) -> Result<OneShot, SourceError> {
     let start = date
         .and_hms_opt(0, 0, 0)
         .map(|d| d.and_utc().timestamp())
@@ -128,12 +176,19 @@ pub async fn daily(client: &EsploraClient, date: NaiveDate) -> Result<OneShot, S
     }
     // First height whose time is >= start - 2h (block times wander by up to ~2 hours).
     let (mut lo, mut hi) = (0u64, tip);
+    let of = u64::from(u64::BITS - tip.leading_zeros());
+    let mut probe = 0;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         match time_at(client, mid).await? {
             Some(t) if t >= start - 7200 => hi = mid,
             _ => lo = mid + 1,
         }
+        probe += 1;
+        progress(Step::Locating {
+            probe,
+            of: of.max(probe),
+        });
     }
     let mut acc = DayAccumulator::with_config(EstimatorConfig::default());
     let (mut first, mut last) = (None, None);
@@ -148,6 +203,16 @@ pub async fn daily(client: &EsploraClient, date: NaiveDate) -> Result<OneShot, S
             first = first.or(Some(h));
             last = Some(h);
         }
+        let fetched = h - lo + 1;
+        // Blocks still to come: the rest of the day at the average interval, then the
+        // blocks past midnight the loop waits for; never beyond the tip.
+        let rest_of_day = ((end - header.timestamp).max(0) / BLOCK_SECS) as u64;
+        let remaining = (rest_of_day + (BLOCKS_PAST_MIDNIGHT - past)).min(tip - h);
+        progress(Step::Blocks {
+            fetched,
+            total: fetched + remaining,
+            height: h,
+        });
         h += 1;
     }
     let outputs = acc.qualifying_outputs().len();

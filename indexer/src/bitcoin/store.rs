@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use orrery_entity::{price_comparison, price_point};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    Set, TransactionTrait,
+    ActiveValue::NotSet, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::Serialize;
 
@@ -213,6 +213,12 @@ pub const COMPARISONS_CSV_HEADER: &str =
 pub fn points_csv(rows: &[price_point::Model]) -> String {
     let mut s = String::from(POINTS_CSV_HEADER);
     s.push('\n');
+    points_csv_rows(rows, &mut s);
+    s
+}
+
+/// Appends `rows` to `out` as [`points_csv`] lines (no header).
+pub fn points_csv_rows(rows: &[price_point::Model], out: &mut String) {
     for r in rows {
         let fields = [
             r.id.to_string(),
@@ -229,16 +235,21 @@ pub fn points_csv(rows: &[price_point::Model]) -> String {
                     .unwrap_or_default(),
             ),
         ];
-        s.push_str(&fields.join(","));
-        s.push('\n');
+        out.push_str(&fields.join(","));
+        out.push('\n');
     }
-    s
 }
 
 /// Comparisons as CSV (RFC 4180 quoting; times RFC 3339; header first).
 pub fn comparisons_csv(rows: &[price_comparison::Model]) -> String {
     let mut s = String::from(COMPARISONS_CSV_HEADER);
     s.push('\n');
+    comparisons_csv_rows(rows, &mut s);
+    s
+}
+
+/// Appends `rows` to `out` as [`comparisons_csv`] lines (no header).
+pub fn comparisons_csv_rows(rows: &[price_comparison::Model], out: &mut String) {
     for r in rows {
         let fields = [
             r.id.to_string(),
@@ -253,10 +264,35 @@ pub fn comparisons_csv(rows: &[price_comparison::Model]) -> String {
             csv_field(r.reason.as_deref().unwrap_or_default()),
             r.updated_at.to_rfc3339(),
         ];
-        s.push_str(&fields.join(","));
-        s.push('\n');
+        out.push_str(&fields.join(","));
+        out.push('\n');
     }
-    s
+}
+
+/// `from <= at < to` on `at` (either bound optional).
+fn in_range<C: ColumnTrait>(
+    at: C,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Condition {
+    let mut c = Condition::all();
+    if let Some(f) = from {
+        c = c.add(at.gte(f));
+    }
+    if let Some(t) = to {
+        c = c.add(at.lt(t));
+    }
+    c
+}
+
+/// Strictly after `(at, id)` in `(at, id)` order.
+fn after_key<C: ColumnTrait>(at: C, id: C, after: Option<(DateTime<Utc>, i64)>) -> Condition {
+    match after {
+        None => Condition::all(),
+        Some((a, i)) => Condition::any()
+            .add(at.gt(a))
+            .add(Condition::all().add(at.eq(a)).add(id.gt(i))),
+    }
 }
 
 /// Price points with `from <= at < to` (either bound optional), oldest first.
@@ -265,15 +301,42 @@ pub async fn points_in<C: ConnectionTrait>(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<Vec<price_point::Model>, DbErr> {
-    let mut q = price_point::Entity::find();
-    if let Some(f) = from {
-        q = q.filter(price_point::Column::At.gte(f));
-    }
-    if let Some(t) = to {
-        q = q.filter(price_point::Column::At.lt(t));
-    }
-    q.order_by_asc(price_point::Column::At)
+    price_point::Entity::find()
+        .filter(in_range(price_point::Column::At, from, to))
+        .order_by_asc(price_point::Column::At)
         .order_by_asc(price_point::Column::Id)
+        .all(db)
+        .await
+}
+
+/// How many price points [`points_in`] would return.
+pub async fn count_points_in<C: ConnectionTrait>(
+    db: &C,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<u64, DbErr> {
+    price_point::Entity::find()
+        .filter(in_range(price_point::Column::At, from, to))
+        .count(db)
+        .await
+}
+
+/// The next `limit` rows of [`points_in`] after the `(at, id)` of the last row of the
+/// previous page (`None` for the first page).
+pub async fn points_page<C: ConnectionTrait>(
+    db: &C,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: u64,
+) -> Result<Vec<price_point::Model>, DbErr> {
+    use price_point::Column;
+    price_point::Entity::find()
+        .filter(in_range(Column::At, from, to))
+        .filter(after_key(Column::At, Column::Id, after))
+        .order_by_asc(Column::At)
+        .order_by_asc(Column::Id)
+        .limit(limit)
         .all(db)
         .await
 }
@@ -284,14 +347,43 @@ pub async fn comparisons_in<C: ConnectionTrait>(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
 ) -> Result<Vec<price_comparison::Model>, DbErr> {
-    let mut q = price_comparison::Entity::find();
-    if let Some(f) = from {
-        q = q.filter(price_comparison::Column::At.gte(f));
-    }
-    if let Some(t) = to {
-        q = q.filter(price_comparison::Column::At.lt(t));
-    }
-    q.order_by_asc(price_comparison::Column::At).all(db).await
+    price_comparison::Entity::find()
+        .filter(in_range(price_comparison::Column::At, from, to))
+        .order_by_asc(price_comparison::Column::At)
+        .order_by_asc(price_comparison::Column::Id)
+        .all(db)
+        .await
+}
+
+/// How many comparisons [`comparisons_in`] would return.
+pub async fn count_comparisons_in<C: ConnectionTrait>(
+    db: &C,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<u64, DbErr> {
+    price_comparison::Entity::find()
+        .filter(in_range(price_comparison::Column::At, from, to))
+        .count(db)
+        .await
+}
+
+/// The next `limit` rows of [`comparisons_in`] after `(at, id)` of the previous page.
+pub async fn comparisons_page<C: ConnectionTrait>(
+    db: &C,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: u64,
+) -> Result<Vec<price_comparison::Model>, DbErr> {
+    use price_comparison::Column;
+    price_comparison::Entity::find()
+        .filter(in_range(Column::At, from, to))
+        .filter(after_key(Column::At, Column::Id, after))
+        .order_by_asc(Column::At)
+        .order_by_asc(Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
 }
 
 /// What a prune removed.
@@ -357,5 +449,51 @@ mod tests {
         assert_eq!(csv_field("BTC/USD"), "BTC/USD");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+    /// Pages in `(at, id)` order, with rows sharing one `at`, add up to exactly `points_in`.
+    #[tokio::test]
+    async fn pages_cover_the_range_exactly_once() {
+        use chrono::TimeZone;
+        use orrery_migration::MigratorTrait;
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        orrery_migration::Migrator::up(&db, None).await.unwrap();
+        let base = 1_735_689_600i64;
+        for i in 0..23i64 {
+            // Three sources share each hour: ties on `at` straddle page boundaries.
+            let at = Utc.timestamp_opt(base + (i / 3) * 3600, 0).unwrap();
+            upsert_point(
+                &db,
+                &PricePointRow {
+                    pair: PAIR_BTC_USD.into(),
+                    source: ["UTXORACLE", "EXCHANGE", "STELLAR_DEX"][(i % 3) as usize].into(),
+                    at,
+                    price: 90_000.0 + i as f64,
+                    confidence: None,
+                    volume: None,
+                    details: None,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        let from = Some(Utc.timestamp_opt(base + 3600, 0).unwrap());
+        let to = Some(Utc.timestamp_opt(base + 6 * 3600, 0).unwrap());
+        let all = points_in(&db, from, to).await.unwrap();
+        assert_eq!(all.len(), 15);
+        assert_eq!(count_points_in(&db, from, to).await.unwrap(), 15);
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = points_page(&db, from, to, after, 4).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some((last.at, last.id));
+            paged.extend(page);
+        }
+        assert_eq!(paged, all);
+        assert_eq!(count_comparisons_in(&db, None, None).await.unwrap(), 0);
+        assert!(comparisons_page(&db, None, None, None, 4)
+            .await
+            .unwrap()
+            .is_empty());
     }
 }

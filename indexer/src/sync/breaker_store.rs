@@ -25,15 +25,23 @@ pub async fn save(db: &DatabaseConnection, snap: &BreakerSnapshot) -> Result<Dat
         last_error: Set(snap.last_error.clone()),
         updated_at: Set(now),
     };
-    if circuit_breaker::Entity::find_by_id(snap.name.clone())
-        .one(db)
-        .await?
-        .is_some()
-    {
-        row.update(db).await?;
-    } else {
-        row.insert(db).await?;
-    }
+    // One upsert: replicas starting together (each restoring its breaker) never collide.
+    use circuit_breaker::Column as C;
+    circuit_breaker::Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::column(C::Name)
+                .update_columns([
+                    C::State,
+                    C::FailureCount,
+                    C::OpenedAt,
+                    C::LastFailureAt,
+                    C::LastError,
+                    C::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
     Ok(now)
 }
 

@@ -10,6 +10,7 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+use super::lease::SourceLease;
 use super::{Progress, SourceDescriptor};
 use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
 use crate::runtime_settings::RuntimeSettings;
@@ -30,6 +31,9 @@ pub struct SyncContext {
     /// The runtime settings of the `config` table (e.g. `stall_timeout()`), when the
     /// process runs a refresher; `None` in tests and tools that build contexts by hand.
     pub settings: Option<RuntimeSettings>,
+    /// The source's lease when replicas share a PostgreSQL database: every write
+    /// transaction checks it first ([`SourceLease::check`]).
+    pub lease: Option<Arc<SourceLease>>,
     last_row: Arc<Mutex<Option<source::Model>>>,
 }
 
@@ -42,6 +46,7 @@ impl SyncContext {
             bus,
             source,
             settings: None,
+            lease: None,
             last_row: Arc::new(Mutex::new(None)),
         }
     }
@@ -49,6 +54,12 @@ impl SyncContext {
     /// Gives the context the process's runtime settings (see [`SyncContext::settings`]).
     pub fn with_settings(mut self, settings: RuntimeSettings) -> Self {
         self.settings = Some(settings);
+        self
+    }
+
+    /// Fences every write transaction with `lease` (see [`SyncContext::lease`]).
+    pub fn with_lease(mut self, lease: Arc<SourceLease>) -> Self {
+        self.lease = Some(lease);
         self
     }
 
@@ -95,14 +106,23 @@ impl SyncContext {
                 return Ok(());
             }
         }
-        let row = write_progress(
-            &self.writer,
-            &self.source.id,
-            progress,
-            backfill_from,
-            eta_seconds,
-        )
-        .await?;
+        let row = if self.lease.is_some() {
+            // Fenced like a batch: a replica that lost the lease does not touch the row.
+            let txn = self.begin().await?;
+            let row =
+                write_progress(&txn, &self.source.id, progress, backfill_from, eta_seconds).await?;
+            txn.commit().await?;
+            row
+        } else {
+            write_progress(
+                &self.writer,
+                &self.source.id,
+                progress,
+                backfill_from,
+                eta_seconds,
+            )
+            .await?
+        };
         self.remember(&row);
         self.publish_source(&row).await;
         Ok(())
@@ -112,13 +132,19 @@ impl SyncContext {
     /// `BEGIN` (`IMMEDIATE`): a deferred transaction that read first could not upgrade once
     /// another connection committed (`database is locked` without waiting). PostgreSQL ignores
     /// the mode.
+    /// With a lease, the transaction starts with its fencing check.
     pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.writer
+        let txn = self
+            .writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
             })
-            .await
+            .await?;
+        if let Some(lease) = &self.lease {
+            lease.check(&txn).await?;
+        }
+        Ok(txn)
     }
 
     /// Publishes `source.updated` for `row`.

@@ -101,8 +101,10 @@ pub(crate) async fn record_error(ctx: &SyncContext, message: &str) {
         .with_label_values(&[&ctx.source.id])
         .inc();
     let result = async {
+        // A transaction of the engine's: with a lease, a replica that lost it writes nothing.
+        let txn = ctx.begin().await?;
         let row = source::Entity::find_by_id(ctx.source.id.clone())
-            .one(&ctx.db)
+            .one(&txn)
             .await?
             .ok_or_else(|| DbErr::RecordNotFound(ctx.source.id.clone()))?;
         let mut am: source::ActiveModel = row.clone().into();
@@ -110,7 +112,9 @@ pub(crate) async fn record_error(ctx: &SyncContext, message: &str) {
         am.error_count = Set(row.error_count.saturating_add(1));
         am.last_error = Set(Some(message.chars().take(2000).collect()));
         am.updated_at = Set(Utc::now());
-        am.update(&ctx.db).await
+        let row = am.update(&txn).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(row)
     }
     .await;
     match result {

@@ -12,6 +12,7 @@ pub mod commands;
 mod context;
 mod engine;
 pub mod eta;
+pub mod lease;
 pub mod reorg_window;
 mod source;
 mod supervisor;

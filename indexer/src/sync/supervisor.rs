@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::commands;
 use super::engine::record_error;
+use super::lease::{LeaseEnd, Leases};
 use super::{run_source, EngineConfig, EngineExit, Source, SyncContext};
 use crate::metrics::Metrics;
 
@@ -32,10 +33,18 @@ where
     Arc::new(move |ctx, config, cancel| Box::pin(run_source(make(), ctx, config, cancel)))
 }
 
+/// Hands the source's lease back, when it has one.
+async fn release(ctx: &SyncContext) {
+    if let Some(lease) = &ctx.lease {
+        lease.release().await;
+    }
+}
+
 /// Owns every source task.
 pub struct Supervisor {
     cancel: CancellationToken,
     tasks: JoinSet<()>,
+    leases: Option<Leases>,
 }
 
 impl Default for Supervisor {
@@ -50,7 +59,19 @@ impl Supervisor {
         Self {
             cancel: CancellationToken::new(),
             tasks: JoinSet::new(),
+            leases: None,
         }
+    }
+
+    /// Runs each source only while this replica holds its lease (several replicas on one
+    /// PostgreSQL database); the heartbeat runs until [`Supervisor::shutdown`].
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        let heartbeat = leases.spawn_heartbeat(self.cancel.clone());
+        self.tasks.spawn(async move {
+            let _ = heartbeat.await;
+        });
+        self.leases = Some(leases);
+        self
     }
 
     /// The token that stops every task.
@@ -58,20 +79,59 @@ impl Supervisor {
         self.cancel.clone()
     }
 
-    /// Runs a source built by `factory`, restarting it after a panic or stall.
+    /// Runs a source built by `factory`, restarting it after a panic or stall. With leases,
+    /// it runs only while this replica holds the source's lease: it waits for the lease,
+    /// stops the task when the lease is lost or handed back, and waits again.
     pub fn spawn(&mut self, factory: SourceFactory, ctx: SyncContext, config: EngineConfig) {
         let cancel = self.cancel.clone();
+        let ctx = match &self.leases {
+            Some(leases) => {
+                let lease = leases.lease(&ctx.source.id);
+                ctx.with_lease(lease)
+            }
+            None => ctx,
+        };
         self.tasks.spawn(async move {
             let id = ctx.source.id.clone();
             let mut restarts = 0u32;
             loop {
+                if let Some(lease) = &ctx.lease {
+                    if lease.token().is_none() && lease.acquire(&cancel).await.is_none() {
+                        return;
+                    }
+                }
                 let started = Instant::now();
                 let child = cancel.child_token();
                 let mut task = tokio::spawn(factory(ctx.clone(), config.clone(), child.clone()));
                 let mut poll = tokio::time::interval(COMMAND_POLL);
+                let hold = async {
+                    match &ctx.lease {
+                        Some(lease) => lease.hold(&cancel).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::pin!(hold);
                 let joined = loop {
                     tokio::select! {
                         r = &mut task => break Some(r),
+                        end = &mut hold => {
+                            child.cancel();
+                            let _ = (&mut task).await;
+                            match end {
+                                LeaseEnd::Cancelled => {
+                                    release(&ctx).await;
+                                    return;
+                                }
+                                LeaseEnd::Shed => {
+                                    tracing::info!(source = %id, "lease handed back to spread sources across replicas");
+                                    release(&ctx).await;
+                                }
+                                LeaseEnd::Lost(why) => {
+                                    tracing::warn!(source = %id, reason = %why, "lease lost: stopped the source; standing by");
+                                }
+                            }
+                            break None;
+                        }
                         _ = poll.tick() => {
                             match commands::claim_next(&ctx).await {
                                 Ok(Some(cmd)) => {
@@ -88,11 +148,15 @@ impl Supervisor {
                     }
                 };
                 let Some(joined) = joined else {
-                    // A command was applied: start again at once from the stored state.
+                    // A command was applied, or the lease changed hands: start again from the
+                    // stored state (after taking the lease again, when leased).
                     continue;
                 };
                 let reason = match joined {
-                    Ok(EngineExit::Cancelled) => return,
+                    Ok(EngineExit::Cancelled) => {
+                        release(&ctx).await;
+                        return;
+                    }
                     Ok(EngineExit::Stalled(msg)) => {
                         tracing::error!(source = %id, reason = %msg, "source stalled; restarting");
                         record_error(&ctx, &format!("stalled: {msg}")).await;
@@ -103,7 +167,10 @@ impl Supervisor {
                         record_error(&ctx, "source task panicked; restarted").await;
                         "panic"
                     }
-                    Err(_) => return,
+                    Err(_) => {
+                        release(&ctx).await;
+                        return;
+                    }
                 };
                 Metrics::global()
                     .source_restarts
@@ -115,7 +182,10 @@ impl Supervisor {
                 restarts += 1;
                 let wait = Duration::from_secs(1u64 << restarts.min(6));
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {
+                        release(&ctx).await;
+                        return;
+                    }
                     _ = tokio::time::sleep(wait) => {}
                 }
             }

@@ -100,7 +100,7 @@ impl UpstreamConfig {
             backoff_max: Self::DEFAULT_BACKOFF_MAX,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_recovery: Self::DEFAULT_BREAKER_RECOVERY,
-            user_agent: concat!("orrery/", env!("CARGO_PKG_VERSION")).to_owned(),
+            user_agent: super::user_agent(),
         }
     }
 

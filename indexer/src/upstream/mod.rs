@@ -20,3 +20,21 @@ pub use backoff::Backoff;
 pub use breaker::{BreakerPermit, BreakerSnapshot, BreakerState, CircuitBreaker};
 pub use client::{UpstreamClient, UpstreamConfig, UpstreamError};
 pub use rate_limit::{RateLimiter, TokenBucket};
+
+static REPLICA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process in the `User-Agent` of every upstream client built afterwards
+/// (`orrery/VERSION (replica ID)`), so an upstream operator can tell replicas apart. Only
+/// the first call counts.
+pub fn set_replica(id: &str) {
+    let _ = REPLICA.set(id.to_string());
+}
+
+/// The `User-Agent` upstream clients send.
+pub fn user_agent() -> String {
+    let base = concat!("orrery/", env!("CARGO_PKG_VERSION"));
+    match REPLICA.get() {
+        Some(id) => format!("{base} (replica {id})"),
+        None => base.to_string(),
+    }
+}

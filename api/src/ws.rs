@@ -1,0 +1,380 @@
+//! The subscription transport: drives one graphql-ws (or legacy subscriptions-transport-ws)
+//! connection over an axum WebSocket.
+//!
+//! async-graphql's protocol machine ([`async_graphql::http::WebSocket`]) turns client
+//! messages into outgoing frames; this module owns what happens between those frames and
+//! the socket:
+//! - frames wait in a bounded per-connection queue ([`WsLimits::max_queued_frames`]); a
+//!   client that does not read fast enough fills it and is closed with code 1008 and a reason
+//!   saying so, instead of holding memory without bound (the database keeps everything it
+//!   missed);
+//! - the time from an event's commit (its bus timestamp) to its frame being written to the
+//!   socket is recorded in `orrery_subscription_delivery_seconds`;
+//! - small WebSocket buffers ([`upgrade_config`]): the library defaults (128 KiB read buffer
+//!   per connection) cost most of a connection's memory.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextSubscribe,
+};
+use async_graphql::futures_util::stream::BoxStream;
+use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::{Data, Executor, Request, Response, ServerResult};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt};
+use orrery_indexer::metrics::Metrics;
+use tokio::sync::mpsc;
+
+/// Close code for a client closed because it reads too slowly (RFC 6455: policy violation).
+pub const SLOW_CLIENT_CLOSE_CODE: u16 = 1008;
+
+/// How long a close frame may take to reach a client that stopped reading before the
+/// connection is dropped without it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct WsLimits {
+    /// Frames that may wait for the socket before the client counts as too slow.
+    pub max_queued_frames: usize,
+    /// Largest message a client may send.
+    pub max_message_bytes: usize,
+}
+
+/// Buffer sizes of every subscription socket: a 4 KiB read buffer (client messages are
+/// small), frames written out as they come, and at most 1 MiB held in the write buffer.
+pub fn upgrade_config(upgrade: WebSocketUpgrade, limits: WsLimits) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+}
+
+/// Commit timestamps of the events behind this connection's frames, oldest first: one
+/// entry per subscription response, `None` for responses not caused by a bus event.
+#[derive(Clone, Default)]
+pub struct DeliveryClock(Arc<Mutex<VecDeque<Option<DateTime<Utc>>>>>);
+
+impl DeliveryClock {
+    /// Appends the commit time behind the next response (`None`: not caused by an event).
+    pub(crate) fn push_stamp(&self, at: Option<DateTime<Utc>>) {
+        lock(&self.0).push_back(at);
+    }
+
+    /// The commit time behind the oldest response not yet accounted for.
+    pub(crate) fn pop_stamp(&self) -> Option<DateTime<Utc>> {
+        lock(&self.0).pop_front().flatten()
+    }
+}
+
+/// Per-subscription: commit timestamps of the bus events its stream yielded and that have
+/// not become a response yet. Bus streams push ([`EventStamps::record`]); the
+/// [`DeliveryTiming`] extension moves each to the connection's [`DeliveryClock`] when the
+/// response leaves the stream.
+#[derive(Clone, Default)]
+pub struct EventStamps(Arc<Mutex<VecDeque<DateTime<Utc>>>>);
+
+impl EventStamps {
+    /// Records that the stream is yielding an item caused by an event committed at `at`.
+    pub fn record(&self, at: DateTime<Utc>) {
+        lock(&self.0).push_back(at);
+    }
+}
+
+/// Extension that carries commit timestamps from bus streams to the connection.
+pub struct DeliveryTiming;
+
+impl ExtensionFactory for DeliveryTiming {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(DeliveryTimingExt {
+            stamps: Arc::new(Mutex::new(None)),
+        })
+    }
+}
+
+struct DeliveryTimingExt {
+    /// Set by `prepare_request`, which runs inside the stream, after `subscribe` wrapped it.
+    stamps: Arc<Mutex<Option<EventStamps>>>,
+}
+
+#[async_trait::async_trait]
+impl Extension for DeliveryTimingExt {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        mut request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        // Only requests arriving over a subscription socket carry a clock.
+        if ctx.data_opt::<DeliveryClock>().is_some() {
+            let stamps = EventStamps::default();
+            *lock(&self.stamps) = Some(stamps.clone());
+            request = request.data(stamps);
+        }
+        next.run(ctx, request).await
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let stream = next.run(ctx, stream);
+        let Some(clock) = ctx.data_opt::<DeliveryClock>().cloned() else {
+            return stream;
+        };
+        let slot = self.stamps.clone();
+        stream
+            .map(move |response| {
+                let at = lock(&slot).as_ref().and_then(|s| lock(&s.0).pop_front());
+                clock.push_stamp(at);
+                response
+            })
+            .boxed()
+    }
+}
+
+/// The data behind these locks stays consistent even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One outgoing frame, and whether it carries a subscription response.
+struct Frame {
+    message: Message,
+    is_data: bool,
+}
+
+fn frame(msg: WsMessage) -> Frame {
+    match msg {
+        WsMessage::Text(text) => {
+            // async-graphql writes the `type` tag first.
+            let is_data =
+                text.starts_with(r#"{"type":"next""#) || text.starts_with(r#"{"type":"data""#);
+            Frame {
+                message: Message::Text(text.into()),
+                is_data,
+            }
+        }
+        WsMessage::Close(code, reason) => Frame {
+            message: Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+            is_data: false,
+        },
+    }
+}
+
+/// Serves one connection until either side closes. `init` is the `connection_init` hook;
+/// its data, plus a [`DeliveryClock`], is every subscription's session data.
+pub async fn serve<E, F, Fut>(
+    socket: WebSocket,
+    executor: E,
+    protocol: WebSocketProtocols,
+    limits: WsLimits,
+    init: F,
+) where
+    E: Executor,
+    F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
+    let (sink, stream) = socket.split();
+    let input = stream
+        .take_while(|res| futures::future::ready(res.is_ok()))
+        .filter_map(|msg| {
+            futures::future::ready(match msg {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
+                _ => None,
+            })
+        });
+    let clock = DeliveryClock::default();
+    let mut connection = Data::default();
+    connection.insert(clock.clone());
+    let mut outgoing = Box::pin(
+        async_graphql::http::WebSocket::new(executor, input, protocol)
+            .connection_data(connection)
+            .on_connection_init(init),
+    );
+
+    let capacity = limits.max_queued_frames.max(1);
+    let (tx, rx) = mpsc::channel::<Frame>(capacity);
+    let (slow_tx, slow_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(write_frames(sink, rx, slow_rx, clock, capacity));
+
+    let mut slow_tx = Some(slow_tx);
+    while let Some(msg) = outgoing.next().await {
+        match tx.try_send(frame(msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Metrics::global().subscription_slow_closes.inc();
+                tracing::warn!(
+                    queued = capacity,
+                    "closing a subscription client that does not read its frames"
+                );
+                if let Some(s) = slow_tx.take() {
+                    let _ = s.send(());
+                }
+                break;
+            }
+            // The writer stopped: the socket is gone.
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
+        }
+    }
+    // Ends the subscriptions (and their bus receivers) before waiting for the writer.
+    drop(outgoing);
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Writes queued frames to the socket in order, recording delivery times; on `slow`,
+/// drops what is queued and closes with [`SLOW_CLIENT_CLOSE_CODE`] and a reason.
+async fn write_frames(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Frame>,
+    mut slow: tokio::sync::oneshot::Receiver<()>,
+    clock: DeliveryClock,
+    capacity: usize,
+) {
+    let delivery = &Metrics::global().subscription_delivery;
+    // `slow` resolves Ok when the client is too slow, Err when the protocol side is gone.
+    loop {
+        let next = tokio::select! {
+            biased;
+            r = &mut slow => match r {
+                Ok(()) => break,
+                Err(_) => return,
+            },
+            f = rx.recv() => f,
+        };
+        let Some(f) = next else {
+            // The protocol side ended: everything queued is written; close normally.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+            return;
+        };
+        let closing = matches!(f.message, Message::Close(_));
+        let sent = tokio::select! {
+            biased;
+            r = &mut slow => match r {
+                Ok(()) => break,
+                Err(_) => return,
+            },
+            r = sink.send(f.message) => r,
+        };
+        if sent.is_err() {
+            return;
+        }
+        if f.is_data {
+            if let Some(at) = clock.pop_stamp() {
+                let secs = (Utc::now() - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                delivery.observe(secs);
+            }
+        }
+        if closing {
+            return;
+        }
+    }
+    // Too slow: the queue is dropped; the close frame follows whatever the socket already
+    // holds, and the connection goes when the client reads it or after CLOSE_TIMEOUT.
+    drop(rx);
+    let reason = format!(
+        "subscriber too slow: {capacity} frames queued unread; reconnect and re-read from the API"
+    );
+    let close = Message::Close(Some(CloseFrame {
+        code: SLOW_CLIENT_CLOSE_CODE,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if sink.send(close).await.is_ok() {
+            let _ = sink.close().await;
+        }
+    })
+    .await;
+}
+
+/// The subprotocol a client asked for (`graphql-transport-ws` or the legacy `graphql-ws`),
+/// if it asked for one this server speaks.
+pub fn protocol(headers: &axum::http::HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .find_map(|p| p.trim().parse().ok())
+}
+
+/// Upgrades `upgrade` and serves it with [`serve`] (a convenience for the router).
+pub fn respond<E, F, Fut>(
+    upgrade: WebSocketUpgrade,
+    executor: E,
+    protocol: WebSocketProtocols,
+    limits: WsLimits,
+    init: F,
+) -> axum::response::Response
+where
+    E: Executor,
+    F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
+    upgrade_config(upgrade, limits)
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| serve(socket, executor, protocol, limits, init))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_subscription_responses_count_as_data_frames() {
+        for (text, data) in [
+            (r#"{"type":"next","id":"1","payload":{"data":{}}}"#, true),
+            (r#"{"type":"data","id":"1","payload":{"data":{}}}"#, true),
+            (r#"{"type":"connection_ack"}"#, false),
+            (r#"{"type":"complete","id":"1"}"#, false),
+            (r#"{"type":"pong"}"#, false),
+        ] {
+            assert_eq!(frame(WsMessage::Text(text.into())).is_data, data, "{text}");
+        }
+        let close = frame(WsMessage::Close(4401, "Unauthorized".into()));
+        assert!(!close.is_data);
+        assert!(matches!(close.message, Message::Close(Some(f)) if f.code == 4401));
+    }
+
+    #[test]
+    fn the_subprotocol_comes_from_the_header() {
+        let mut h = axum::http::HeaderMap::new();
+        assert_eq!(protocol(&h), None);
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            "foo, graphql-transport-ws".parse().unwrap(),
+        );
+        assert_eq!(protocol(&h), Some(WebSocketProtocols::GraphQLWS));
+        h.insert(
+            axum::http::header::SEC_WEBSOCKET_PROTOCOL,
+            "graphql-ws".parse().unwrap(),
+        );
+        assert_eq!(
+            protocol(&h),
+            Some(WebSocketProtocols::SubscriptionsTransportWS)
+        );
+    }
+
+    #[test]
+    fn the_clock_pairs_commit_times_with_frames_in_order() {
+        let c = DeliveryClock::default();
+        let t = Utc::now();
+        c.push_stamp(Some(t));
+        c.push_stamp(None);
+        assert_eq!(c.pop_stamp(), Some(t));
+        assert_eq!(c.pop_stamp(), None);
+        assert_eq!(c.pop_stamp(), None, "empty");
+    }
+}

@@ -1,0 +1,343 @@
+//! Subscriptions at scale (issue 14, part 6): N graphql-ws clients on one `blockIndexed`
+//! stream of one `orrery serve` (this build, in-process bus). Records the server's RSS
+//! before and after the clients connect, then triggers events (a devnet block each, indexed
+//! by the server and published on its bus) and reads the server's own delivery histogram
+//! `orrery_subscription_delivery_seconds` (commit timestamp to frame written to the socket).
+//! Every client must receive every event.
+//!
+//! ```sh
+//! cargo bench --bench subscriptions                       # 10,000 clients
+//! ORRERY_BENCH_CLIENTS=2000 ORRERY_BENCH_EVENTS=20 cargo bench --bench subscriptions
+//! # ORRERY_BENCH_WRITE=0 leaves BENCHMARKS.md alone
+//! ```
+//!
+//! The table goes to `$CARGO_TARGET_DIR/bench-subscriptions.md` and replaces the block
+//! between its markers in BENCHMARKS.md.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{base_env, Server, TestDb};
+use futures::{SinkExt, StreamExt};
+use orrery_devnet::{Devnet, DevnetConfig};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Raises the soft open-files limit to the hard one (the server inherits it).
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 0;
+        }
+        l.rlim_cur = l.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        l.rlim_cur
+    }
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `(upper bound in seconds, cumulative count)` of the delivery histogram, and its count.
+fn delivery_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("orrery_subscription_delivery_seconds_bucket{"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            let v = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le, v))
+        })
+        .collect()
+}
+
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The `q` quantile of the samples between two snapshots of a cumulative histogram
+/// (linear inside the bucket); also the sample count.
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> (f64, f64) {
+    let diff: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, v)| {
+            let b = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, v)| *v);
+            (*le, v - b)
+        })
+        .collect();
+    let total = diff.last().map_or(0.0, |(_, v)| *v);
+    if total <= 0.0 {
+        return (f64::NAN, 0.0);
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, c) in &diff {
+        if *c >= rank {
+            if le.is_infinite() {
+                return (prev.0, total);
+            }
+            let span = c - prev.1;
+            let frac = if span > 0.0 {
+                (rank - prev.1) / span
+            } else {
+                1.0
+            };
+            return (prev.0 + (le - prev.0) * frac, total);
+        }
+        prev = (*le, *c);
+    }
+    (f64::NAN, total)
+}
+
+async fn metrics(server: &Server) -> String {
+    server.get("/metrics").await.1
+}
+
+/// One client: connects, subscribes, counts `next` frames until the socket ends.
+async fn client(url: String, received: Arc<AtomicU64>, ready: Arc<AtomicU64>) {
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(req.clone()).await {
+            Ok((ws, _)) => break ws,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let init = json!({"type": "connection_init", "payload": {}}).to_string();
+    ws.send(Message::Text(init.into())).await.expect("init");
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            if t.contains("connection_ack") {
+                break;
+            }
+        }
+    }
+    let sub = json!({"id": "1", "type": "subscribe",
+        "payload": {"query": "subscription { blockIndexed { chain fromBlock number hash parentHash } }"}})
+    .to_string();
+    ws.send(Message::Text(sub.into())).await.expect("subscribe");
+    ready.fetch_add(1, Ordering::Relaxed);
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(t) = m {
+            if t.starts_with(r#"{"type":"next""#) || t.contains(r#""type":"next""#) {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn write_benchmarks(block: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let begin = "<!-- subscriptions:begin -->";
+    let end = "<!-- subscriptions:end -->";
+    let new_block = format!("{begin}\n{block}{end}");
+    let updated = match (text.find(begin), text.find(end)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{}{}", &text[..b], new_block, &text[e + end.len()..])
+        }
+        _ => format!("{}\n{}\n", text.trim_end(), new_block),
+    };
+    let _ = std::fs::write(path, updated);
+}
+
+fn main() {
+    let fds = raise_fd_limit();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(fds));
+}
+
+async fn run(fds: u64) {
+    let clients = env_num("ORRERY_BENCH_CLIENTS", 10_000);
+    let events = env_num("ORRERY_BENCH_EVENTS", 20);
+    assert!(
+        fds > clients + 500,
+        "open-files limit {fds} is too low for {clients} clients (raise the hard limit)"
+    );
+
+    let mut cfg = DevnetConfig::default();
+    cfg.evm_chains.truncate(1);
+    for c in &mut cfg.evm_chains {
+        c.initial_blocks = 20;
+        c.block_interval = None;
+    }
+    let devnet = Devnet::start(cfg).await.expect("devnet");
+    let ep = devnet.urls().evm[0].clone();
+    let control = devnet.control();
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("orrery_sbench_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let toml = dir.join("evm.toml");
+    std::fs::write(&toml, common::evm_chain_toml(&ep, 0)).expect("config");
+    let mut env = base_env(&db);
+    env.retain(|(k, _)| k != "REDIS_URL");
+    env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));
+    env.push(("ORRERY_LOG".into(), "warn".into()));
+    let server = Server::start(&env);
+    let pid = server.pid().expect("pid");
+    let head = control.evm_head(&ep.name).expect("head");
+    let id = format!("evm:{}", ep.name);
+    let wait_indexed = |target: u64| {
+        let server = &server;
+        let id = id.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let r = server
+                    .graphql(
+                        "query($id: String!) { chain(id: $id) { indexedHeight } }",
+                        json!({ "id": id }),
+                    )
+                    .await;
+                if r["data"]["chain"]["indexedHeight"].as_i64() >= Some(target as i64) {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(120), "not indexed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_indexed(head).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kb(pid, "VmRSS:");
+
+    let url = format!("{}/graphql/ws", server.base.replace("http://", "ws://"));
+    let received = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let opened = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for _ in 0..clients {
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        let (url, received, ready) = (url.clone(), received.clone(), ready.clone());
+        let before = ready.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            let r2 = ready.clone();
+            let c = tokio::spawn(client(url, received, ready));
+            // Hold the permit until this client has subscribed.
+            while r2.load(Ordering::Relaxed) <= before && !c.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(permit);
+            let _ = c.await;
+        });
+    }
+    loop {
+        let m = metrics(&server).await;
+        if gauge(&m, "orrery_subscriptions_open") as u64 >= clients {
+            break;
+        }
+        assert!(
+            opened.elapsed() < Duration::from_secs(600),
+            "only {} of {clients} subscribed",
+            gauge(&m, "orrery_subscriptions_open")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let open_secs = opened.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = rss_kb(pid, "VmRSS:");
+    let before = delivery_buckets(&metrics(&server).await);
+
+    let mut last = head;
+    let mut fanout_ms = Vec::new();
+    for _ in 0..events {
+        let expect = received.load(Ordering::Relaxed) + clients;
+        last = control.advance_blocks(&ep.name, 1).expect("advance");
+        let t = Instant::now();
+        wait_indexed(last).await;
+        // Every client gets the event before the next one.
+        while received.load(Ordering::Relaxed) < expect {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{} of {expect} frames",
+                received.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        fanout_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after_metrics = metrics(&server).await;
+    let after = delivery_buckets(&after_metrics);
+    let rss_after = rss_kb(pid, "VmRSS:");
+    let hwm = rss_kb(pid, "VmHWM:");
+    let (p50, n) = quantile(&before, &after, 0.50);
+    let (p99, _) = quantile(&before, &after, 0.99);
+    let (p100, _) = quantile(&before, &after, 1.0);
+    fanout_ms.sort_by(|a, b| a.total_cmp(b));
+    let per_client = (rss_idle.saturating_sub(rss_before)) as f64 / clients as f64;
+    let block = format!(
+        "{clients} graphql-transport-ws clients on `blockIndexed`, {events} events (one devnet block each), \
+         SQLite, in-process bus; all {} frames delivered; clients connected in {open_secs:.1} s.\n\n\
+         | server RSS before | with clients (idle) | after the events | peak | per client | delivery p50 | delivery p99 | delivery max bucket | frames measured | block advanced to last client frame (median, client side) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n\
+         | {} MB | {} MB | {} MB | {} MB | {:.1} KB | {:.2} ms | {:.2} ms | {:.1} ms | {n:.0} | {:.0} ms |\n",
+        received.load(Ordering::Relaxed),
+        rss_before / 1024,
+        rss_idle / 1024,
+        rss_after / 1024,
+        hwm / 1024,
+        per_client,
+        p50 * 1000.0,
+        p99 * 1000.0,
+        p100 * 1000.0,
+        fanout_ms.get(fanout_ms.len() / 2).copied().unwrap_or(f64::NAN),
+    );
+    println!("\n{block}");
+    let dir_t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let _ = std::fs::write(format!("{dir_t}/bench-subscriptions.md"), &block);
+    if std::env::var("ORRERY_BENCH_WRITE").as_deref() != Ok("0") {
+        write_benchmarks(&block);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = last;
+    std::process::exit(0);
+}
