@@ -372,7 +372,9 @@ async fn a_paused_leader_is_fenced_and_commits_nothing_more() {
         .success());
     let took = wait_until(
         "the standby takes over the paused leader's lease",
-        Duration::from_secs(15),
+        // The lease lapses after 6 s; a transaction the pause left open is ended by the
+        // server after 5 s idle (its lock on the lease row would block the takeover).
+        Duration::from_secs(20),
         || async { matches!(&leaders(&servers[watch]).await[&source].0, Some(l) if *l != leader) },
     )
     .await;

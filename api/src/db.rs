@@ -94,6 +94,11 @@ struct PoolSpec {
     acquire_timeout: Duration,
 }
 
+/// PostgreSQL's `idle_in_transaction_session_timeout` for Orrery's sessions. Every
+/// transaction Orrery opens runs its statements back to back, so 5 s idle means the process
+/// stopped (SIGSTOP, GC pause, partition): its locks are released and its transaction rolls back.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
+
 /// Opens one pool on `url` and checks it answers.
 async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbError> {
     let mut opts = ConnectOptions::new(url.to_string());
@@ -105,6 +110,17 @@ async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbEr
         // proxy, not every checkout (that was one extra round trip per query).
         .test_before_acquire_if_idle_for(POOL_PING_IF_IDLE_FOR)
         .sqlx_logging(false);
+    if url.starts_with("postgres") {
+        // A session left idle inside a transaction (a paused or partitioned replica) is ended
+        // by the server, so the row locks it holds (a source's lease row, see
+        // `orrery_indexer::sync::lease`) never block a takeover for longer than this.
+        opts.map_sqlx_postgres_opts(|o| {
+            o.options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )])
+        });
+    }
     if is_sqlite_file(url) {
         opts.map_sqlx_sqlite_opts(if spec.writer {
             writer_pragmas
