@@ -146,17 +146,12 @@ impl Chain {
 }
 
 impl Chain {
-    /// The source's unexpired lease row, if any.
+    /// The source's unexpired lease row, if any (batched across the response's chains).
     async fn lease(
         &self,
         ctx: &async_graphql::Context<'_>,
     ) -> async_graphql::Result<Option<orrery_entity::source_lease::Model>> {
-        use sea_orm::EntityTrait;
-        let db = &ctx.data_unchecked::<crate::state::AppState>().db;
-        let row = orrery_entity::source_lease::Entity::find_by_id(self.id.clone())
-            .one(db)
-            .await
-            .map_err(|e| super::error::internal("reading a source lease", e))?;
+        let row = super::lease_loader::load_lease(ctx, &self.id).await?;
         Ok(row.filter(|l| l.expires_at > Utc::now()))
     }
 }
