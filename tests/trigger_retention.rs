@@ -103,7 +103,16 @@ async fn prune_deletes_only_old_finished_rows_in_batches() {
     due.extend(add_runs(&db, t, status::DEAD, old, 4).await);
     // Kept: finished but recent, and old rows that are not finished.
     let mut kept = add_runs(&db, t, status::SUCCEEDED, now, 2).await;
-    kept.extend(add_runs(&db, t, status::DEAD, cutoff + chrono::Duration::minutes(1), 1).await);
+    kept.extend(
+        add_runs(
+            &db,
+            t,
+            status::DEAD,
+            cutoff + chrono::Duration::minutes(1),
+            1,
+        )
+        .await,
+    );
     for st in [status::PENDING, status::RUNNING, status::FAILED] {
         kept.extend(add_runs(&db, t, st, old, 2).await);
     }

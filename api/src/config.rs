@@ -695,12 +695,13 @@ impl Config {
                 });
             }
         }
-        if g.timeout_ms == 0 || g.timeout_ms > self.http.request_timeout_secs * 1000 {
+        // Saturating: a huge request timeout must not overflow the bound (a panic in debug).
+        let request_timeout_ms = self.http.request_timeout_secs.saturating_mul(1000);
+        if g.timeout_ms == 0 || g.timeout_ms > request_timeout_ms {
             return Err(ConfigError::Invalid {
                 key: "graphql.timeout_ms",
                 reason: format!(
-                    "must be between 1 and http.request_timeout_secs * 1000 ({})",
-                    self.http.request_timeout_secs * 1000
+                    "must be between 1 and http.request_timeout_secs * 1000 ({request_timeout_ms})"
                 ),
             });
         }

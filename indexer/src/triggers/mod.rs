@@ -21,9 +21,9 @@ pub mod worker;
 
 pub use conditions::{Condition, ConditionError, Op};
 pub use matcher::{drop_orphaned, enqueue_matches, event_key, idempotency_key};
+pub use settings::TriggerSettings;
 pub use signature::{sign, signature_header};
 pub use sink::{Delivery, Sink, SinkError, WebhookSink};
-pub use settings::TriggerSettings;
 pub use worker::{prune_finished, spawn_workers, WorkerSettings};
 
 /// Bus topic of the wake-up notification published after actions were queued.

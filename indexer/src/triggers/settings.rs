@@ -125,7 +125,10 @@ mod tests {
             "triggers.delivery_timeout_secs"
         );
         assert_eq!(bad(|s| s.lease_secs = 5), "triggers.lease_secs");
-        assert_eq!(bad(|s| s.retention_days = 40_000), "triggers.retention_days");
+        assert_eq!(
+            bad(|s| s.retention_days = 40_000),
+            "triggers.retention_days"
+        );
         assert_eq!(
             bad(|s| s.prune_interval_secs = 0),
             "triggers.prune_interval_secs"

@@ -182,7 +182,8 @@ async fn run(shared: Arc<Shared>, bus: SharedBus) {
 /// Prunes finished rows older than `retention` now and then every `every`.
 async fn prune_loop(db: DatabaseConnection, retention: Duration, every: Duration, batch: u64) {
     loop {
-        let cutoff = Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
         match prune_finished(&db, cutoff, batch).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, %cutoff, "pruned finished action runs"),
