@@ -60,8 +60,12 @@ async fn sweep(url: &str, contracts: &[String], latest: u32) -> (u64, Duration) 
         let page = if classic() {
             let filters = json!([{"type": "contract", "contractIds": contracts}]);
             let params = match &cursor {
-                None => json!({"startLedger": 1, "filters": filters, "pagination": {"limit": 10_000}}),
-                Some(c) => json!({"filters": filters, "pagination": {"cursor": c, "limit": 10_000}}),
+                None => {
+                    json!({"startLedger": 1, "filters": filters, "pagination": {"limit": 10_000}})
+                }
+                Some(c) => {
+                    json!({"filters": filters, "pagination": {"cursor": c, "limit": 10_000}})
+                }
             };
             let r = rpc(&client, url, "getEvents", params).await;
             n += r["events"].as_array().map_or(0, |a| a.len() as u64);
@@ -81,7 +85,11 @@ async fn sweep(url: &str, contracts: &[String], latest: u32) -> (u64, Duration) 
         };
         let c = page["cursor"].as_str().expect("cursor").to_string();
         if classic() {
-            let toid: i64 = c.split('-').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            let toid: i64 = c
+                .split('-')
+                .next()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             if toid >> 32 >= i64::from(latest) {
                 break;
             }
@@ -220,5 +228,8 @@ async fn main() {
     let report = lines.join("\n");
     println!("\n{report}");
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let _ = std::fs::write(format!("{dir}/bench-stellar-rpc-backfill.md"), report + "\n");
+    let _ = std::fs::write(
+        format!("{dir}/bench-stellar-rpc-backfill.md"),
+        report + "\n",
+    );
 }

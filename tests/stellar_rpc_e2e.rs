@@ -270,7 +270,9 @@ async fn exact_through_kills(classic: bool) {
     assert_eq!(node["classicEvents"], json!(classic), "{r}");
     let row = source_row(&conn).await.unwrap();
     assert_eq!(
-        row.cursor.as_deref().is_some_and(|c| c.starts_with("meta:")),
+        row.cursor
+            .as_deref()
+            .is_some_and(|c| c.starts_with("meta:")),
         !classic,
         "{row:?}"
     );

@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use stellar_xdr::{
-    ContractEvent, LedgerEntryChange, LedgerEntryChanges, LedgerEntryData, LedgerKey,
-    MuxedAccount, PublicKey, TransactionEnvelope, TransactionMeta, TrustLineAsset,
+    ContractEvent, LedgerEntryChange, LedgerEntryChanges, LedgerEntryData, LedgerKey, MuxedAccount,
+    PublicKey, TransactionEnvelope, TransactionMeta, TrustLineAsset,
 };
 
 use super::decode::DecodedTx;
@@ -122,10 +122,14 @@ pub fn fee_source(env: &TransactionEnvelope) -> String {
 /// `(account, asset, balance)` of an account or trustline entry (pool shares: `None`).
 fn entry_balance(data: &LedgerEntryData) -> Option<(String, AssetKey, i64)> {
     match data {
-        LedgerEntryData::Account(a) => Some((ed25519(&a.account_id.0), AssetKey::native(), a.balance)),
+        LedgerEntryData::Account(a) => {
+            Some((ed25519(&a.account_id.0), AssetKey::native(), a.balance))
+        }
         LedgerEntryData::Trustline(t) => {
             let asset = match &t.asset {
-                TrustLineAsset::CreditAlphanum4(a) => stellar_xdr::Asset::CreditAlphanum4(a.clone()),
+                TrustLineAsset::CreditAlphanum4(a) => {
+                    stellar_xdr::Asset::CreditAlphanum4(a.clone())
+                }
                 TrustLineAsset::CreditAlphanum12(a) => {
                     stellar_xdr::Asset::CreditAlphanum12(a.clone())
                 }
@@ -142,7 +146,9 @@ fn key_of(key: &LedgerKey) -> Option<(String, AssetKey)> {
         LedgerKey::Account(a) => Some((ed25519(&a.account_id.0), AssetKey::native())),
         LedgerKey::Trustline(t) => {
             let asset = match &t.asset {
-                TrustLineAsset::CreditAlphanum4(a) => stellar_xdr::Asset::CreditAlphanum4(a.clone()),
+                TrustLineAsset::CreditAlphanum4(a) => {
+                    stellar_xdr::Asset::CreditAlphanum4(a.clone())
+                }
                 TrustLineAsset::CreditAlphanum12(a) => {
                     stellar_xdr::Asset::CreditAlphanum12(a.clone())
                 }
@@ -193,9 +199,9 @@ fn apply_changes(
             LedgerEntryChange::Updated(e) => {
                 if let Some((a, asset, b)) = entry_balance(&e.data) {
                     let k = (a, asset);
-                    let before = state
-                        .remove(&k)
-                        .ok_or_else(|| MetaError::NoState(format!("{} {}", k.0, k.1.canonical())))?;
+                    let before = state.remove(&k).ok_or_else(|| {
+                        MetaError::NoState(format!("{} {}", k.0, k.1.canonical()))
+                    })?;
                     if wanted(&k) {
                         add(out, k, b - before)?;
                     }
@@ -203,9 +209,9 @@ fn apply_changes(
             }
             LedgerEntryChange::Removed(key) => {
                 if let Some(k) = key_of(key) {
-                    let before = state
-                        .remove(&k)
-                        .ok_or_else(|| MetaError::NoState(format!("{} {}", k.0, k.1.canonical())))?;
+                    let before = state.remove(&k).ok_or_else(|| {
+                        MetaError::NoState(format!("{} {}", k.0, k.1.canonical()))
+                    })?;
                     if wanted(&k) {
                         add(out, k, -before)?;
                     }
@@ -291,7 +297,11 @@ pub fn tx_changes(
         }
     }
     if followed.contains_key(&AssetKey::native()) && tx.result.fee_charged != 0 {
-        add(&mut entries, (payer.clone(), AssetKey::native()), -tx.result.fee_charged)?;
+        add(
+            &mut entries,
+            (payer.clone(), AssetKey::native()),
+            -tx.result.fee_charged,
+        )?;
         out.fee = Some((payer, tx.result.fee_charged));
     }
     // The issuer holds no balance in its own asset.
@@ -491,8 +501,9 @@ mod tests {
             code: "UBEC".into(),
             issuer: account_strkey([9; 32]),
         };
-        let followed: HashMap<AssetKey, usize> =
-            [(AssetKey::native(), 0), (ubec.clone(), 1)].into_iter().collect();
+        let followed: HashMap<AssetKey, usize> = [(AssetKey::native(), 0), (ubec.clone(), 1)]
+            .into_iter()
+            .collect();
         let changes: LedgerEntryChanges = vec![
             LedgerEntryChange::State(acct(1, 1_000)),
             LedgerEntryChange::Updated(acct(1, 700)),
@@ -532,9 +543,15 @@ mod tests {
     fn disagreements_are_reported_and_fees_compared_only_with_fee_events() {
         let x = AssetKey::native();
         let mut c = TxChanges {
-            entries: [(("GA".to_string(), x.clone()), -130)].into_iter().collect(),
+            entries: [(("GA".to_string(), x.clone()), -130)]
+                .into_iter()
+                .collect(),
             fee: Some(("GA".into(), 30)),
-            events: Some([(("GA".to_string(), x.clone()), -100)].into_iter().collect()),
+            events: Some(
+                [(("GA".to_string(), x.clone()), -100)]
+                    .into_iter()
+                    .collect(),
+            ),
             fee_events: false,
             bad_events: 0,
         };
@@ -552,7 +569,10 @@ mod tests {
         c.entries.clear();
         assert_eq!(c.classic_signal(), None);
         assert_eq!(BalanceFeed::of_cursor(Some("meta:1")), BalanceFeed::Meta);
-        assert_eq!(BalanceFeed::of_cursor(Some("1-2")).classic_events(), Some(true));
+        assert_eq!(
+            BalanceFeed::of_cursor(Some("1-2")).classic_events(),
+            Some(true)
+        );
         assert_eq!(BalanceFeed::of_cursor(None).classic_events(), None);
         assert_eq!(tx_toid(2, 3), (2 << 32) | (3 << 12));
     }

@@ -339,7 +339,9 @@ impl RpcSource {
             }
             from = Start::Cursor(page.cursor);
         }
-        tracing::info!("stellar rpc: no classic movement in the first transactions; following getEvents");
+        tracing::info!(
+            "stellar rpc: no classic movement in the first transactions; following getEvents"
+        );
         Ok(BalanceFeed::Events)
     }
 
@@ -394,9 +396,11 @@ impl RpcSource {
             }
         }
         let applied: Vec<_> = txs.iter().map(|(_, _, _, c)| c.applied()).collect();
-        let holders = self
-            .book
-            .missing(applied.iter().flat_map(|d| d.keys().map(|(h, _)| h.as_str())));
+        let holders = self.book.missing(
+            applied
+                .iter()
+                .flat_map(|d| d.keys().map(|(h, _)| h.as_str())),
+        );
         if !holders.is_empty() {
             let new = self.load_holders(ctx, holders).await?;
             batch.accounts = new
@@ -407,7 +411,10 @@ impl RpcSource {
         let mut newest_at = None;
         for ((t, toid, hash, c), deltas) in txs.iter().zip(&applied) {
             let at = DateTime::<Utc>::from_timestamp(t.created_at, 0).ok_or_else(|| {
-                SourceError::Data(format!("transaction {hash}: createdAt {} out of range", t.created_at))
+                SourceError::Data(format!(
+                    "transaction {hash}: createdAt {} out of range",
+                    t.created_at
+                ))
             })?;
             newest_at = Some(at);
             for d in c.disagreements() {
@@ -424,7 +431,15 @@ impl RpcSource {
             }
             for ((holder, asset), delta) in deltas {
                 self.book
-                    .apply_delta(holder, asset, *toid, i64::from(t.ledger), at, *delta, &mut batch)
+                    .apply_delta(
+                        holder,
+                        asset,
+                        *toid,
+                        i64::from(t.ledger),
+                        at,
+                        *delta,
+                        &mut batch,
+                    )
                     .map_err(|e| SourceError::Data(format!("transaction {hash}: {e}")))?;
             }
             if !deltas.is_empty() {
