@@ -4,4 +4,5 @@ pub mod model;
 pub mod request_log;
 pub mod routes;
 pub mod rpc;
+pub mod rpc_meta;
 pub mod sse;

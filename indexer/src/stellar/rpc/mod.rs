@@ -7,6 +7,7 @@ pub mod batch;
 pub mod client;
 pub mod decode;
 pub mod events;
+pub mod meta;
 pub mod reconcile;
 pub mod sac;
 pub mod source;
