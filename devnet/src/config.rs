@@ -92,6 +92,8 @@ pub struct StellarConfig {
     pub rpc_retention_ledgers: Option<u32>,
     /// Most ledgers one `getEvents` call scans (stellar-rpc scans 10,000).
     pub rpc_scan_ledgers: u32,
+    /// Write the ledgers as a SEP-54 data lake (and serve it at `<horizon>/datalake/`).
+    pub datalake: Option<crate::stellar::datalake::LakeConfig>,
 }
 
 impl Default for StellarConfig {
@@ -109,6 +111,7 @@ impl Default for StellarConfig {
             fee_stroops: 0,
             rpc_retention_ledgers: None,
             rpc_scan_ledgers: 10_000,
+            datalake: None,
         }
     }
 }
