@@ -81,7 +81,9 @@ async fn main() {
     let latest = control.latest_ledger();
     let operations = control.operation_count();
 
-    let url = url::Url::from_directory_path(&dir).expect("dir url").to_string();
+    let url = url::Url::from_directory_path(&dir)
+        .expect("dir url")
+        .to_string();
     let store = Arc::new(LakeStore::open(&url, &StoreOptions::default()).expect("store"));
     let (bytes, read_time) = read_all(store.clone(), latest, false).await;
     let (_, decode_time) = read_all(store, latest, true).await;
@@ -111,7 +113,15 @@ async fn main() {
     let started = Instant::now();
     let (code, out, err) = run_cli(
         &env,
-        &["--no-progress", "stellar", "backfill", "--from", "1", "--to", &latest.to_string()],
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            "1",
+            "--to",
+            &latest.to_string(),
+        ],
     );
     let took = started.elapsed();
     assert_eq!(code, 0, "backfill failed: {out}\n{err}");

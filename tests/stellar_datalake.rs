@@ -101,7 +101,16 @@ async fn source_row(db: &DatabaseConnection) -> Option<source::Model> {
 struct Rows {
     accounts: Vec<(String, bool, Option<String>)>,
     balances: Vec<(String, String, String, String, i64, Option<i64>)>,
-    history: Vec<(String, String, String, i64, Option<i64>, i64, i64, Option<i64>)>,
+    history: Vec<(
+        String,
+        String,
+        String,
+        i64,
+        Option<i64>,
+        i64,
+        i64,
+        Option<i64>,
+    )>,
 }
 
 async fn rows(db: &DatabaseConnection) -> Rows {
@@ -281,38 +290,79 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
     let env = env_for(
         &lake_db,
         &d,
-        &format!("datalake_url = \"{}\"\ndatalake_concurrency = 8\n", lake_url(&dir)),
+        &format!(
+            "datalake_url = \"{}\"\ndatalake_concurrency = 8\n",
+            lake_url(&dir)
+        ),
     );
     let (code, out, err) = run_cli(
         &env,
-        &["--no-progress", "stellar", "backfill", "--from", "1", "--to", &latest.to_string()],
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            "1",
+            "--to",
+            &latest.to_string(),
+        ],
     );
     assert_eq!(code, 0, "stdout {out}\nstderr {}", tail(&err));
     assert!(out.contains(&format!("{latest} ledgers")), "{out}");
-    assert!(out.contains("ledgers/s") && out.contains("operations/s"), "{out}");
+    assert!(
+        out.contains("ledgers/s") && out.contains("operations/s"),
+        "{out}"
+    );
     let row = source_row(&lake_conn).await.unwrap();
-    assert_eq!(row.cursor.as_deref(), Some(format!("datalake:{latest}").as_str()));
+    assert_eq!(
+        row.cursor.as_deref(),
+        Some(format!("datalake:{latest}").as_str())
+    );
 
     let a = rows(&rpc_conn).await;
     let b = rows(&lake_conn).await;
     assert!(!a.history.is_empty() && !a.balances.is_empty());
     assert_eq!(a.accounts, b.accounts, "stellar_account differs");
-    assert_eq!(a.balances.len(), b.balances.len(), "stellar_balance row count");
+    assert_eq!(
+        a.balances.len(),
+        b.balances.len(),
+        "stellar_balance row count"
+    );
     assert_eq!(a.balances, b.balances, "stellar_balance differs");
-    assert_eq!(a.history.len(), b.history.len(), "stellar_balance_history row count");
+    assert_eq!(
+        a.history.len(),
+        b.history.len(),
+        "stellar_balance_history row count"
+    );
     assert_eq!(a.history, b.history, "stellar_balance_history differs");
 
     // Run again over the same range: nothing to do, nothing doubled.
     let (code, out, _) = run_cli(
         &env,
-        &["--no-progress", "stellar", "backfill", "--from", "1", "--to", &latest.to_string()],
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            "1",
+            "--to",
+            &latest.to_string(),
+        ],
     );
     assert_eq!(code, 0);
     assert!(out.contains("nothing to do"), "{out}");
     // A later start would leave a gap: refused.
     let (code, _, err) = run_cli(
         &env,
-        &["--no-progress", "stellar", "backfill", "--from", &(latest + 5).to_string(), "--to", &(latest + 9).to_string()],
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            &(latest + 5).to_string(),
+            "--to",
+            &(latest + 9).to_string(),
+        ],
     );
     assert_ne!(code, 0);
     assert!(err.contains("gap"), "{err}");
@@ -361,7 +411,10 @@ async fn datalake_backfill_is_exact_through_five_kill9() {
     let server = Server::start(&env);
     wait_exact(&conn, &d, &server, Duration::from_secs(300)).await;
     // Nothing was applied twice: one history row per (holder, asset, TOID).
-    let n = stellar_balance_history::Entity::find().count(&conn).await.unwrap();
+    let n = stellar_balance_history::Entity::find()
+        .count(&conn)
+        .await
+        .unwrap();
     assert!(n > 0);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -394,18 +447,28 @@ async fn corrupt_objects_are_reported_with_their_key_never_passed() {
     spoil(k3, &good(k3 + 1));
 
     let server = Server::start(&env);
-    for (k, g, what) in [(k1, &g1, "bad zstd"), (k2, &g2, "malformed"), (k3, &g3, "wrong batch bounds")] {
+    for (k, g, what) in [
+        (k1, &g1, "bad zstd"),
+        (k2, &g2, "malformed"),
+        (k3, &g3, "wrong batch bounds"),
+    ] {
         let key = lake.object_key(k);
         let start = Instant::now();
         loop {
             let row = source_row(&conn).await;
             if let Some(r) = &row {
-                if r.last_error.as_deref().is_some_and(|e| e.contains(&key) && e.contains(what)) {
+                if r.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains(&key) && e.contains(what))
+                {
                     // Never past the corrupt object.
                     assert!(r.indexed_height.unwrap_or(0) < i64::from(k), "{r:?}");
                     break;
                 }
-                assert!(r.indexed_height.unwrap_or(0) < i64::from(k), "passed {key}: {r:?}");
+                assert!(
+                    r.indexed_height.unwrap_or(0) < i64::from(k),
+                    "passed {key}: {r:?}"
+                );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(120),
@@ -439,7 +502,9 @@ async fn handoff_to_rpc_while_the_window_moves() {
              datalake_start_ledger = 1\nreconcile = false\n",
             d.urls().stellar_rpc,
             // Over HTTP this time: devnet serves the directory.
-            d.urls().stellar_datalake.expect("devnet serves its data lake")
+            d.urls()
+                .stellar_datalake
+                .expect("devnet serves its data lake")
         ),
     );
     let c = d.control();

@@ -54,13 +54,19 @@ pub struct BackfillArgs {
 }
 
 /// Runs one `orrery stellar` command.
-pub async fn run(config_path: Option<&std::path::Path>, cmd: StellarCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config_path: Option<&std::path::Path>,
+    cmd: StellarCommand,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         StellarCommand::Backfill(args) => backfill(config_path, args).await,
     }
 }
 
-async fn backfill(config_path: Option<&std::path::Path>, args: BackfillArgs) -> anyhow::Result<ExitCode> {
+async fn backfill(
+    config_path: Option<&std::path::Path>,
+    args: BackfillArgs,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path, &ProcessEnv)?;
     crate::telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
     if args.to < args.from {
@@ -73,8 +79,9 @@ async fn backfill(config_path: Option<&std::path::Path>, args: BackfillArgs) -> 
     if let Some(c) = args.concurrency {
         settings.datalake_concurrency = c.max(1);
     }
-    let store = datalake::open(&settings)?
-        .context("no data lake: set stellar.datalake_url (or ORRERY_STELLAR_DATALAKE_URL) or pass --url")?;
+    let store = datalake::open(&settings)?.context(
+        "no data lake: set stellar.datalake_url (or ORRERY_STELLAR_DATALAKE_URL) or pass --url",
+    )?;
     let db = db::connect(&config).await?;
     db::migrate(&db).await?;
     let writer = db::connect_writer(&config, &db).await?;
@@ -108,7 +115,12 @@ async fn backfill(config_path: Option<&std::path::Path>, args: BackfillArgs) -> 
     let ctx = SyncContext::new(db.clone(), Arc::new(LocalBus::new()), lake::descriptor())
         .with_writer(writer);
     let cancel = CancellationToken::new();
-    let engine = tokio::spawn(run_source(source, ctx, EngineConfig::default(), cancel.clone()));
+    let engine = tokio::spawn(run_source(
+        source,
+        ctx,
+        EngineConfig::default(),
+        cancel.clone(),
+    ));
 
     let total = u64::from(args.to - start) + 1;
     let mut progress = Progress::start("stellar backfill", "ledgers", "ledgers", Some(total));

@@ -187,7 +187,9 @@ pub fn object_bytes(
         end_sequence: end,
         ledger_close_metas: metas.try_into().map_err(std::io::Error::other)?,
     };
-    let xdr = batch.to_xdr(Limits::none()).map_err(std::io::Error::other)?;
+    let xdr = batch
+        .to_xdr(Limits::none())
+        .map_err(std::io::Error::other)?;
     zstd::encode_all(&xdr[..], 3)
 }
 
@@ -239,7 +241,10 @@ pub fn write_through(shared: &Arc<Shared>, cfg: &LakeConfig, written: u32) -> st
 }
 
 /// Writes the lake now, then keeps writing as ledgers close, until shutdown.
-pub async fn spawn(shared: Arc<Shared>, cfg: LakeConfig) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn spawn(
+    shared: Arc<Shared>,
+    cfg: LakeConfig,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let s = shared.clone();
     let c = cfg.clone();
     let mut written = tokio::task::spawn_blocking(move || write_through(&s, &c, 0))
@@ -272,7 +277,10 @@ pub fn router(dir: PathBuf) -> Router {
 }
 
 async fn object(State(dir): State<Arc<PathBuf>>, UrlPath(key): UrlPath<String>) -> Response {
-    if key.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if key
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return StatusCode::NOT_FOUND.into_response();
     }
     match tokio::fs::read(dir.join(&key)).await {
@@ -294,6 +302,9 @@ mod tests {
         );
         c.ledgers_per_batch = 200;
         c.batches_per_partition = 2;
-        assert_eq!(c.object_key(300), "FFFFFFFF--0-399/FFFFFF37--200-399.xdr.zst");
+        assert_eq!(
+            c.object_key(300),
+            "FFFFFFFF--0-399/FFFFFF37--200-399.xdr.zst"
+        );
     }
 }

@@ -790,7 +790,12 @@ fn contract_event(contract: [u8; 32], topics: Vec<ScVal>, data: ScVal) -> Contra
 }
 
 /// The `getTransactions` record of operation `i` (one operation per transaction).
-pub(crate) fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Operation) -> Value {
+pub(crate) fn transaction_json(
+    state: &RpcState,
+    chain: &StellarChain,
+    i: usize,
+    op: &Operation,
+) -> Value {
     let keys = state.keys(chain);
     let assets = state.assets(chain);
     let src = keys[op.source as usize];

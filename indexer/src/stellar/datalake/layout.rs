@@ -67,7 +67,9 @@ impl Schema {
             )));
         }
         if s.ledgers_per_batch == 0 || s.batches_per_partition == 0 {
-            return Err(bad("ledgersPerBatch and batchesPerPartition must be positive".into()));
+            return Err(bad(
+                "ledgersPerBatch and batchesPerPartition must be positive".into(),
+            ));
         }
         if u64::from(s.ledgers_per_batch) * u64::from(s.batches_per_partition) > 1 << 32 {
             return Err(bad("a partition larger than the ledger range".into()));
@@ -150,7 +152,10 @@ mod tests {
             "FFFFFFFF--0-399/FFFFFF37--200-399.xdr.zst"
         );
         assert_eq!(schema(200, 1).object_key(300), "FFFFFF37--200-399.xdr.zst");
-        assert_eq!(schema(1, 2).object_key(1), "FFFFFFFF--0-1/FFFFFFFE--1.xdr.zst");
+        assert_eq!(
+            schema(1, 2).object_key(1),
+            "FFFFFFFF--0-1/FFFFFFFE--1.xdr.zst"
+        );
         assert_eq!(
             schema(50, 4).object_key(250),
             "FFFFFF37--200-399/FFFFFF05--250-299.xdr.zst"

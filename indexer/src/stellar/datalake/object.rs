@@ -251,10 +251,11 @@ const AFTER_TX_OP: i64 = 0xFFF;
 pub fn ledger_events(key: &str, m: &LedgerCloseMeta) -> Result<LedgerEvents, ObjectError> {
     let seq = sequence(m);
     let secs = i64::try_from(close_time(m)).unwrap_or(i64::MAX);
-    let closed_at = DateTime::<Utc>::from_timestamp(secs, 0).ok_or_else(|| ObjectError::Bounds {
-        key: key.to_string(),
-        what: format!("ledger {seq}: close time {secs} out of range"),
-    })?;
+    let closed_at =
+        DateTime::<Utc>::from_timestamp(secs, 0).ok_or_else(|| ObjectError::Bounds {
+            key: key.to_string(),
+            what: format!("ledger {seq}: close time {secs} out of range"),
+        })?;
     let closed = closed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let base = i64::from(seq) << 32;
     let txs = transactions(m);
@@ -419,20 +420,33 @@ mod tests {
         assert_eq!(ok.ledgers[0].closed_at.timestamp(), 1_735_689_600);
         // Bad zstd.
         let err = decode_object("p/a.xdr.zst", b"not zstd at all", 4, 5).unwrap_err();
-        assert!(matches!(err, ObjectError::Zstd { .. }) && err.to_string().starts_with("p/a.xdr.zst"), "{err}");
+        assert!(
+            matches!(err, ObjectError::Zstd { .. }) && err.to_string().starts_with("p/a.xdr.zst"),
+            "{err}"
+        );
         // Truncated XDR inside a valid zstd frame.
         let xdr = decompress("k", &object(4, 5, &[4, 5])).unwrap();
         let cut = zstd::encode_all(&xdr[..xdr.len() - 7], 3).unwrap();
         let err = decode_object("p/b.xdr.zst", &cut, 4, 5).unwrap_err();
-        assert!(matches!(err, ObjectError::Xdr { .. }) && err.to_string().contains("p/b.xdr.zst"), "{err}");
+        assert!(
+            matches!(err, ObjectError::Xdr { .. }) && err.to_string().contains("p/b.xdr.zst"),
+            "{err}"
+        );
         // A truncated zstd frame.
         let z = object(4, 5, &[4, 5]);
         let err = decode_object("p/c.xdr.zst", &z[..z.len() / 2], 4, 5).unwrap_err();
-        assert!(matches!(err, ObjectError::Zstd { .. } | ObjectError::Xdr { .. }), "{err}");
+        assert!(
+            matches!(err, ObjectError::Zstd { .. } | ObjectError::Xdr { .. }),
+            "{err}"
+        );
         // Wrong bounds: header, count, sequence.
         for (start, end, seqs) in [(4, 6, vec![4, 5, 6]), (4, 5, vec![4]), (4, 5, vec![4, 7])] {
             let err = decode_object("p/d.xdr.zst", &object(start, end, &seqs), 4, 5).unwrap_err();
-            assert!(matches!(err, ObjectError::Bounds { .. }) && err.to_string().contains("p/d.xdr.zst"), "{err}");
+            assert!(
+                matches!(err, ObjectError::Bounds { .. })
+                    && err.to_string().contains("p/d.xdr.zst"),
+                "{err}"
+            );
         }
     }
 }

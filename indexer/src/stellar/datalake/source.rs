@@ -159,7 +159,11 @@ impl LakeSource {
                 "stellar.assets: name the assets to follow (XLM or CODE:ISSUER)".into(),
             ));
         }
-        let schema = self.store.schema().await.map_err(|e| SourceError::Data(e.to_string()))?;
+        let schema = self
+            .store
+            .schema()
+            .await
+            .map_err(|e| SourceError::Data(e.to_string()))?;
         let mut assets: Vec<SacAsset> = Vec::new();
         for a in &self.settings.assets {
             let asset = SacAsset::parse(a, &schema.network_passphrase)
@@ -395,9 +399,11 @@ impl LakeSource {
                 }
             }
         }
-        let holders = self
-            .book
-            .missing(decoded.iter().flat_map(|(t, _, _)| t.movement.addresses().into_iter()));
+        let holders = self.book.missing(
+            decoded
+                .iter()
+                .flat_map(|(t, _, _)| t.movement.addresses().into_iter()),
+        );
         if !holders.is_empty() {
             let new = self.load_holders(ctx, holders).await?;
             batch.accounts = new
@@ -423,11 +429,7 @@ impl LakeSource {
             (None, None) => self.next.checked_sub(1),
         };
         Progress {
-            head_height: self
-                .head
-                .or(self.end)
-                .or(indexed)
-                .map(i64::from),
+            head_height: self.head.or(self.end).or(indexed).map(i64::from),
             indexed_height: indexed.map(i64::from),
             cursor: indexed.map(cursor_of),
             start_height: self.start_height,
@@ -446,7 +448,11 @@ impl Source for LakeSource {
         descriptor()
     }
 
-    async fn resume(&mut self, _ctx: &SyncContext, stored: &source::Model) -> Result<(), SourceError> {
+    async fn resume(
+        &mut self,
+        _ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
         self.position(stored.cursor.as_deref());
         Ok(())
     }
@@ -541,7 +547,11 @@ impl Source for HandoffSource {
         descriptor()
     }
 
-    async fn resume(&mut self, ctx: &SyncContext, stored: &source::Model) -> Result<(), SourceError> {
+    async fn resume(
+        &mut self,
+        ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
         self.stored = Some(stored.clone());
         match stored.cursor.as_deref() {
             Some(c) if parse_cursor(c).is_none() => {
@@ -589,11 +599,19 @@ impl Source for HandoffSource {
         let health = self.rpc.get_health().await.map_err(source_error)?;
         let next = self.lake.next_ledger();
         if next >= health.oldest_ledger && next <= health.latest_ledger.saturating_add(1) {
-            tracing::info!(ledger = next, oldest = health.oldest_ledger, "stellar: data lake backfill done; following RPC");
+            tracing::info!(
+                ledger = next,
+                oldest = health.oldest_ledger,
+                "stellar: data lake backfill done; following RPC"
+            );
             let mut rpc = self.rpc_from(next);
-            let mut row = self.stored.clone().or_else(|| ctx.last_row()).ok_or_else(|| {
-                SourceError::Data("handoff: no source row to resume RPC from".into())
-            })?;
+            let mut row = self
+                .stored
+                .clone()
+                .or_else(|| ctx.last_row())
+                .ok_or_else(|| {
+                    SourceError::Data("handoff: no source row to resume RPC from".into())
+                })?;
             // Inside a ledger the RPC half had begun: its events up to that cursor are done.
             row.cursor = self.lake.after_event.clone();
             rpc.resume(ctx, &row).await?;
@@ -602,15 +620,22 @@ impl Source for HandoffSource {
             return Ok(Fetched::Idle(self.lake.progress(None, false)));
         }
         self.lake.head = Some(health.latest_ledger);
-        self.lake
-            .set_end(Some(health.oldest_ledger.saturating_sub(1).max(next.saturating_sub(1))));
+        self.lake.set_end(Some(
+            health
+                .oldest_ledger
+                .saturating_sub(1)
+                .max(next.saturating_sub(1)),
+        ));
         match self.lake.fetch(ctx).await? {
             // The lake is done up to the window: not caught up, switch on the next fetch.
             Fetched::Idle(mut p) => {
                 p.caught_up = self.lake.next_ledger() < health.oldest_ledger;
                 Ok(Fetched::Idle(p))
             }
-            Fetched::Batch { batch, mut progress } => {
+            Fetched::Batch {
+                batch,
+                mut progress,
+            } => {
                 progress.caught_up = false;
                 Ok(Fetched::Batch { batch, progress })
             }

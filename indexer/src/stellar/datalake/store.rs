@@ -87,7 +87,8 @@ impl LakeStore {
                 )))
             }
         }
-        let (store, path) = object_store::parse_url_opts(&parsed, opts).map_err(|e| bad(e.to_string()))?;
+        let (store, path) =
+            object_store::parse_url_opts(&parsed, opts).map_err(|e| bad(e.to_string()))?;
         Ok(Self {
             store: Arc::from(store),
             prefix: path.to_string(),
@@ -162,7 +163,10 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         let url = Url::from_directory_path(&empty).unwrap();
         let store = LakeStore::open(url.as_str(), &StoreOptions::default()).unwrap();
-        assert!(matches!(store.schema().await, Err(StoreError::NoConfig { .. })));
+        assert!(matches!(
+            store.schema().await,
+            Err(StoreError::NoConfig { .. })
+        ));
         std::fs::remove_dir_all(&empty).ok();
     }
 }
