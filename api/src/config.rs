@@ -542,6 +542,9 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
+        if let Some(v) = env.var("ORRERY_STELLAR_DATALAKE_URL") {
+            self.stellar.datalake_url = Some(v);
+        }
         if let Some(v) = env.var("ORRERY_ESPLORA_URL") {
             self.bitcoin.esplora_url = Some(v);
         }

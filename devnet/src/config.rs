@@ -97,6 +97,8 @@ pub struct StellarConfig {
     /// events and `getTransactions` carries none; balance changes remain in the
     /// transactions' meta (ledger entry changes). Default true.
     pub rpc_classic_events: bool,
+    /// Write the ledgers as a SEP-54 data lake (and serve it at `<horizon>/datalake/`).
+    pub datalake: Option<crate::stellar::datalake::LakeConfig>,
 }
 
 impl Default for StellarConfig {
@@ -115,6 +117,7 @@ impl Default for StellarConfig {
             rpc_retention_ledgers: None,
             rpc_scan_ledgers: 10_000,
             rpc_classic_events: true,
+            datalake: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Simulated Stellar network served as Horizon and as Stellar RPC (`/rpc`).
 
+pub mod datalake;
 pub mod model;
 pub mod request_log;
 pub mod routes;

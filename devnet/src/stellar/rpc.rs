@@ -85,13 +85,20 @@ pub struct RpcState {
 
 /// The `/rpc` router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let state = Arc::new(RpcState {
-        shared,
-        keys: OnceLock::new(),
-        assets: OnceLock::new(),
-        meta: Default::default(),
-    });
+    let state = Arc::new(RpcState::new(shared));
     Router::new().route("/rpc", post(handle)).with_state(state)
+}
+
+impl RpcState {
+    /// The state over `shared` (also used by the data-lake writer).
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            keys: OnceLock::new(),
+            assets: OnceLock::new(),
+            meta: Default::default(),
+        }
+    }
 }
 
 /// SAC contract id of `asset` on the devnet network.
@@ -792,7 +799,12 @@ fn contract_event(contract: [u8; 32], topics: Vec<ScVal>, data: ScVal) -> Contra
 }
 
 /// The `getTransactions` record of operation `i` (one operation per transaction).
-fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Operation) -> Value {
+pub(crate) fn transaction_json(
+    state: &RpcState,
+    chain: &StellarChain,
+    i: usize,
+    op: &Operation,
+) -> Value {
     let keys = state.keys(chain);
     let assets = state.assets(chain);
     let src = keys[op.source as usize];
