@@ -113,7 +113,10 @@ fn http_fault(d: &Devnet, fault: &Fault) {
         c.set_fault(target, every_other(fault.clone()));
     }
     for ep in d.urls().evm {
-        c.set_fault(format!("evm:{}", ep.name).as_str(), every_other(fault.clone()));
+        c.set_fault(
+            format!("evm:{}", ep.name).as_str(),
+            every_other(fault.clone()),
+        );
     }
     // The exchange is polled once per interval: fail its next two requests outright.
     c.set_fault(
@@ -160,9 +163,8 @@ async fn every_source_survives_every_fault_and_ends_equal_to_a_fault_free_run() 
             "the PostgreSQL pass needs PostgreSQL's server binaries (initdb, pg_ctl) under /usr/lib/postgresql",
         )
     });
-    let mut redis = redis_pass.then(|| {
-        ThrowawayRedis::spawn().expect("the Redis pass needs a redis-server binary")
-    });
+    let mut redis = redis_pass
+        .then(|| ThrowawayRedis::spawn().expect("the Redis pass needs a redis-server binary"));
     let d = fleet::devnet(SEED, SIZE).await;
     let config = fleet::config_file(&d, "matrix");
 
@@ -294,13 +296,23 @@ async fn every_source_survives_every_fault_and_ends_equal_to_a_fault_free_run() 
                     before.get(&u).copied().unwrap_or(0),
                     after.get(&u).copied().unwrap_or(0),
                 );
-                assert!(a > b, "{name}: upstream {u} saw no failed request ({b} -> {a})");
+                assert!(
+                    a > b,
+                    "{name}: upstream {u} saw no failed request ({b} -> {a})"
+                );
             }
             let (b, a) = (
                 rpc_before.get("stellar-rpc").copied().unwrap_or(0),
-                failed_requests(&rpc_server).await.get("stellar-rpc").copied().unwrap_or(0),
+                failed_requests(&rpc_server)
+                    .await
+                    .get("stellar-rpc")
+                    .copied()
+                    .unwrap_or(0),
             );
-            assert!(a > b, "{name}: stellar-rpc saw no failed request ({b} -> {a})");
+            assert!(
+                a > b,
+                "{name}: stellar-rpc saw no failed request ({b} -> {a})"
+            );
         }
         let converged = converge(&conn, &rpc_conn, &d, (&server, &rpc_server)).await;
         eprintln!(

@@ -85,10 +85,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     let kill_phase = started.elapsed();
     let server = Server::start(&env);
-    let recovered = fleet::wait_ground_truth(&conn, &d, Duration::from_secs(180), || {
-        server.logs()
-    })
-    .await;
+    let recovered =
+        fleet::wait_ground_truth(&conn, &d, Duration::from_secs(180), || server.logs()).await;
     assert!(
         kills == 0 || during_backfill > 0,
         "no kill landed during backfill: the devnet is too small to soak"
@@ -98,10 +96,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let reference_db = TestDb::new().await;
     let ref_conn = reference_db.connect().await;
     let reference = Server::start(&fleet::env(base_env(&reference_db), &config, None, None));
-    fleet::wait_ground_truth(&ref_conn, &d, Duration::from_secs(180), || {
-        reference.logs()
-    })
-    .await;
+    fleet::wait_ground_truth(&ref_conn, &d, Duration::from_secs(180), || reference.logs()).await;
     let reference_time = reference_start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(20);
     let report = loop {

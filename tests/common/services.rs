@@ -135,11 +135,8 @@ impl PrivatePostgres {
     /// Creates and starts a cluster; None when no PostgreSQL server binaries are installed.
     pub fn spawn() -> Option<Self> {
         let bin = postgres_bin_dir()?;
-        let dir = std::env::temp_dir().join(format!(
-            "orrery_pg_{}_{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("orrery_pg_{}_{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let as_postgres = is_root();
         if as_postgres {
