@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use orrery_devnet::{Devnet, DevnetConfig};
 use orrery_entity::{
     bitcoin_block, distribution, distribution_event, distribution_recipient, erc8004_agent,
-    erc8004_feedback, erc8004_validation, evm_block, evm_event, price_point, source,
-    stellar_account, stellar_account_operation, stellar_balance, stellar_balance_history,
-    stellar_operation, stellar_transaction,
+    erc8004_feedback, erc8004_validation, evm_event, price_point, source, stellar_account,
+    stellar_account_operation, stellar_balance, stellar_balance_history, stellar_operation,
+    stellar_transaction,
 };
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::Value;
@@ -381,6 +381,10 @@ async fn select_rows<E: EntityTrait>(
 
 /// Every indexed table of `conn`, by name. Left out of the content: surrogate `id`s and
 /// the times a row was written (`created_at`/`updated_at` where they are not chain data).
+/// `stellar_account.discovered_via` names the first asset whose holder list showed the
+/// account, which depends on timing when it holds several. `evm_block` is left out: it is
+/// the reorg-detection window of recent headers, whose extent depends on when blocks were
+/// seen (a run that follows the head keeps more than one that backfilled at once).
 /// Price points are limited to the deterministic ones (`UTXORACLE_DAILY`, from the blocks):
 /// the rolling-window and exchange readings are stamped with the wall clock, and
 /// comparisons likewise; see [`check_exchange_prices`] for the exchange.
@@ -408,7 +412,8 @@ pub async fn snapshot(conn: &DatabaseConnection) -> BTreeMap<&'static str, Rows>
     );
     s.insert(
         "stellar_account",
-        rows::<stellar_account::Entity>(conn, &["created_at", "updated_at"]).await,
+        rows::<stellar_account::Entity>(conn, &["created_at", "updated_at", "discovered_via"])
+            .await,
     );
     s.insert(
         "distribution",
@@ -426,7 +431,6 @@ pub async fn snapshot(conn: &DatabaseConnection) -> BTreeMap<&'static str, Rows>
         "evm_event",
         rows::<evm_event::Entity>(conn, &["id", "created_at"]).await,
     );
-    s.insert("evm_block", rows::<evm_block::Entity>(conn, &[]).await);
     s.insert(
         "erc8004_agent",
         rows::<erc8004_agent::Entity>(conn, &["updated_at"]).await,
