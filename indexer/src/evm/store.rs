@@ -716,6 +716,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn rolling_back_the_only_response_restores_the_request_row() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let request = row(
+            10,
+            0,
+            Erc8004Event::ValidationRequest(ValidationRequestArgs {
+                validator_address: OWNER.into(),
+                agent_id: "1".into(),
+                request_uri: "ipfs://r".into(),
+                request_hash: "0xab".into(),
+            }),
+        );
+        apply(&db, std::slice::from_ref(&request)).await;
+        let before = erc8004_validation::Entity::find()
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        let response = row(
+            12,
+            0,
+            Erc8004Event::ValidationResponse(ValidationResponseArgs {
+                validator_address: OWNER.into(),
+                agent_id: "1".into(),
+                request_hash: "0xab".into(),
+                response: 7,
+                response_uri: "ipfs://v".into(),
+                response_hash: "0x01".into(),
+                tag: "t".into(),
+            }),
+        );
+        apply(&db, &[response]).await;
+        rollback(&db, "c", 11).await.unwrap();
+        let after = erc8004_validation::Entity::find()
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        // Everything as before the orphaned response, its transaction hash included.
+        assert_eq!(before.tx_hash, request.tx_hash);
+        assert_eq!(
+            erc8004_validation::Model { id: 0, ..after },
+            erc8004_validation::Model { id: 0, ..before }
+        );
+    }
+
+    #[tokio::test]
     async fn projections_follow_events_and_rollback_restores_them() {
         let db = Database::connect("sqlite::memory:").await.unwrap();
         Migrator::up(&db, None).await.unwrap();
