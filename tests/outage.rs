@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::services::ThrowawayRedis;
 use common::{base_env, pg_admin_url, Server, TestDb};
 use serde_json::Value;
 
@@ -29,50 +29,16 @@ async fn eventually(server: &Server, what: &str, pred: impl Fn(u16, &Value) -> b
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_redis(port: u16) -> Option<std::process::Child> {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    for _ in 0..50 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
 #[tokio::test]
 async fn redis_outage_is_reported_and_recovers_without_restart() {
-    let port = free_port();
-    let Some(mut redis) = start_redis(port) else {
+    let Some(mut redis) = ThrowawayRedis::spawn() else {
         eprintln!("redis-server is not installed: Redis outage test skipped");
         return;
     };
     let db = TestDb::new().await;
     let mut env = base_env(&db);
     env.retain(|(k, _)| k != "REDIS_URL");
-    env.push(("REDIS_URL".into(), format!("redis://127.0.0.1:{port}")));
+    env.push(("REDIS_URL".into(), redis.url()));
     let server = Server::start(&env);
     let v = eventually(&server, "healthy", |s, v| {
         s == 200 && v["redis"] == "connected"
@@ -80,8 +46,7 @@ async fn redis_outage_is_reported_and_recovers_without_restart() {
     .await;
     assert_eq!(v["status"], "healthy");
 
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.stop();
     let v = eventually(&server, "redis down", |s, v| {
         s == 503 && v["redis"] == "disconnected"
     })
@@ -91,15 +56,13 @@ async fn redis_outage_is_reported_and_recovers_without_restart() {
     let (ready, _) = server.get("/ready").await;
     assert_eq!(ready, 503, "not ready without the bus");
 
-    let mut redis = start_redis(port).expect("restart redis");
+    redis.start();
     eventually(&server, "recovered", |s, v| {
         s == 200 && v["redis"] == "connected" && v["status"] == "healthy"
     })
     .await;
     let (ready, _) = server.get("/ready").await;
     assert_eq!(ready, 200);
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 #[tokio::test]

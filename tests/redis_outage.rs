@@ -10,9 +10,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::services::ThrowawayRedis;
 use common::{base_env, Server, TestDb};
 use orrery_devnet::{Devnet, DevnetConfig};
 use orrery_entity::evm_event;
@@ -20,47 +20,6 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::Value;
 
 const CONFIRMATIONS: u64 = 2;
-
-fn redis_binary() -> Option<&'static str> {
-    ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_redis(binary: &str, port: u16) -> Child {
-    let child = Command::new(binary)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "redis-server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
-}
 
 async fn next_event(sub: &mut common::Subscription) -> Value {
     tokio::time::timeout(Duration::from_secs(30), sub.next_payload())
@@ -70,7 +29,7 @@ async fn next_event(sub: &mut common::Subscription) -> Value {
 
 #[tokio::test]
 async fn subscribers_are_told_about_a_redis_outage_and_nothing_is_lost() {
-    let Some(binary) = redis_binary() else {
+    let Some(mut redis) = ThrowawayRedis::spawn() else {
         assert!(
             common::redis_url().is_none(),
             "ORRERY_TEST_REDIS_URL is set but no redis-server binary was found"
@@ -78,8 +37,6 @@ async fn subscribers_are_told_about_a_redis_outage_and_nothing_is_lost() {
         eprintln!("SKIPPED: no redis-server binary");
         return;
     };
-    let port = free_port();
-    let mut redis = start_redis(binary, port);
     let mut cfg = DevnetConfig {
         seed: 4242,
         ..DevnetConfig::default()
@@ -101,7 +58,7 @@ async fn subscribers_are_told_about_a_redis_outage_and_nothing_is_lost() {
         .filter(|(k, _)| k != "REDIS_URL")
         .collect();
     env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));
-    env.push(("REDIS_URL".into(), format!("redis://127.0.0.1:{port}")));
+    env.push(("REDIS_URL".into(), redis.url()));
     let server = Server::start(&env);
     let mut sub = server
         .subscribe(
@@ -126,12 +83,11 @@ async fn subscribers_are_told_about_a_redis_outage_and_nothing_is_lost() {
     );
 
     // Redis dies; the source keeps committing (the database is the truth).
-    let _ = redis.kill();
-    let _ = redis.wait();
+    redis.stop();
     control.generate_evm_logs(&ep.name, 20).unwrap();
     control.advance_blocks(&ep.name, CONFIRMATIONS).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut redis = start_redis(binary, port);
+    redis.start();
 
     // The subscriber is told it missed events, then gets new ones again.
     let mut told = None;
@@ -199,6 +155,4 @@ async fn subscribers_are_told_about_a_redis_outage_and_nothing_is_lost() {
         metrics.contains("orrery_bus_reconnects_total{bus=\"redis\"}"),
         "reconnect metric missing"
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
 }

@@ -3,6 +3,9 @@
 //! and, when `ORRERY_TEST_REDIS_URL` is set, the Redis event bus.
 #![allow(dead_code)]
 
+pub mod fleet;
+pub mod services;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

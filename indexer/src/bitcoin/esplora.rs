@@ -116,11 +116,29 @@ pub struct EsploraClient {
 impl EsploraClient {
     /// A client for the Esplora at `base_url` (upstream name `esplora`).
     pub fn new(base_url: &str, requests_per_hour: u32) -> Result<Self, SourceError> {
+        Self::with_limits(
+            base_url,
+            requests_per_hour,
+            UpstreamConfig::DEFAULT_TIMEOUT,
+            UpstreamConfig::DEFAULT_BREAKER_RECOVERY,
+        )
+    }
+
+    /// Same with a per-request `timeout` and the breaker's `breaker_recovery`
+    /// (`bitcoin.request_timeout_secs`, `bitcoin.breaker_recovery_secs`).
+    pub fn with_limits(
+        base_url: &str,
+        requests_per_hour: u32,
+        timeout: std::time::Duration,
+        breaker_recovery: std::time::Duration,
+    ) -> Result<Self, SourceError> {
         let url = Url::parse(base_url)
             .map_err(|e| SourceError::Config(format!("bitcoin.esplora_url {base_url:?}: {e}")))?;
         let mut config = UpstreamConfig::new("esplora", vec![url]);
         config.requests_per_hour = requests_per_hour;
         config.burst = 50;
+        config.timeout = timeout;
+        config.breaker_recovery = breaker_recovery;
         Ok(Self {
             client: UpstreamClient::new(config)?,
         })

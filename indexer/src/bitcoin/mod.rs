@@ -34,13 +34,18 @@ use crate::upstream::{UpstreamClient, UpstreamConfig};
 
 /// The exchange upstream client (upstream name `exchange`; breaker recovers within one
 /// interval so a returning endpoint is seen promptly).
-pub fn exchange_client(base_url: &str, interval: Duration) -> Result<UpstreamClient, SourceError> {
+pub fn exchange_client(
+    base_url: &str,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<UpstreamClient, SourceError> {
     let url = Url::parse(base_url).map_err(|e| {
         SourceError::Config(format!("bitcoin.exchange_prices_url {base_url:?}: {e}"))
     })?;
     let mut config = UpstreamConfig::new("exchange", vec![url]);
     config.breaker_recovery = interval.clamp(Duration::from_secs(1), Duration::from_secs(60));
     config.max_retries = 1;
+    config.timeout = timeout;
     Ok(UpstreamClient::new(config)?)
 }
 
@@ -56,12 +61,18 @@ pub async fn spawn_all(
     runtime: &crate::runtime_settings::RuntimeSettings,
 ) -> Result<(), SourceError> {
     let interval = Duration::from_secs(settings.interval_secs.max(1));
+    let timeout = Duration::from_secs(settings.request_timeout_secs.max(1));
     let engine = EngineConfig {
         max_error_backoff: interval.clamp(Duration::from_secs(1), Duration::from_secs(60)),
         ..EngineConfig::default()
     };
     if let Some(url) = &settings.esplora_url {
-        let esplora = esplora::EsploraClient::new(url, settings.requests_per_hour)?;
+        let esplora = esplora::EsploraClient::with_limits(
+            url,
+            settings.requests_per_hour,
+            timeout,
+            Duration::from_secs(settings.breaker_recovery_secs.max(1)),
+        )?;
         breaker_store::restore_and_track(db.clone(), esplora.upstream().breaker()).await?;
         let buffer = buffer::PriceBuffer::new(settings.write_buffer);
         let (daily, start_height) = (settings.daily, settings.start_height);
@@ -84,7 +95,7 @@ pub async fn spawn_all(
         supervisor.spawn(factory, ctx, engine.clone());
     }
     if let Some(url) = &settings.exchange_prices_url {
-        let client = exchange_client(url, interval)?;
+        let client = exchange_client(url, interval, timeout)?;
         breaker_store::restore_and_track(db.clone(), client.breaker()).await?;
         let backfill = Duration::from_secs(settings.exchange_backfill_secs);
         let factory = crate::sync::factory(move || {

@@ -39,6 +39,13 @@ pub struct BitcoinSettings {
     /// the last `recent_blocks` blocks (then daily prices start with the first whole day
     /// indexed).
     pub start_height: Option<u64>,
+    /// `bitcoin.request_timeout_secs`: per-request timeout of the Esplora and exchange
+    /// clients in seconds (connect, headers and body). Default 30.
+    pub request_timeout_secs: u64,
+    /// `bitcoin.breaker_recovery_secs`: how long the Esplora circuit breaker stays open
+    /// before a probe, in seconds (the exchange's recovers within one `interval_secs`).
+    /// Default 60.
+    pub breaker_recovery_secs: u64,
 }
 
 impl Default for BitcoinSettings {
@@ -55,6 +62,8 @@ impl Default for BitcoinSettings {
             exchange_backfill_secs: 3600,
             daily: true,
             start_height: None,
+            request_timeout_secs: 30,
+            breaker_recovery_secs: 60,
         }
     }
 }

@@ -111,6 +111,8 @@ pub async fn spawn_all(
         let (spec, urls) = chain_spec(chain)?;
         let mut config = UpstreamConfig::new(source_id(&spec.name), urls);
         config.requests_per_hour = settings.requests_per_hour;
+        config.timeout = Duration::from_secs(settings.request_timeout_secs.max(1));
+        config.breaker_recovery = Duration::from_secs(settings.breaker_recovery_secs.max(1));
         config.burst = config.burst.max(tuning.concurrency as u32 * 2);
         let client = UpstreamClient::new(config)?;
         breaker_store::restore_and_track(db.clone(), client.breaker()).await?;

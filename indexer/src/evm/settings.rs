@@ -19,6 +19,12 @@ pub struct EvmSettings {
     /// Wait between polls of the head once caught up, in milliseconds
     /// (`evm.poll_interval_ms`, default 2000).
     pub poll_interval_ms: u64,
+    /// Per-request JSON-RPC timeout in seconds, connect, headers and body
+    /// (`evm.request_timeout_secs`, default 30).
+    pub request_timeout_secs: u64,
+    /// How long a chain's circuit breaker stays open before a probe, in seconds
+    /// (`evm.breaker_recovery_secs`, default 60).
+    pub breaker_recovery_secs: u64,
 }
 
 impl Default for EvmSettings {
@@ -29,6 +35,8 @@ impl Default for EvmSettings {
             concurrency: 4,
             requests_per_hour: 0,
             poll_interval_ms: 2_000,
+            request_timeout_secs: 30,
+            breaker_recovery_secs: 60,
         }
     }
 }

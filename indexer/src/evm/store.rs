@@ -638,31 +638,18 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
         project_batch(db, chain, &replay, Utc::now()).await?;
     }
     if !requests.is_empty() {
+        // A validation whose response was orphaned is rebuilt from its canonical events
+        // (request, then any remaining response), like agents above: resetting only the
+        // response columns would keep the orphaned response's `tx_hash`.
         let reset: HashSet<String> = requests.iter().cloned().collect();
-        erc8004_validation::Entity::update_many()
-            .col_expr(
-                erc8004_validation::Column::Response,
-                Expr::value(Option::<i32>::None),
-            )
-            .col_expr(
-                erc8004_validation::Column::ResponseUri,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                erc8004_validation::Column::Tag,
-                Expr::value(Option::<String>::None),
-            )
-            .col_expr(
-                erc8004_validation::Column::RespondedBlock,
-                Expr::value(Option::<i64>::None),
-            )
+        erc8004_validation::Entity::delete_many()
             .filter(erc8004_validation::Column::Chain.eq(chain))
             .filter(erc8004_validation::Column::RequestHash.is_in(reset.iter().cloned()))
             .exec(db)
             .await?;
         let history = evm_event::Entity::find()
             .filter(evm_event::Column::Chain.eq(chain))
-            .filter(evm_event::Column::Name.eq("ValidationResponse"))
+            .filter(evm_event::Column::Name.is_in(["ValidationRequest", "ValidationResponse"]))
             .order_by_asc(evm_event::Column::BlockNumber)
             .order_by_asc(evm_event::Column::LogIndex)
             .all(db)
@@ -670,8 +657,10 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
         let replay: Vec<EventRow> = history
             .iter()
             .filter_map(stored)
-            .filter(|row| {
-                matches!(&row.event, Erc8004Event::ValidationResponse(v) if reset.contains(&v.request_hash))
+            .filter(|row| match &row.event {
+                Erc8004Event::ValidationRequest(v) => reset.contains(&v.request_hash),
+                Erc8004Event::ValidationResponse(v) => reset.contains(&v.request_hash),
+                _ => false,
             })
             .collect();
         project_batch(db, chain, &replay, Utc::now()).await?;
@@ -724,6 +713,54 @@ mod tests {
     async fn apply(db: &sea_orm::DatabaseConnection, rows: &[EventRow]) {
         insert_events(db, "c", rows).await.unwrap();
         project_batch(db, "c", rows, Utc::now()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rolling_back_the_only_response_restores_the_request_row() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let request = row(
+            10,
+            0,
+            Erc8004Event::ValidationRequest(ValidationRequestArgs {
+                validator_address: OWNER.into(),
+                agent_id: "1".into(),
+                request_uri: "ipfs://r".into(),
+                request_hash: "0xab".into(),
+            }),
+        );
+        apply(&db, std::slice::from_ref(&request)).await;
+        let before = erc8004_validation::Entity::find()
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        let response = row(
+            12,
+            0,
+            Erc8004Event::ValidationResponse(ValidationResponseArgs {
+                validator_address: OWNER.into(),
+                agent_id: "1".into(),
+                request_hash: "0xab".into(),
+                response: 7,
+                response_uri: "ipfs://v".into(),
+                response_hash: "0x01".into(),
+                tag: "t".into(),
+            }),
+        );
+        apply(&db, &[response]).await;
+        rollback(&db, "c", 11).await.unwrap();
+        let after = erc8004_validation::Entity::find()
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        // Everything as before the orphaned response, its transaction hash included.
+        assert_eq!(before.tx_hash, request.tx_hash);
+        assert_eq!(
+            erc8004_validation::Model { id: 0, ..after },
+            erc8004_validation::Model { id: 0, ..before }
+        );
     }
 
     #[tokio::test]
