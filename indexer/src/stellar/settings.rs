@@ -77,6 +77,12 @@ pub struct StellarSettings {
     pub rpc_events_limit: u32,
     /// `rpc_requests_per_hour`: local RPC request budget (0 = none). Default 0.
     pub rpc_requests_per_hour: u32,
+    /// `index_transactions`: with `source = "rpc"`, also follow `getTransactions` and store
+    /// the operations of watched accounts (`accounts`, or watched in the admin API) decoded
+    /// from the envelopes, into the same tables as Horizon (so operations, distributions and
+    /// account queries work), and price `dex_pairs` from the trades in transaction results
+    /// (RPC has no trade aggregations). Source `stellar:rpc:tx`. Default false.
+    pub index_transactions: bool,
 }
 
 /// Which Stellar source runs.
@@ -144,6 +150,7 @@ impl Default for StellarSettings {
             rpc_start_ledger: None,
             rpc_events_limit: 10_000,
             rpc_requests_per_hour: 0,
+            index_transactions: false,
         }
     }
 }
