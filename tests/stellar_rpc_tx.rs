@@ -128,8 +128,10 @@ async fn distributions(db: &DatabaseConnection) -> Vec<Value> {
         .await
         .unwrap()
     {
-        out.push(json!({"id": d.id, "status": d.status, "rules_passed": d.rules_passed,
-                        "rules_result": d.rules_result}));
+        out.push(
+            json!({"id": d.id, "status": d.status, "rules_passed": d.rules_passed,
+                        "rules_result": d.rules_result}),
+        );
     }
     for r in distribution_recipient::Entity::find()
         .order_by_asc(distribution_recipient::Column::Id)
@@ -310,10 +312,22 @@ async fn rpc_operations_distributions_and_prices_equal_horizon_table_by_table() 
     let (good, bad) = ids[0];
     let memo_good = format!("odist:{good}");
     let memo_bad = format!("odist:{bad}");
-    c.submit_payment(&distributor, &recipients[0], "UBEC", "1.5", Some(&memo_good))
-        .unwrap();
-    c.submit_payment(&distributor, &recipients[1], "UBEC", "2.5", Some(&memo_good))
-        .unwrap();
+    c.submit_payment(
+        &distributor,
+        &recipients[0],
+        "UBEC",
+        "1.5",
+        Some(&memo_good),
+    )
+    .unwrap();
+    c.submit_payment(
+        &distributor,
+        &recipients[1],
+        "UBEC",
+        "2.5",
+        Some(&memo_good),
+    )
+    .unwrap();
     c.submit_payment(&distributor, &recipients[2], "UBEC", "2.9", Some(&memo_bad))
         .unwrap();
     c.advance_ledgers(3).unwrap();
@@ -382,7 +396,10 @@ async fn rpc_operations_distributions_and_prices_equal_horizon_table_by_table() 
         let hv = h.graphql(q, json!({"a": a})).await;
         let rv = r.graphql(q, json!({"a": a})).await;
         assert!(hv["errors"].is_null(), "{hv}");
-        assert!(!hv["data"]["operations"]["edges"].as_array().unwrap().is_empty());
+        assert!(!hv["data"]["operations"]["edges"]
+            .as_array()
+            .unwrap()
+            .is_empty());
         assert_eq!(hv, rv, "operations of {a}");
     }
     let q = "query($id: Int!) { distribution(id: $id) { status recipients { accountId status reason paymentOperationId } } }";
@@ -398,6 +415,9 @@ async fn rpc_operations_distributions_and_prices_equal_horizon_table_by_table() 
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(reason.contains("expected 3.0000000, paid 2.9000000"), "{reason}");
+    assert!(
+        reason.contains("expected 3.0000000, paid 2.9000000"),
+        "{reason}"
+    );
     d.shutdown().await;
 }
