@@ -164,7 +164,11 @@ async fn ledgers_and_transactions_have_the_recorded_shapes_and_match_horizon() {
             .collect();
         assert_eq!(of_ledger.len(), c.txs.len());
         assert_eq!(meta.tx_processing.len(), c.txs.len());
-        for ((t, env), p) in of_ledger.iter().zip(c.txs.iter()).zip(meta.tx_processing.iter()) {
+        for ((t, env), p) in of_ledger
+            .iter()
+            .zip(c.txs.iter())
+            .zip(meta.tx_processing.iter())
+        {
             assert_eq!(xdr::<TransactionEnvelope>(&t["envelopeXdr"]), *env);
             let hash = hex(&env.hash(network()).unwrap());
             assert_eq!(t["txHash"], hash.as_str());
@@ -187,7 +191,18 @@ async fn ledgers_and_transactions_have_the_recorded_shapes_and_match_horizon() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["id"].as_str().unwrap().split('-').next().unwrap().parse::<u64>().unwrap() >> 32 == seq)
+            .filter(|r| {
+                r["id"]
+                    .as_str()
+                    .unwrap()
+                    .split('-')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+                    >> 32
+                    == seq
+            })
             .map(|r| {
                 (
                     stroops(r["base_amount"].as_str().unwrap()),

@@ -89,7 +89,15 @@ fn trade_xdr(
     let (selling, buying, amount, sold_by_maker, maker_sold, maker_bought, bought_amount) =
         if t.base_is_seller {
             let (s, b) = (xlm.clone(), counter.clone());
-            (s, b.clone(), t.base_amount, b, t.counter_amount, xlm, t.base_amount)
+            (
+                s,
+                b.clone(),
+                t.base_amount,
+                b,
+                t.counter_amount,
+                xlm,
+                t.base_amount,
+            )
         } else {
             let (s, b) = (counter.clone(), xlm.clone());
             (
@@ -142,12 +150,14 @@ fn trade_xdr(
     let result = TransactionResult {
         fee_charged: 0,
         result: TransactionResultResult::TxSuccess(
-            vec![OperationResult::OpInner(OperationResultTr::ManageSellOffer(
-                ManageSellOfferResult::Success(ManageOfferSuccessResult {
-                    offers_claimed: vec![claim].try_into().unwrap_or_default(),
-                    offer: ManageOfferSuccessResultOffer::Deleted,
-                }),
-            ))]
+            vec![OperationResult::OpInner(
+                OperationResultTr::ManageSellOffer(ManageSellOfferResult::Success(
+                    ManageOfferSuccessResult {
+                        offers_claimed: vec![claim].try_into().unwrap_or_default(),
+                        offer: ManageOfferSuccessResultOffer::Deleted,
+                    },
+                )),
+            )]
             .try_into()
             .unwrap_or_default(),
         ),

@@ -96,9 +96,8 @@ fn spawn_transactions(
     runtime: &RuntimeSettings,
 ) {
     let settings = settings.clone();
-    let factory = crate::sync::factory(move || {
-        transactions::RpcTxSource::new(rpc.clone(), settings.clone())
-    });
+    let factory =
+        crate::sync::factory(move || transactions::RpcTxSource::new(rpc.clone(), settings.clone()));
     supervisor.spawn(
         factory,
         SyncContext::new(db.clone(), bus.clone(), transactions::descriptor())

@@ -223,9 +223,9 @@ fn claims(r: &OperationResult) -> &[ClaimAtom] {
         | OperationResultTr::ManageBuyOffer(ManageBuyOfferResult::Success(s)) => {
             s.offers_claimed.as_slice()
         }
-        OperationResultTr::PathPaymentStrictReceive(PathPaymentStrictReceiveResult::Success(
-            s,
-        )) => s.offers.as_slice(),
+        OperationResultTr::PathPaymentStrictReceive(PathPaymentStrictReceiveResult::Success(s)) => {
+            s.offers.as_slice()
+        }
         OperationResultTr::PathPaymentStrictSend(PathPaymentStrictSendResult::Success(s)) => {
             s.offers.as_slice()
         }
@@ -235,11 +235,24 @@ fn claims(r: &OperationResult) -> &[ClaimAtom] {
 
 fn claim_parts(c: &ClaimAtom) -> (&stellar_xdr::Asset, i64, &stellar_xdr::Asset, i64) {
     match c {
-        ClaimAtom::V0(a) => (&a.asset_sold, a.amount_sold, &a.asset_bought, a.amount_bought),
-        ClaimAtom::OrderBook(a) => (&a.asset_sold, a.amount_sold, &a.asset_bought, a.amount_bought),
-        ClaimAtom::LiquidityPool(a) => {
-            (&a.asset_sold, a.amount_sold, &a.asset_bought, a.amount_bought)
-        }
+        ClaimAtom::V0(a) => (
+            &a.asset_sold,
+            a.amount_sold,
+            &a.asset_bought,
+            a.amount_bought,
+        ),
+        ClaimAtom::OrderBook(a) => (
+            &a.asset_sold,
+            a.amount_sold,
+            &a.asset_bought,
+            a.amount_bought,
+        ),
+        ClaimAtom::LiquidityPool(a) => (
+            &a.asset_sold,
+            a.amount_sold,
+            &a.asset_bought,
+            a.amount_bought,
+        ),
     }
 }
 
@@ -371,14 +384,7 @@ pub fn rows_of(t: &TxInfo, d: &DecodedTx) -> Result<RpcTx, OpError> {
         m.insert("type_i".into(), json!(op.body.discriminant() as i32));
         m.insert("created_at".into(), json!(created));
         m.insert("transaction_hash".into(), json!(d.hash));
-        let moves = || {
-            movements(
-                id & !0xfff,
-                &d.hash,
-                t.ledger,
-                &op_events(t, &d.meta, i),
-            )
-        };
+        let moves = || movements(id & !0xfff, &d.hash, t.ledger, &op_events(t, &d.meta, i));
         match &op.body {
             OperationBody::CreateAccount(c) => {
                 m.insert(
@@ -453,16 +459,12 @@ pub fn rows_of(t: &TxInfo, d: &DecodedTx) -> Result<RpcTx, OpError> {
                     stellar_xdr::ChangeTrustAsset::Native => {
                         asset_fields(&mut m, "", &stellar_xdr::Asset::Native)
                     }
-                    stellar_xdr::ChangeTrustAsset::CreditAlphanum4(a) => asset_fields(
-                        &mut m,
-                        "",
-                        &stellar_xdr::Asset::CreditAlphanum4(a.clone()),
-                    ),
-                    stellar_xdr::ChangeTrustAsset::CreditAlphanum12(a) => asset_fields(
-                        &mut m,
-                        "",
-                        &stellar_xdr::Asset::CreditAlphanum12(a.clone()),
-                    ),
+                    stellar_xdr::ChangeTrustAsset::CreditAlphanum4(a) => {
+                        asset_fields(&mut m, "", &stellar_xdr::Asset::CreditAlphanum4(a.clone()))
+                    }
+                    stellar_xdr::ChangeTrustAsset::CreditAlphanum12(a) => {
+                        asset_fields(&mut m, "", &stellar_xdr::Asset::CreditAlphanum12(a.clone()))
+                    }
                     stellar_xdr::ChangeTrustAsset::PoolShare(_) => {
                         m.insert("asset_type".into(), json!("liquidity_pool_shares"));
                     }
@@ -523,10 +525,7 @@ fn offer_fields(
     asset_fields(m, "selling_", selling);
     asset_fields(m, "buying_", buying);
     m.insert("amount".into(), json!(format_stroops(amount)));
-    m.insert(
-        "price_r".into(),
-        json!({"n": price.n, "d": price.d}),
-    );
+    m.insert("price_r".into(), json!({"n": price.n, "d": price.d}));
     if price.d != 0 {
         let p = i128::from(price.n) * 10_000_000 / i128::from(price.d);
         if let Ok(p) = i64::try_from(p) {

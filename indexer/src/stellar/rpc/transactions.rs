@@ -18,8 +18,7 @@ use async_trait::async_trait;
 use orrery_entity::{price_point, source, stellar_account, stellar_transaction};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set,
+    ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde_json::json;
 
@@ -33,8 +32,8 @@ use crate::stellar::horizon::{AssetKey, DecodedOp};
 use crate::stellar::settings::StellarSettings;
 use crate::stellar::{distributions, store};
 use crate::sync::{
-    BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError,
-    SyncContext, Written,
+    BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, SyncContext,
+    Written,
 };
 
 /// Source id in the `source` table.
@@ -136,7 +135,10 @@ async fn insert_transactions(txn: &DatabaseTransaction, txs: &[TxRow]) -> Result
     Ok(())
 }
 
-async fn upsert_prices(txn: &DatabaseTransaction, prices: &[(String, Bucket)]) -> Result<(), DbErr> {
+async fn upsert_prices(
+    txn: &DatabaseTransaction,
+    prices: &[(String, Bucket)],
+) -> Result<(), DbErr> {
     use price_point::Column as P;
     for chunk in prices.chunks(CHUNK) {
         let rows: Vec<price_point::ActiveModel> = chunk
@@ -290,7 +292,9 @@ impl RpcTxSource {
         let row = source::Entity::find_by_id(super::source::SOURCE_ID.to_string())
             .one(&ctx.db)
             .await?;
-        Ok(row.and_then(|r| r.indexed_height).is_some_and(|h| h >= ledger))
+        Ok(row
+            .and_then(|r| r.indexed_height)
+            .is_some_and(|h| h >= ledger))
     }
 }
 
@@ -383,7 +387,11 @@ impl Source for RpcTxSource {
         }
         if skipped > 0 {
             self.skipped += skipped;
-            tracing::info!(skipped, total = self.skipped, "stellar rpc: undecodable transactions skipped");
+            tracing::info!(
+                skipped,
+                total = self.skipped,
+                "stellar rpc: undecodable transactions skipped"
+            );
         }
         batch.prices = self
             .agg
