@@ -68,7 +68,7 @@ fn common_settings(d: &Devnet, watched: &[String], xlm: bool) -> String {
         .collect();
     let accounts: Vec<String> = watched.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "accounts = [{}]\nassets = [{}]\ndex_pairs = [\"XLM/UBEC\"]\n\
+        "accounts = [{}]\nassets = [{}]\ndex_pairs = [\"XLM/UBEC\"]\ndex_resolution_ms = 60000\n\
          distribution_memo_prefix = \"odist:\"\npoll_interval_ms = 100\n\
          breaker_recovery_secs = 1\nrequest_timeout_secs = 5\n",
         accounts.join(", "),
