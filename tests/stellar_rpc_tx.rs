@@ -270,7 +270,7 @@ async fn rpc_operations_distributions_and_prices_equal_horizon_table_by_table() 
     c.set_fault(
         "horizon:/rpc",
         Fault {
-            rpc_error: Some(-32603),
+            jsonrpc_error: Some(-32603),
             every_nth: Some(9),
             ..Default::default()
         },

@@ -58,6 +58,9 @@ pub enum Command {
     Prices(crate::cli_prices::PricesCommand),
     /// Run the simulated chains standalone and print their URLs (Ctrl-C stops).
     Devnet(DevnetArgs),
+    /// Stellar jobs: `backfill` a ledger range from the SEP-54 data lake.
+    #[command(subcommand)]
+    Stellar(crate::cli_stellar::StellarCommand),
 }
 
 /// `orrery devnet` flags.
@@ -73,6 +76,10 @@ pub struct DevnetArgs {
     /// Do not produce new ledgers and blocks on a timer (advance only through `/_devnet`).
     #[arg(long)]
     pub manual: bool,
+    /// Also write the Stellar ledgers as a SEP-54 data lake into DIR (one ledger per
+    /// object, kept current as ledgers close), served at `<horizon>/datalake`.
+    #[arg(long, value_name = "DIR")]
+    pub datalake: Option<PathBuf>,
 }
 
 /// `orrery token` subcommands.
@@ -254,6 +261,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(cmd) => config_command(cli.config.as_deref(), cmd).await,
         Command::Devnet(args) => devnet(args).await,
         Command::Prices(cmd) => crate::cli_prices::run(cli.config.as_deref(), cmd).await,
+        Command::Stellar(cmd) => crate::cli_stellar::run(cli.config.as_deref(), cmd).await,
         Command::Token(TokenCommand::Issue { role, ttl, subject }) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
             let secret = config
@@ -276,6 +284,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
     } else {
         crate::sources::live_devnet_config(args.seed)
     };
+    if let Some(dir) = args.datalake {
+        config.stellar.datalake = Some(orrery_devnet::stellar::datalake::LakeConfig::in_dir(dir));
+    }
     if args.port_base != 0 {
         config.ports =
             orrery_devnet::PortConfig::from_base(args.port_base, config.evm_chains.len());
@@ -288,6 +299,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<ExitCode> {
         urls.stellar_rpc,
         orrery_devnet::stellar::rpc::PASSPHRASE
     );
+    if let Some(lake) = &urls.stellar_datalake {
+        println!("stellar lake    {lake} (SEP-54)");
+    }
     println!("esplora         {}", urls.esplora);
     println!("exchange prices {}/api/v1/prices", urls.exchange_prices);
     for e in &urls.evm {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use orrery_indexer::bitcoin::BitcoinSettings;
 use orrery_indexer::evm::EvmSettings;
 use orrery_indexer::stellar::StellarSettings;
+use orrery_indexer::triggers::TriggerSettings;
 use serde::Deserialize;
 
 use crate::auth::Role;
@@ -89,6 +90,9 @@ pub struct Config {
     pub evm: EvmSettings,
     /// Bitcoin (Esplora) indexing and prices.
     pub bitcoin: BitcoinSettings,
+    /// Trigger action workers (lease, concurrency, delivery timeout) and the retention of
+    /// finished `action_run` rows. See [`TriggerSettings`] for each key and its default.
+    pub triggers: TriggerSettings,
 }
 
 /// Authentication settings (JWT bearer tokens carrying a role).
@@ -315,6 +319,7 @@ impl Default for Config {
             stellar: StellarSettings::default(),
             evm: EvmSettings::default(),
             bitcoin: BitcoinSettings::default(),
+            triggers: TriggerSettings::default(),
         }
     }
 }
@@ -537,6 +542,9 @@ impl Config {
                 .map(str::to_string)
                 .collect();
         }
+        if let Some(v) = env.var("ORRERY_STELLAR_DATALAKE_URL") {
+            self.stellar.datalake_url = Some(v);
+        }
         if let Some(v) = env.var("ORRERY_ESPLORA_URL") {
             self.bitcoin.esplora_url = Some(v);
         }
@@ -690,12 +698,13 @@ impl Config {
                 });
             }
         }
-        if g.timeout_ms == 0 || g.timeout_ms > self.http.request_timeout_secs * 1000 {
+        // Saturating: a huge request timeout must not overflow the bound (a panic in debug).
+        let request_timeout_ms = self.http.request_timeout_secs.saturating_mul(1000);
+        if g.timeout_ms == 0 || g.timeout_ms > request_timeout_ms {
             return Err(ConfigError::Invalid {
                 key: "graphql.timeout_ms",
                 reason: format!(
-                    "must be between 1 and http.request_timeout_secs * 1000 ({})",
-                    self.http.request_timeout_secs * 1000
+                    "must be between 1 and http.request_timeout_secs * 1000 ({request_timeout_ms})"
                 ),
             });
         }
@@ -704,6 +713,9 @@ impl Config {
                 key: "graphql.apq_cache_entries",
                 reason: "must be at least 1 while graphql.apq is on".into(),
             });
+        }
+        if let Err((key, reason)) = self.triggers.validate() {
+            return Err(ConfigError::Invalid { key, reason });
         }
         match &g.persisted_queries_path {
             Some(p) if !p.exists() => {
@@ -877,6 +889,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("auth.leeway_secs"));
+    }
+
+    #[test]
+    fn triggers_section_sets_the_worker() {
+        let c = Config::from_toml(
+            "[triggers]\nlease_secs = 60\nconcurrency = 2\ndelivery_timeout_secs = 10\nretention_days = 7\nprune_interval_secs = 60",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let w = c.triggers.worker_settings();
+        assert_eq!(w.lease, Duration::from_secs(60));
+        assert_eq!(w.concurrency, 2);
+        assert_eq!(w.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(w.retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(w.prune_interval, Duration::from_secs(60));
+        let err = Config::from_toml("[triggers]\nleases = 3").unwrap_err();
+        assert!(err.contains("leases"), "{err}");
+        let c = Config::from_toml("[triggers]\nlease_secs = 5\ndelivery_timeout_secs = 5").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("triggers.lease_secs"), "{err}");
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub async fn start(
         let workers = orrery_indexer::triggers::spawn_workers(
             writer.clone(),
             bus.clone(),
-            Default::default(),
+            config.triggers.worker_settings(),
         );
         return Ok(Running {
             supervisor: Supervisor::new(),
@@ -286,8 +286,11 @@ pub async fn start(
         source_name: "bitcoin",
         reason: e.to_string(),
     })?;
-    let workers =
-        orrery_indexer::triggers::spawn_workers(writer.clone(), bus.clone(), Default::default());
+    let workers = orrery_indexer::triggers::spawn_workers(
+        writer.clone(),
+        bus.clone(),
+        config.triggers.worker_settings(),
+    );
     Ok(Running {
         supervisor,
         devnet,

@@ -92,6 +92,13 @@ pub struct StellarConfig {
     pub rpc_retention_ledgers: Option<u32>,
     /// Most ledgers one `getEvents` call scans (stellar-rpc scans 10,000).
     pub rpc_scan_ledgers: u32,
+    /// Whether Stellar RPC emits CAP-67 token events for classic operations (a Core with
+    /// `EMIT_CLASSIC_EVENTS = true`). False: `getEvents` finds no transfer/mint/burn/fee
+    /// events and `getTransactions` carries none; balance changes remain in the
+    /// transactions' meta (ledger entry changes). Default true.
+    pub rpc_classic_events: bool,
+    /// Write the ledgers as a SEP-54 data lake (and serve it at `<horizon>/datalake/`).
+    pub datalake: Option<crate::stellar::datalake::LakeConfig>,
 }
 
 impl Default for StellarConfig {
@@ -109,6 +116,8 @@ impl Default for StellarConfig {
             fee_stroops: 0,
             rpc_retention_ledgers: None,
             rpc_scan_ledgers: 10_000,
+            rpc_classic_events: true,
+            datalake: None,
         }
     }
 }

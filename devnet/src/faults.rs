@@ -98,9 +98,9 @@ pub struct Fault {
     /// Hang this long before answering (a client timeout should fire first).
     #[serde(with = "opt_ms", rename = "timeout_ms")]
     pub timeout: Option<Duration>,
-    /// Answer HTTP 200 with this JSON-RPC error code instead (e.g. -32603, a Stellar RPC
-    /// node's internal error).
-    pub rpc_error: Option<i64>,
+    /// Answer HTTP 200 with a JSON-RPC error of this code instead (e.g. -32603, a Stellar
+    /// RPC node's transient internal error).
+    pub jsonrpc_error: Option<i64>,
 }
 
 mod opt_ms {
@@ -301,7 +301,7 @@ async fn apply(mut layer: FaultLayer, key: String, req: Request, next: Next) -> 
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error_response(layer.service, status, fault.retry_after);
     }
-    if let Some(code) = fault.rpc_error {
+    if let Some(code) = fault.jsonrpc_error {
         let body = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {
             "code": code, "message": "internal error (injected by devnet)"}});
         return (StatusCode::OK, axum::Json(body)).into_response();

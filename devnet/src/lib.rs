@@ -77,6 +77,8 @@ pub struct DevnetUrls {
     pub horizon: String,
     /// Stellar RPC (JSON-RPC, POST) URL: `<horizon>/rpc`, from the same ledger model.
     pub stellar_rpc: String,
+    /// The SEP-54 data lake over HTTP (`<horizon>/datalake`), when one is written.
+    pub stellar_datalake: Option<String>,
     /// EVM JSON-RPC endpoints in config order.
     pub evm: Vec<EvmEndpoint>,
     /// Esplora base URL (paths like `/blocks/tip/height`, also under `/api`).
@@ -181,7 +183,12 @@ impl Devnet {
         serve(
             l,
             with_faults(
-                stellar::routes::router(shared.clone()).merge(stellar::rpc::router(shared.clone())),
+                stellar::routes::router(shared.clone())
+                    .merge(stellar::rpc::router(shared.clone()))
+                    .merge(match &config.stellar.datalake {
+                        Some(lake) => stellar::datalake::router(lake.dir.clone()),
+                        None => Router::new(),
+                    }),
                 layer(ServiceKind::Horizon, None),
             ),
         );
@@ -232,6 +239,14 @@ impl Devnet {
             ),
         );
 
+        if let Some(lake) = &config.stellar.datalake {
+            tasks.push(
+                stellar::datalake::spawn(shared.clone(), lake.clone())
+                    .await
+                    .map_err(|e| DevnetError::Config(format!("data lake: {e}")))?,
+            );
+        }
+
         // Automatic block production.
         let mut tickers: Vec<(Duration, Ticker)> = Vec::new();
         if let Some(d) = config.ledger_interval {
@@ -280,6 +295,11 @@ impl Devnet {
             control,
             urls: DevnetUrls {
                 stellar_rpc: format!("{horizon}/rpc"),
+                stellar_datalake: config
+                    .stellar
+                    .datalake
+                    .as_ref()
+                    .map(|_| format!("{horizon}/datalake")),
                 horizon,
                 evm: evm_urls,
                 esplora,

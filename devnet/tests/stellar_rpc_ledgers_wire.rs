@@ -318,7 +318,7 @@ async fn ledger_limits_retention_and_internal_errors() {
     d.control().set_fault(
         "horizon:/rpc",
         Fault {
-            rpc_error: Some(-32603),
+            jsonrpc_error: Some(-32603),
             max_triggers: Some(1),
             ..Default::default()
         },

@@ -1,6 +1,7 @@
 //! Orrery's indexing side: the upstream HTTP client (rate limit, circuit breaker, retry),
 //! chain sources, the sync engine and the event bus. Knows nothing of HTTP serving or GraphQL.
 
+pub mod backoff;
 pub mod bitcoin;
 pub mod bus;
 pub mod config_store;

@@ -49,7 +49,8 @@
   }
 
   // ---- sources -------------------------------------------------------------------------
-  var SOURCE_FIELDS = "id kind name headHeight indexedHeight status lastError lagBlocks lagSeconds progress backfillFrom etaSeconds paused isSynced circuitBreaker { state }";
+  // The server's field list (the same its first view rendered), so both show the same cells.
+  var SOURCE_FIELDS = body.getAttribute("data-source-fields");
 
   function lagText(s) {
     if (s.lagBlocks === null && s.lagSeconds === null) { return "\u2013"; }

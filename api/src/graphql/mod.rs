@@ -5,6 +5,7 @@ pub mod doc_cache;
 pub mod error;
 pub mod evm;
 pub mod http;
+pub mod lease_loader;
 pub mod limits;
 pub mod metrics_ext;
 pub mod mutation;
@@ -86,6 +87,7 @@ pub fn build_schema(
     }
     if let Some(state) = state {
         builder = builder.data(stellar::StellarLoaders::new(state.db.clone()));
+        builder = builder.data(lease_loader::LeaseLoader::data_loader(state.db.clone()));
         builder = builder.data(state);
     }
     builder.finish()

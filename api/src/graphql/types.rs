@@ -44,6 +44,21 @@ pub struct Chain {
 
 #[ComplexObject]
 impl Chain {
+    /// Stellar RPC source (`stellar:rpc`) only: whether the node emits CAP-67 token events
+    /// for classic operations. `false` when its Core lacks `EMIT_CLASSIC_EVENTS` (or, for
+    /// ledgers before Protocol 23, `BACKFILL_STELLAR_ASSET_EVENTS`): balances are then
+    /// rebuilt from the account and trustline ledger entry changes in transaction meta
+    /// (`getTransactions`), and compared with any token events the transactions carry
+    /// (disagreements show in `balanceReconciliation`). Null for other sources and until
+    /// the source has decided (its first page).
+    async fn classic_events(&self) -> Option<bool> {
+        if self.id != orrery_indexer::stellar::rpc::source::SOURCE_ID {
+            return None;
+        }
+        orrery_indexer::stellar::rpc::meta::BalanceFeed::of_cursor(self.cursor.as_deref())
+            .classic_events()
+    }
+
     /// Head height minus indexed height (0 when caught up; null until both are known).
     async fn lag_blocks(&self) -> Option<i64> {
         Some((self.head_height? - self.indexed_height?).max(0))
@@ -146,17 +161,12 @@ impl Chain {
 }
 
 impl Chain {
-    /// The source's unexpired lease row, if any.
+    /// The source's unexpired lease row, if any (batched across the response's chains).
     async fn lease(
         &self,
         ctx: &async_graphql::Context<'_>,
     ) -> async_graphql::Result<Option<orrery_entity::source_lease::Model>> {
-        use sea_orm::EntityTrait;
-        let db = &ctx.data_unchecked::<crate::state::AppState>().db;
-        let row = orrery_entity::source_lease::Entity::find_by_id(self.id.clone())
-            .one(db)
-            .await
-            .map_err(|e| super::error::internal("reading a source lease", e))?;
+        let row = super::lease_loader::load_lease(ctx, &self.id).await?;
         Ok(row.filter(|l| l.expires_at > Utc::now()))
     }
 }

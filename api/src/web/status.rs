@@ -13,12 +13,27 @@ use serde_json::Value;
 use crate::auth::{Caller, ClientAddr};
 use crate::graphql::OrrerySchema;
 
+/// The fields of a source row: the first view's query and, through the page's
+/// `data-source-fields` attribute, the script's `indexerStatus` and `sourceUpdated`
+/// selections, so the server and the script always show the same cells.
+macro_rules! source_fields {
+    () => {
+        "id kind name headHeight indexedHeight status lastError lagBlocks lagSeconds progress \
+         backfillFrom etaSeconds paused isSynced circuitBreaker { state }"
+    };
+}
+
 /// The sources and health part of the page, rendered on the server.
-pub const FIRST_VIEW_QUERY: &str = "query StatusFirstView { \
-  health { status version uptimeSeconds components { name status message latencyMs } } \
-  indexerStatus(first: 200) { edges { node { id kind name headHeight indexedHeight status \
-    lastError lagBlocks lagSeconds progress backfillFrom etaSeconds paused isSynced \
-    circuitBreaker { state } } } } }";
+pub const FIRST_VIEW_QUERY: &str = concat!(
+    "query StatusFirstView { ",
+    "health { status version uptimeSeconds components { name status message latencyMs } } ",
+    "indexerStatus(first: 200) { edges { node { ",
+    source_fields!(),
+    " } } } }"
+);
+
+/// [`source_fields!`] as a constant.
+pub const SOURCE_FIELDS: &str = source_fields!();
 
 /// What the page needs besides the query results.
 #[derive(Debug, Clone)]
@@ -125,7 +140,7 @@ fn render(view: &FirstView, settings: &PageSettings) -> String {
 <title>Orrery status</title>
 <link rel="stylesheet" href="/assets/status.css">
 </head>
-<body data-live-updates="0" data-dex-pairs="{dex_pairs}">
+<body data-live-updates="0" data-dex-pairs="{dex_pairs}" data-source-fields="{source_fields}">
 <header>
   <h1>Orrery</h1>
   <span id="overall" class="badge status-{overall_cls}">{overall}</span>
@@ -170,6 +185,7 @@ fn render(view: &FirstView, settings: &PageSettings) -> String {
 </html>
 "#,
         dex_pairs = escape(&dex_pairs),
+        source_fields = escape(SOURCE_FIELDS),
         overall_cls = escape(&overall.to_ascii_lowercase()),
         overall = escape(&overall),
         version = escape(&text(&health["version"])),

@@ -4,8 +4,10 @@
 //! Methods: `getHealth`, `getNetwork`, `getLatestLedger`, `getEvents` (CAP-67 SAC token
 //! events: a `fee` event per transaction when `fee_stroops` is set, `transfer` / `mint` /
 //! `burn` per payment and account creation), `getLedgerEntries` (account and trustline
-//! entries), `getTransactions` (envelope, result and meta V4, DEX trades included) and
-//! `getLedgers` (header and close meta V2), see [`ledgers`]. Limits and errors follow
+//! entries), `getTransactions` (envelope, result and meta V4 with the account and trustline
+//! ledger entry changes, see [`super::rpc_meta`]; DEX trades included) and
+//! `getLedgers` (header and close meta V2), see [`ledgers`]. With `rpc_classic_events = false` (a Core
+//! without `EMIT_CLASSIC_EVENTS`) no classic token events are emitted anywhere. Limits and errors follow
 //! stellar-rpc: `pagination.limit` <= 10,000 events (200 transactions), <= 5 filters of
 //! <= 5 contract ids, `cursor` and `startLedger` never together, -32600 for a start ledger
 //! outside the retention window (`rpc_retention_ledgers`), -32602 for bad params, -32601
@@ -80,16 +82,26 @@ pub struct RpcState {
     keys: OnceLock<Vec<[u8; 32]>>,
     /// Per asset index (0 = native): XDR asset, SEP-11 string, SAC contract id.
     assets: OnceLock<Vec<(Asset, String, [u8; 32])>>,
+    /// Ledger entry changes of the transactions (their meta).
+    meta: super::rpc_meta::MetaCache,
 }
 
 /// The `/rpc` router.
 pub fn router(shared: Arc<Shared>) -> Router {
-    let state = Arc::new(RpcState {
-        shared,
-        keys: OnceLock::new(),
-        assets: OnceLock::new(),
-    });
+    let state = Arc::new(RpcState::new(shared));
     Router::new().route("/rpc", post(handle)).with_state(state)
+}
+
+impl RpcState {
+    /// The state over `shared` (also used by the data-lake writer).
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            keys: OnceLock::new(),
+            assets: OnceLock::new(),
+            meta: Default::default(),
+        }
+    }
 }
 
 /// SAC contract id of `asset` on the devnet network.
@@ -277,6 +289,10 @@ impl RpcState {
         let Some(l) = chain.ledgers.get(ledger as usize - 1) else {
             return Vec::new();
         };
+        // Every devnet movement is classic: without classic events there are none.
+        if !chain.config.rpc_classic_events {
+            return Vec::new();
+        }
         let range = l.first_op as usize..(l.first_op + l.op_count) as usize;
         let base = i64::from(ledger) << 32;
         let mut out = Vec::new();
@@ -752,7 +768,12 @@ fn contract_event(contract: [u8; 32], topics: Vec<ScVal>, data: ScVal) -> Contra
 }
 
 /// The `getTransactions` record of operation `i` (one operation per transaction).
-fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Operation) -> Value {
+pub(crate) fn transaction_json(
+    state: &RpcState,
+    chain: &StellarChain,
+    i: usize,
+    op: &Operation,
+) -> Value {
     let keys = state.keys(chain);
     let assets = state.assets(chain);
     let src = keys[op.source as usize];
@@ -814,8 +835,9 @@ fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Opera
         ext: TransactionResultExt::V0,
     };
     let xlm = assets[0].2;
+    let classic = chain.config.rpc_classic_events;
     let mut tx_events = Vec::new();
-    if let Some((c, r)) = fee_parts {
+    if let (Some((c, r)), true) = (fee_parts, classic) {
         let from = state.addr(chain, op.source);
         tx_events.push(TransactionEvent {
             stage: TransactionEventStage::BeforeAllTxs,
@@ -830,15 +852,17 @@ fn transaction_json(state: &RpcState, chain: &StellarChain, i: usize, op: &Opera
     }
     let op_events: Vec<ContractEvent> = state
         .op_events(chain, i, op)
+        .filter(|_| classic)
         .map(|e| contract_event(assets[e.asset as usize].2, e.topics, e.data))
         .into_iter()
         .collect();
+    let (changes_before, op_changes) = state.meta.xdr(chain, i, keys, assets);
     let meta = TransactionMeta::V4(TransactionMetaV4 {
         ext: ExtensionPoint::V0,
-        tx_changes_before: Default::default(),
+        tx_changes_before: changes_before,
         operations: vec![OperationMetaV2 {
             ext: ExtensionPoint::V0,
-            changes: Default::default(),
+            changes: op_changes,
             events: op_events.clone().try_into().unwrap_or_default(),
         }]
         .try_into()

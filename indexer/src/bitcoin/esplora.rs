@@ -55,7 +55,8 @@ pub struct EsploraTx {
 
 fn parse_txid(s: &str) -> Result<Txid, SourceError> {
     let bad = || SourceError::Data(format!("bad txid {s:?}"));
-    if s.len() != 64 {
+    // `from_str_radix` alone would take a sign (`+f`) as a digit pair.
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; 32];

@@ -124,6 +124,10 @@ pub fn quantity(s: &str) -> Result<u64, RpcError> {
     let digits = s
         .strip_prefix("0x")
         .ok_or_else(|| RpcError::Decode(format!("quantity without 0x: {s:?}")))?;
+    // `from_str_radix` alone would take a sign (`0x+1`).
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RpcError::Decode(format!("quantity {s:?}: not hex digits")));
+    }
     u64::from_str_radix(digits, 16).map_err(|e| RpcError::Decode(format!("quantity {s:?}: {e}")))
 }
 
@@ -142,18 +146,27 @@ fn hex_data(s: &str) -> Result<Vec<u8>, RpcError> {
     if digits.len() % 2 != 0 {
         return Err(RpcError::Decode("odd-length data".into()));
     }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&digits[i..i + 2], 16)
-                .map_err(|e| RpcError::Decode(format!("data: {e}")))
-        })
-        .collect()
+    // Byte-wise: slicing the string in steps of two panicked on a multi-byte character
+    // (regression test `evm_log_data_with_a_multibyte_character` in `tests/fuzz.rs`).
+    hex::decode(digits).map_err(|e| RpcError::Decode(format!("data: {e}")))
 }
 
 fn required<'a>(what: &str, v: &'a Option<String>) -> Result<&'a str, RpcError> {
     v.as_deref()
         .ok_or_else(|| RpcError::Decode(format!("log without {what} (pending?)")))
+}
+
+/// Decodes an `eth_getLogs` result (removed logs left out).
+pub fn decode_logs(v: Value) -> Result<Vec<Log>, RpcError> {
+    let raw: Vec<RawLog> =
+        serde_json::from_value(v).map_err(|e| RpcError::Decode(format!("logs: {e}")))?;
+    let mut out = Vec::with_capacity(raw.len());
+    for r in raw {
+        if let Some(l) = Log::from_raw(r)? {
+            out.push(l);
+        }
+    }
+    Ok(out)
 }
 
 impl Log {
@@ -182,7 +195,8 @@ impl Log {
 }
 
 impl Header {
-    fn from_value(v: Value) -> Result<Option<Self>, RpcError> {
+    /// Decodes an `eth_getBlockByNumber` result (`None` for `null`: no such block).
+    pub fn from_value(v: Value) -> Result<Option<Self>, RpcError> {
         if v.is_null() {
             return Ok(None);
         }
@@ -308,15 +322,7 @@ impl RpcClient {
                 json!([{"address": addrs, "fromBlock": q(from), "toBlock": q(to)}]),
             )
             .await?;
-        let raw: Vec<RawLog> =
-            serde_json::from_value(v).map_err(|e| RpcError::Decode(format!("logs: {e}")))?;
-        let mut out = Vec::with_capacity(raw.len());
-        for r in raw {
-            if let Some(l) = Log::from_raw(r)? {
-                out.push(l);
-            }
-        }
-        Ok(out)
+        decode_logs(v)
     }
 
     /// Headers of `numbers` in one batch; `None` for blocks the node does not have.

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod amount;
 pub mod batch;
+pub mod datalake;
 pub mod dex;
 pub mod distributions;
 pub mod horizon;
@@ -55,6 +56,9 @@ pub enum StellarStartError {
     /// `stellar.source` is not `rpc` or `horizon`.
     #[error("{0}")]
     SourceKind(String),
+    /// `stellar.datalake_url` cannot be opened.
+    #[error("{0}")]
+    Datalake(String),
     /// The breaker row could not be restored.
     #[error("restoring the horizon breaker: {0}")]
     Db(#[from] sea_orm::DbErr),
@@ -91,7 +95,10 @@ pub async fn spawn_all(
         .map_err(StellarStartError::SourceKind)?
         == settings::SourceKind::Rpc
     {
-        rpc::spawn(settings, supervisor, db, writer, bus, runtime).await?;
+        // A data lake backfills history first (then hands over to RPC when configured).
+        if !datalake::spawn(settings, supervisor, db, writer, bus, runtime).await? {
+            rpc::spawn(settings, supervisor, db, writer, bus, runtime).await?;
+        }
         // RPC has no trade aggregations: with `index_transactions` Orrery aggregates the
         // trades itself; otherwise, with a Horizon URL, DEX pairs are still priced through
         // Horizon, by a Horizon source that watches no account.

@@ -83,6 +83,24 @@ pub struct StellarSettings {
     /// account queries work), and price `dex_pairs` from the trades in transaction results
     /// (RPC has no trade aggregations). Source `stellar:rpc:tx`. Default false.
     pub index_transactions: bool,
+    /// `datalake_url`: a ledger data lake in the SEP-54 layout (Galexie's), read for history
+    /// before RPC takes over: `file:///dir`, `https://host/path`, `s3://bucket/path` or
+    /// `gs://bucket/path`. Env `ORRERY_STELLAR_DATALAKE_URL`. Unset: no data lake.
+    pub datalake_url: Option<String>,
+    /// `datalake_region`: the S3 bucket's region (e.g. `us-east-2`). Unset: the store's
+    /// default.
+    pub datalake_region: Option<String>,
+    /// `datalake_anonymous`: unsigned requests to S3/GCS (public buckets). Default true.
+    pub datalake_anonymous: bool,
+    /// `datalake_concurrency`: objects fetched and decompressed at once (memory holds at
+    /// most twice this many). Default 16.
+    pub datalake_concurrency: usize,
+    /// `datalake_start_ledger`: first ledger read from the data lake on the first run.
+    /// Default 2 (the first ledger with transactions).
+    pub datalake_start_ledger: Option<u32>,
+    /// `datalake_end_ledger`: last ledger read from the data lake when no RPC follows it.
+    /// Unset: as far as the lake goes (then polled for new objects).
+    pub datalake_end_ledger: Option<u32>,
 }
 
 /// Which Stellar source runs.
@@ -151,6 +169,12 @@ impl Default for StellarSettings {
             rpc_events_limit: 10_000,
             rpc_requests_per_hour: 0,
             index_transactions: false,
+            datalake_url: None,
+            datalake_region: None,
+            datalake_anonymous: true,
+            datalake_concurrency: 16,
+            datalake_start_ledger: None,
+            datalake_end_ledger: None,
         }
     }
 }

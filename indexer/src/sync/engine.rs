@@ -156,11 +156,11 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
+/// Delay after the `consecutive`-th error in a row (1-based): 1 s doubling up to `max`, the
+/// ceiling of the crate's one [`crate::backoff::Backoff`] schedule.
 fn error_backoff(consecutive: u32, max: Duration) -> Duration {
-    let secs = 1u64
-        .checked_shl(consecutive.saturating_sub(1).min(16))
-        .unwrap_or(u64::MAX);
-    Duration::from_secs(secs).min(max)
+    crate::backoff::Backoff::unbounded(Duration::from_secs(1), max)
+        .ceiling(consecutive.saturating_sub(1))
 }
 
 /// Why one pipeline run ended.

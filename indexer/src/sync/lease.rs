@@ -11,6 +11,7 @@
 //! matter. SQLite runs one process and uses no lease.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,9 @@ pub struct Leases {
     acquiring: Arc<tokio::sync::Mutex<()>>,
     /// No lease is taken before this, so replicas started together see each other first.
     settle_until: tokio::time::Instant,
+    /// Indexing replicas alive, counted once per heartbeat (0 until the first heartbeat),
+    /// so the per-source fair-share checks do not each query `replica`.
+    live: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Leases {
@@ -87,6 +91,7 @@ impl Leases {
             held: Arc::new(Mutex::new(BTreeMap::new())),
             acquiring: Arc::new(tokio::sync::Mutex::new(())),
             settle_until: tokio::time::Instant::now() + config.renew_every * 3,
+            live: Arc::new(AtomicUsize::new(0)),
             config,
         }
     }
@@ -118,6 +123,12 @@ impl Leases {
             loop {
                 if let Err(e) = me.heartbeat().await {
                     tracing::warn!(replica = %me.replica, error = %e, "cannot write the replica heartbeat");
+                }
+                match me.live_replicas().await {
+                    Ok(n) => me.live.store(n, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::warn!(replica = %me.replica, error = %e, "cannot count replicas")
+                    }
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -164,10 +175,14 @@ impl Leases {
         Ok((n as usize).max(1))
     }
 
-    /// How many leases this replica should hold at most.
+    /// How many leases this replica should hold at most: from the count of the last
+    /// heartbeat, or a fresh count when no heartbeat task has run yet.
     async fn fair_share(&self) -> Result<usize, DbErr> {
         let total = self.sources.lock().map(|s| s.len()).unwrap_or(1).max(1);
-        let live = self.live_replicas().await?;
+        let live = match self.live.load(Ordering::Relaxed) {
+            0 => self.live_replicas().await?,
+            n => n,
+        };
         Ok(total.div_ceil(live))
     }
 

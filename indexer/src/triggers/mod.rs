@@ -14,15 +14,17 @@
 
 pub mod conditions;
 pub mod matcher;
+pub mod settings;
 pub mod signature;
 pub mod sink;
 pub mod worker;
 
 pub use conditions::{Condition, ConditionError, Op};
 pub use matcher::{drop_orphaned, enqueue_matches, event_key, idempotency_key};
+pub use settings::TriggerSettings;
 pub use signature::{sign, signature_header};
 pub use sink::{Delivery, Sink, SinkError, WebhookSink};
-pub use worker::{spawn_workers, WorkerSettings};
+pub use worker::{prune_finished, spawn_workers, WorkerSettings};
 
 /// Bus topic of the wake-up notification published after actions were queued.
 pub const ACTION_QUEUED: &str = "trigger.action_queued";

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::sink::{Sink, SinkError, WebhookSink};
 use super::{status, ACTION_QUEUED};
+use crate::backoff::Backoff;
 use crate::bus::SharedBus;
 use crate::metrics::Metrics;
 use crate::upstream::breaker::{Admission, BreakerCore, BreakerSnapshot, BreakerState};
@@ -41,6 +42,13 @@ pub struct WorkerSettings {
     pub base_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Finished (`succeeded`/`dead`) rows last updated longer ago than this are deleted;
+    /// `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// Wait between two prunes.
+    pub prune_interval: Duration,
+    /// Rows deleted per statement by a prune (short transactions, however much is due).
+    pub prune_batch: u64,
 }
 
 impl Default for WorkerSettings {
@@ -57,6 +65,9 @@ impl Default for WorkerSettings {
             delivery_timeout: Duration::from_secs(5),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
+            retention: Some(Duration::from_secs(30 * 86_400)),
+            prune_interval: Duration::from_secs(3600),
+            prune_batch: 1_000,
         }
     }
 }
@@ -65,14 +76,10 @@ impl Default for WorkerSettings {
 pub type Sinks = HashMap<String, Arc<dyn Sink>>;
 
 /// Delay before retry number `attempts` (1-based): `base * 2^(attempts-1)`, capped.
+/// The ceiling of the crate's one [`Backoff`] schedule.
 pub fn backoff(settings: &WorkerSettings, attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(20);
-    settings
-        .base_backoff
-        .saturating_mul(1u32 << exp)
-        .min(settings.max_backoff)
+    let attempt = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+    Backoff::unbounded(settings.base_backoff, settings.max_backoff).ceiling(attempt)
 }
 
 /// Starts the action workers with the webhook sink; they run until the process exits (rows in
@@ -125,7 +132,21 @@ struct Shared {
     wake: Notify,
 }
 
+/// Aborts its task when dropped (the pruner ends with the workers' task).
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn run(shared: Arc<Shared>, bus: SharedBus) {
+    let _pruner = shared.settings.retention.map(|retention| {
+        let db = shared.db.clone();
+        let (every, batch) = (shared.settings.prune_interval, shared.settings.prune_batch);
+        AbortOnDrop(tokio::spawn(prune_loop(db, retention, every, batch)).abort_handle())
+    });
     let mut events = bus.subscribe();
     tracing::info!(worker = %shared.settings.worker_id, "trigger action workers started");
     loop {
@@ -155,6 +176,53 @@ async fn run(shared: Arc<Shared>, bus: SharedBus) {
                 },
             }
         }
+    }
+}
+
+/// Prunes finished rows older than `retention` now and then every `every`.
+async fn prune_loop(db: DatabaseConnection, retention: Duration, every: Duration, batch: u64) {
+    loop {
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match prune_finished(&db, cutoff, batch).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, %cutoff, "pruned finished action runs"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune finished action runs"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Deletes the finished (`succeeded` or `dead`) rows last updated before `cutoff`, `batch` at
+/// a time (one short statement each: `DELETE ... WHERE id IN (SELECT id ... LIMIT batch)`,
+/// on SQLite and PostgreSQL alike, using `idx_action_run_finished`). Rows still queued,
+/// running or waiting for a retry are never touched. Returns the number deleted.
+pub async fn prune_finished(
+    db: &DatabaseConnection,
+    cutoff: DateTime<Utc>,
+    batch: u64,
+) -> Result<u64, DbErr> {
+    let batch = batch.max(1);
+    let mut total = 0u64;
+    loop {
+        let ids = sea_orm::sea_query::Query::select()
+            .column(action_run::Column::Id)
+            .from(action_run::Entity)
+            .and_where(action_run::Column::Status.is_in([status::SUCCEEDED, status::DEAD]))
+            .and_where(action_run::Column::UpdatedAt.lt(cutoff))
+            .order_by(action_run::Column::Id, sea_orm::Order::Asc)
+            .limit(batch)
+            .to_owned();
+        let res = action_run::Entity::delete_many()
+            .filter(action_run::Column::Id.in_subquery(ids))
+            .exec(db)
+            .await?;
+        total += res.rows_affected;
+        if res.rows_affected < batch {
+            return Ok(total);
+        }
+        // Let deliveries and other writers in between two batches.
+        tokio::task::yield_now().await;
     }
 }
 

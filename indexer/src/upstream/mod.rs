@@ -6,9 +6,11 @@
 //! `orrery_circuit_breaker_*` metrics.
 //!
 //! The policies are pure modules with injected time: [`rate_limit::TokenBucket`],
-//! [`breaker::BreakerCore`], [`backoff::Backoff`].
+//! [`breaker::BreakerCore`], [`crate::backoff::Backoff`] (shared with the sync engine and the
+//! trigger workers).
 
-pub mod backoff;
+/// Re-exported from [`crate::backoff`], where the one retry schedule of the crate lives.
+pub use crate::backoff;
 pub mod breaker;
 pub mod client;
 pub mod rate_limit;

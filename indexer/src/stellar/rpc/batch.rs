@@ -131,38 +131,56 @@ impl Ledgerbook {
             if !asset.issuer.is_empty() && holder == asset.issuer {
                 continue;
             }
-            let key = (holder.to_string(), asset.clone());
-            let bal = self.balances.entry(key).or_insert(0);
-            let next = bal
-                .checked_add(delta)
-                .ok_or_else(|| format!("balance of {holder} overflows"))?;
-            *bal = next;
-            // Events of one TOID touching the same holder and asset: one row.
-            let row_key = (event.toid, holder.to_string(), asset.clone());
-            match batch
-                .rows
-                .get(&row_key)
-                .and_then(|&i| batch.history.get_mut(i))
-            {
-                Some(r) => {
-                    r.delta += delta;
-                    r.balance = next;
-                }
-                None => {
-                    batch.rows.insert(row_key, batch.history.len());
-                    batch.history.push(HistoryRow {
-                        account: holder.to_string(),
-                        asset: asset.clone(),
-                        toid: event.toid,
-                        ledger,
-                        at,
-                        delta,
-                        balance: next,
-                    });
-                }
-            }
+            self.apply_delta(holder, asset, event.toid, ledger, at, delta, batch)?;
         }
         batch.applied += 1;
+        batch.ledger = Some(batch.ledger.map_or(ledger, |l| l.max(ledger)));
+        Ok(())
+    }
+
+    /// Adds `delta` to `holder`'s balance in `asset` as the change of TOID `toid` (one
+    /// history row per `(toid, holder, asset)`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply_delta(
+        &mut self,
+        holder: &str,
+        asset: &AssetKey,
+        toid: i64,
+        ledger: i64,
+        at: DateTime<Utc>,
+        delta: i64,
+        batch: &mut RpcBatch,
+    ) -> Result<(), String> {
+        let key = (holder.to_string(), asset.clone());
+        let bal = self.balances.entry(key).or_insert(0);
+        let next = bal
+            .checked_add(delta)
+            .ok_or_else(|| format!("balance of {holder} overflows"))?;
+        *bal = next;
+        // Changes of one TOID touching the same holder and asset: one row.
+        let row_key = (toid, holder.to_string(), asset.clone());
+        match batch
+            .rows
+            .get(&row_key)
+            .and_then(|&i| batch.history.get_mut(i))
+        {
+            Some(r) => {
+                r.delta += delta;
+                r.balance = next;
+            }
+            None => {
+                batch.rows.insert(row_key, batch.history.len());
+                batch.history.push(HistoryRow {
+                    account: holder.to_string(),
+                    asset: asset.clone(),
+                    toid,
+                    ledger,
+                    at,
+                    delta,
+                    balance: next,
+                });
+            }
+        }
         batch.ledger = Some(batch.ledger.map_or(ledger, |l| l.max(ledger)));
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod decode;
 pub mod dex;
 pub mod events;
+pub mod meta;
 pub mod operations;
 pub mod reconcile;
 pub mod sac;

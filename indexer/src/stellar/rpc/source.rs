@@ -19,7 +19,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::batch::{Ledgerbook, RpcBatch};
 use super::client::{EventFilter, RpcClient, RpcError, Start, MAX_CONTRACT_IDS, MAX_EVENT_FILTERS};
+use super::decode::decode_tx;
 use super::events::{decode_event, EventError, Movement};
+use super::meta::{tx_changes, tx_toid, BalanceFeed, META_CURSOR};
 use super::sac::SacAsset;
 use super::writer::RpcWriter;
 use crate::stellar::horizon::AssetKey;
@@ -76,7 +78,14 @@ pub struct RpcSource {
     reconcile_queue: std::collections::VecDeque<String>,
     /// When the last reconciliation round began.
     last_round: Option<std::time::Instant>,
+    /// Where balances come from (decided on the first run, kept in the cursor).
+    feed: BalanceFeed,
+    /// The node's network passphrase (hashes transactions).
+    passphrase: String,
 }
+
+/// `getTransactions` pages sampled to decide whether the node emits classic events.
+const DETECT_PAGES: usize = 5;
 
 /// Time between two reconciliation rounds over every `G...` holder.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
@@ -97,6 +106,8 @@ impl RpcSource {
             skipped_total: 0,
             reconcile_queue: Default::default(),
             last_round: None,
+            feed: BalanceFeed::Unknown,
+            passphrase: String::new(),
         }
     }
 
@@ -147,6 +158,7 @@ impl RpcSource {
         );
         self.sep11 = assets.iter().map(SacAsset::sep11).collect();
         self.assets = assets;
+        self.passphrase = network.passphrase;
         Ok(())
     }
 
@@ -289,6 +301,195 @@ impl RpcSource {
     }
 }
 
+impl RpcSource {
+    /// Decides whether the node emits CAP-67 events for classic operations by reading the
+    /// first transactions from `start` (at most [`DETECT_PAGES`] pages): a transaction that
+    /// moved a followed asset (or paid a fee, with lumens followed) without the matching
+    /// token events means it does not (a Core without `EMIT_CLASSIC_EVENTS`, or ledgers
+    /// before Protocol 23 without `BACKFILL_STELLAR_ASSET_EVENTS`); balances then come from
+    /// the ledger entry changes in transaction meta. With no such transaction in sight,
+    /// events are followed.
+    async fn detect(&self, start: u32) -> Result<BalanceFeed, SourceError> {
+        let mut from = Start::Ledger(start);
+        for _ in 0..DETECT_PAGES {
+            let page = self
+                .rpc
+                .get_transactions(&from, super::client::MAX_PAGE_LIMIT)
+                .await
+                .map_err(source_error)?;
+            for t in &page.transactions {
+                let Ok(tx) = decode_tx(t, &self.passphrase) else {
+                    continue;
+                };
+                let toid = tx_toid(t.ledger, t.application_order);
+                let Ok(c) = tx_changes(t, &tx, toid, &self.assets) else {
+                    continue;
+                };
+                if let Some(emitted) = c.classic_signal() {
+                    if emitted {
+                        tracing::info!(ledger = t.ledger, tx = %tx.hash, "stellar rpc: the node emits classic token events; following getEvents");
+                        return Ok(BalanceFeed::Events);
+                    }
+                    tracing::warn!(ledger = t.ledger, tx = %tx.hash, "stellar rpc: the node emits no classic token events (EMIT_CLASSIC_EVENTS off, or ledgers before Protocol 23 without BACKFILL_STELLAR_ASSET_EVENTS); balances come from the ledger entry changes in transaction meta");
+                    return Ok(BalanceFeed::Meta);
+                }
+            }
+            if page.transactions.len() < super::client::MAX_PAGE_LIMIT as usize {
+                break;
+            }
+            from = Start::Cursor(page.cursor);
+        }
+        tracing::info!(
+            "stellar rpc: no classic movement in the first transactions; following getEvents"
+        );
+        Ok(BalanceFeed::Events)
+    }
+
+    /// One `getTransactions` page after the stored `meta:` cursor: balance changes from the
+    /// account and trustline entries of each transaction's meta (fees from `feeCharged`),
+    /// compared with its token events where it has some.
+    async fn fetch_meta(&mut self, ctx: &SyncContext) -> Result<Fetched<RpcBatch>, SourceError> {
+        let stored = self
+            .cursor
+            .as_deref()
+            .and_then(|c| c.strip_prefix(META_CURSOR))
+            .map(str::to_string);
+        let start = match &stored {
+            Some(c) => Start::Cursor(c.clone()),
+            None => Start::Ledger(self.start_ledger().await?),
+        };
+        let limit = super::client::MAX_PAGE_LIMIT;
+        let page = self
+            .rpc
+            .get_transactions(&start, limit)
+            .await
+            .map_err(source_error)?;
+        let after = stored.as_deref().and_then(super::meta::cursor_toid);
+        let mut batch = RpcBatch::default();
+        let mut txs = Vec::with_capacity(page.transactions.len());
+        for t in &page.transactions {
+            let toid = tx_toid(t.ledger, t.application_order);
+            // Dedupe on the TOID: nothing at or before the stored cursor again.
+            if after.is_some_and(|a| toid <= a) {
+                *batch.skipped.entry("duplicate").or_default() += 1;
+                continue;
+            }
+            let tx = match decode_tx(t, &self.passphrase) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    tracing::warn!(ledger = t.ledger, error = %e, "stellar rpc: transaction skipped");
+                    *batch.skipped.entry("malformed_xdr").or_default() += 1;
+                    continue;
+                }
+            };
+            match tx_changes(t, &tx, toid, &self.assets) {
+                Ok(c) => {
+                    if c.bad_events > 0 {
+                        *batch.skipped.entry("unknown_shape").or_default() += c.bad_events;
+                    }
+                    txs.push((t, toid, tx.hash, c));
+                }
+                Err(e) => {
+                    tracing::warn!(tx = %tx.hash, error = %e, "stellar rpc: transaction meta skipped");
+                    *batch.skipped.entry("bad_meta").or_default() += 1;
+                }
+            }
+        }
+        let applied: Vec<_> = txs.iter().map(|(_, _, _, c)| c.applied()).collect();
+        let holders = self.book.missing(
+            applied
+                .iter()
+                .flat_map(|d| d.keys().map(|(h, _)| h.as_str())),
+        );
+        if !holders.is_empty() {
+            let new = self.load_holders(ctx, holders).await?;
+            batch.accounts = new
+                .into_iter()
+                .map(|h| (h, super::meta::DISCOVERED_VIA.to_string()))
+                .collect();
+        }
+        let mut newest_at = None;
+        for ((t, toid, hash, c), deltas) in txs.iter().zip(&applied) {
+            let at = DateTime::<Utc>::from_timestamp(t.created_at, 0).ok_or_else(|| {
+                SourceError::Data(format!(
+                    "transaction {hash}: createdAt {} out of range",
+                    t.created_at
+                ))
+            })?;
+            newest_at = Some(at);
+            for d in c.disagreements() {
+                let msg = format!(
+                    "{}: transaction {hash} (ledger {}): {} ledger entry changes {} but token events {}",
+                    super::reconcile::MISMATCH,
+                    t.ledger,
+                    d.asset.canonical(),
+                    crate::stellar::amount::format_stroops(d.entries),
+                    crate::stellar::amount::format_stroops(d.events),
+                );
+                tracing::warn!(account = %d.account, "{msg}");
+                batch.reconciled.push((d.account, Some(msg)));
+            }
+            for ((holder, asset), delta) in deltas {
+                self.book
+                    .apply_delta(
+                        holder,
+                        asset,
+                        *toid,
+                        i64::from(t.ledger),
+                        at,
+                        *delta,
+                        &mut batch,
+                    )
+                    .map_err(|e| SourceError::Data(format!("transaction {hash}: {e}")))?;
+            }
+            if !deltas.is_empty() {
+                batch.applied += 1;
+            }
+        }
+        self.book.finish(&mut batch);
+        let skipped: u64 = batch.skipped.values().sum();
+        if skipped > 0 {
+            self.skipped_total += skipped;
+            tracing::info!(skipped = ?batch.skipped, total = self.skipped_total, "stellar rpc: transactions skipped");
+        }
+        let latest = i64::from(page.latest_ledger);
+        let caught_up = page.transactions.len() < limit as usize;
+        let scanned = if caught_up {
+            latest
+        } else {
+            page.transactions
+                .last()
+                .map_or(latest, |t| i64::from(t.ledger) - 1)
+        };
+        if caught_up && self.settings.reconcile {
+            self.reconcile(ctx, scanned, &mut batch).await?;
+        }
+        let cursor = format!("{META_CURSOR}{}", page.cursor);
+        let moved = self.cursor.as_deref() != Some(cursor.as_str());
+        let progress = Progress {
+            head_height: Some(latest),
+            indexed_height: Some(scanned),
+            cursor: Some(cursor.clone()),
+            start_height: match start {
+                Start::Ledger(l) => Some(i64::from(l)),
+                Start::Cursor(_) => None,
+            },
+            items: Vec::new(),
+            caught_up,
+            newest_item_at: newest_at,
+        };
+        self.cursor = Some(cursor);
+        if !moved
+            && batch.history.is_empty()
+            && batch.accounts.is_empty()
+            && batch.reconciled.is_empty()
+        {
+            return Ok(Fetched::Idle(progress));
+        }
+        Ok(Fetched::Batch { batch, progress })
+    }
+}
+
 /// Whether two RPC ids/cursors have the `<19 digits>-<10 digits>` shape, so that string
 /// order is event order.
 fn comparable(a: &str, b: &str) -> bool {
@@ -316,6 +517,7 @@ impl Source for RpcSource {
         stored: &source::Model,
     ) -> Result<(), SourceError> {
         self.cursor = stored.cursor.clone();
+        self.feed = BalanceFeed::of_cursor(self.cursor.as_deref());
         self.book.clear();
         self.reconcile_queue.clear();
         self.last_round = None;
@@ -325,6 +527,13 @@ impl Source for RpcSource {
     async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<RpcBatch>, SourceError> {
         if self.assets.is_empty() {
             self.init().await?;
+        }
+        if self.feed == BalanceFeed::Unknown {
+            let start = self.start_ledger().await?;
+            self.feed = self.detect(start).await?;
+        }
+        if self.feed == BalanceFeed::Meta {
+            return self.fetch_meta(ctx).await;
         }
         let start = match &self.cursor {
             Some(c) => Start::Cursor(c.clone()),

@@ -1,4 +1,8 @@
-//! Exponential backoff with full jitter.
+//! Exponential backoff with full jitter: the one retry schedule of the crate.
+//!
+//! Used by the upstream HTTP client (jittered [`Backoff::delay`], bounded retries), the sync
+//! engine's error loop and the trigger workers' delivery retries (the deterministic
+//! [`Backoff::ceiling`] of an unbounded schedule, [`Backoff::unbounded`]).
 //!
 //! The delay before retry `attempt` (0-based) is drawn uniformly from
 //! `[0, min(max, base * factor^attempt)]` ("full jitter"), which spreads retries of many
@@ -42,6 +46,12 @@ impl Backoff {
             max,
             max_retries,
         }
+    }
+
+    /// A schedule doubling from `base` up to `max` that never gives up (for loops that retry
+    /// until cancelled and only need the delay of attempt `n`, usually [`Self::ceiling`]).
+    pub fn unbounded(base: Duration, max: Duration) -> Self {
+        Self::new(base, max, u32::MAX)
     }
 
     /// The largest delay retry `attempt` (0-based) may wait: `min(max, base * factor^attempt)`.
