@@ -5,7 +5,8 @@
 //! events: a `fee` event per transaction when `fee_stroops` is set, `transfer` / `mint` /
 //! `burn` per payment and account creation), `getLedgerEntries` (account and trustline
 //! entries), `getTransactions` (envelope, result and meta V4 with the account and trustline
-//! ledger entry changes, see [`super::rpc_meta`]). With `rpc_classic_events = false` (a Core
+//! ledger entry changes, see [`super::rpc_meta`]; DEX trades included) and
+//! `getLedgers` (header and close meta V2), see [`ledgers`]. With `rpc_classic_events = false` (a Core
 //! without `EMIT_CLASSIC_EVENTS`) no classic token events are emitted anywhere. Limits and errors follow
 //! stellar-rpc: `pagination.limit` <= 10,000 events (200 transactions), <= 5 filters of
 //! <= 5 contract ids, `cursor` and `startLedger` never together, -32600 for a start ledger
@@ -35,6 +36,8 @@ use stellar_xdr::{
     TransactionResultExt, TransactionResultResult, TransactionV1Envelope, TrustLineAsset,
     TrustLineEntry, TrustLineEntryExt, Uint256, WriteXdr,
 };
+
+mod ledgers;
 
 use super::model::{OpKind, Operation, StellarChain, ISSUER};
 use crate::control::Shared;
@@ -371,7 +374,8 @@ async fn handle(State(state): State<Arc<RpcState>>, body: Bytes) -> Json<Value> 
         "getLatestLedger" => Ok(latest_ledger(&chain)),
         "getEvents" => get_events(&state, &chain, &params),
         "getLedgerEntries" => get_ledger_entries(&state, &chain, &params),
-        "getTransactions" => get_transactions(&state, &chain, &params),
+        "getTransactions" => ledgers::get_transactions(&state, &chain, &params),
+        "getLedgers" => ledgers::get_ledgers(&state, &chain, &params),
         other => Err(RpcFailure {
             code: -32601,
             message: format!("method not found: {other}"),
@@ -749,41 +753,6 @@ fn get_ledger_entries(
 fn account_of(chain: &StellarChain, k: &[u8; 32]) -> Option<u32> {
     let id = stellar_strkey::ed25519::PublicKey(*k).to_string();
     chain.account_index(&id).ok()
-}
-
-fn get_transactions(
-    state: &RpcState,
-    chain: &StellarChain,
-    params: &Value,
-) -> Result<Value, RpcFailure> {
-    let (from, limit) = paging(params, 10, MAX_PAGE_LIMIT)?;
-    let (oldest, latest) = state.window(chain);
-    let first = match from {
-        From::Ledger(l) => {
-            check_start(state, chain, l)?;
-            chain.ops.partition_point(|o| o.ledger < l)
-        }
-        From::After(toid, _) => chain.ops.partition_point(|o| (o.id & !0xfff) <= toid),
-    };
-    let mut txs = Vec::new();
-    let mut cursor = None;
-    for (i, op) in chain.ops.iter().enumerate().skip(first).take(limit) {
-        txs.push(transaction_json(state, chain, i, op));
-        cursor = Some((op.id & !0xfff).to_string());
-    }
-    let cursor = cursor.unwrap_or_else(|| {
-        ((i64::from(latest) + 1) << 32)
-            .saturating_sub(1)
-            .to_string()
-    });
-    Ok(json!({
-        "transactions": txs,
-        "latestLedger": latest,
-        "latestLedgerCloseTimestamp": chain.ledger_time(latest),
-        "oldestLedger": oldest,
-        "oldestLedgerCloseTimestamp": chain.ledger_time(oldest),
-        "cursor": cursor,
-    }))
 }
 
 fn contract_event(contract: [u8; 32], topics: Vec<ScVal>, data: ScVal) -> ContractEvent {

@@ -78,7 +78,7 @@ pub async fn watch<C: ConnectionTrait>(
     let before = stellar_account::Entity::find_by_id(id.to_string())
         .one(db)
         .await?;
-    store::ensure_accounts(db, &[(id.to_string(), "admin".to_string())]).await?;
+    store::ensure_accounts(db, &[(id.to_string(), "admin".to_string())], true).await?;
     let row = stellar_account::Entity::find_by_id(id.to_string())
         .one(db)
         .await?

@@ -129,10 +129,12 @@ async fn transition<C: ConnectionTrait>(
     a.update(db).await
 }
 
-/// Memo of a transaction: from the store, else fetched from Horizon and stored.
+/// Memo of a transaction: from the store, else fetched from Horizon (when `client` is
+/// given) and stored. The RPC source stores every transaction of the operations it stores,
+/// memo from the envelope, in the same commit: it passes no client.
 async fn memo_of(
     ctx: &SyncContext,
-    client: &UpstreamClient,
+    client: Option<&UpstreamClient>,
     hash: &str,
 ) -> Result<Option<String>, SourceError> {
     if let Some(t) = stellar_transaction::Entity::find_by_id(hash.to_string())
@@ -141,6 +143,9 @@ async fn memo_of(
     {
         return Ok(t.memo);
     }
+    let Some(client) = client else {
+        return Ok(None);
+    };
     let v: Value = client.get_json(&format!("/transactions/{hash}")).await?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
     let row = stellar_transaction::ActiveModel {
@@ -168,10 +173,11 @@ async fn memo_of(
 }
 
 /// Evaluates rules where not yet done, and matches pending recipients of approved or
-/// executing distributions with indexed payments; moves distributions forward.
+/// executing distributions with indexed payments; moves distributions forward. Memos not
+/// stored yet are read from Horizon through `client` when given.
 pub async fn reconcile(
     ctx: &SyncContext,
-    client: &UpstreamClient,
+    client: Option<&UpstreamClient>,
     settings: &StellarSettings,
 ) -> Result<(), SourceError> {
     let max = settings

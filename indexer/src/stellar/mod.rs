@@ -99,9 +99,13 @@ pub async fn spawn_all(
         if !datalake::spawn(settings, supervisor, db, writer, bus, runtime).await? {
             rpc::spawn(settings, supervisor, db, writer, bus, runtime).await?;
         }
-        // RPC has no trade aggregations: with a Horizon URL, DEX pairs are still priced
-        // through Horizon, by a Horizon source that watches no account.
-        if settings.dex_pairs.is_empty() || settings.horizon_url.is_none() {
+        // RPC has no trade aggregations: with `index_transactions` Orrery aggregates the
+        // trades itself; otherwise, with a Horizon URL, DEX pairs are still priced through
+        // Horizon, by a Horizon source that watches no account.
+        if settings.dex_pairs.is_empty()
+            || settings.horizon_url.is_none()
+            || settings.index_transactions
+        {
             return Ok(());
         }
         let mut dex_only = settings.clone();

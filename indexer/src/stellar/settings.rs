@@ -77,6 +77,12 @@ pub struct StellarSettings {
     pub rpc_events_limit: u32,
     /// `rpc_requests_per_hour`: local RPC request budget (0 = none). Default 0.
     pub rpc_requests_per_hour: u32,
+    /// `index_transactions`: with `source = "rpc"`, also follow `getTransactions` and store
+    /// the operations of watched accounts (`accounts`, or watched in the admin API) decoded
+    /// from the envelopes, into the same tables as Horizon (so operations, distributions and
+    /// account queries work), and price `dex_pairs` from the trades in transaction results
+    /// (RPC has no trade aggregations). Source `stellar:rpc:tx`. Default false.
+    pub index_transactions: bool,
     /// `datalake_url`: a ledger data lake in the SEP-54 layout (Galexie's), read for history
     /// before RPC takes over: `file:///dir`, `https://host/path`, `s3://bucket/path` or
     /// `gs://bucket/path`. Env `ORRERY_STELLAR_DATALAKE_URL`. Unset: no data lake.
@@ -162,6 +168,7 @@ impl Default for StellarSettings {
             rpc_start_ledger: None,
             rpc_events_limit: 10_000,
             rpc_requests_per_hour: 0,
+            index_transactions: false,
             datalake_url: None,
             datalake_region: None,
             datalake_anonymous: true,

@@ -23,16 +23,20 @@ const CHUNK: usize = 200;
 /// Running (replayed) balances of one account.
 pub type Running = BTreeMap<AssetKey, i64>;
 
-/// Inserts watched accounts and their sync state (existing rows are left alone).
+/// Inserts accounts `(id, discovered_via)` with `watched` and their sync state (existing
+/// rows are left alone). The Horizon source and the admin API insert watched accounts; the
+/// RPC token-event source inserts the holders it finds with `watched = false` (their
+/// operations are not indexed unless an operator watches them).
 pub async fn ensure_accounts<C: ConnectionTrait>(
     db: &C,
     accounts: &[(String, String)],
+    watched: bool,
 ) -> Result<(), DbErr> {
     let now = Utc::now();
     for chunk in accounts.chunks(CHUNK) {
         let rows = chunk.iter().map(|(id, via)| stellar_account::ActiveModel {
             account_id: Set(id.clone()),
-            watched: Set(true),
+            watched: Set(watched),
             sequence: Set(None),
             subentry_count: Set(None),
             last_modified_ledger: Set(None),

@@ -33,7 +33,7 @@ impl BatchWriter<StellarBatch> for StellarWriter {
     ) -> Result<Written, DbErr> {
         match batch {
             StellarBatch::Discover { accounts } => {
-                store::ensure_accounts(txn, accounts).await?;
+                store::ensure_accounts(txn, accounts, true).await?;
                 Ok(Written::default())
             }
             StellarBatch::Pages { rows, mismatched } => {

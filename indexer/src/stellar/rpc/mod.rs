@@ -6,17 +6,22 @@
 pub mod batch;
 pub mod client;
 pub mod decode;
+pub mod dex;
 pub mod events;
 pub mod meta;
+pub mod operations;
 pub mod reconcile;
 pub mod sac;
 pub mod source;
+pub mod transactions;
 pub mod types;
 pub mod writer;
 pub mod xdr;
 
 #[cfg(test)]
 mod fixture_tests;
+#[cfg(test)]
+mod tx_fixture_tests;
 
 pub use client::{EventFilter, RpcClient, RpcError, Start};
 pub use source::RpcSource;
@@ -66,6 +71,9 @@ pub async fn spawn(
         return Ok(());
     };
     crate::sync::breaker_store::restore_and_track(db.clone(), rpc.upstream().breaker()).await?;
+    if settings.index_transactions {
+        spawn_transactions(settings, rpc.clone(), supervisor, db, writer, bus, runtime);
+    }
     let settings = settings.clone();
     let factory = crate::sync::factory(move || RpcSource::new(rpc.clone(), settings.clone()));
     supervisor.spawn(
@@ -76,4 +84,26 @@ pub async fn spawn(
         EngineConfig::default(),
     );
     Ok(())
+}
+
+/// Registers the `stellar:rpc:tx` source (`stellar.index_transactions`).
+fn spawn_transactions(
+    settings: &StellarSettings,
+    rpc: RpcClient,
+    supervisor: &mut Supervisor,
+    db: &DatabaseConnection,
+    writer: &DatabaseConnection,
+    bus: &SharedBus,
+    runtime: &RuntimeSettings,
+) {
+    let settings = settings.clone();
+    let factory =
+        crate::sync::factory(move || transactions::RpcTxSource::new(rpc.clone(), settings.clone()));
+    supervisor.spawn(
+        factory,
+        SyncContext::new(db.clone(), bus.clone(), transactions::descriptor())
+            .with_writer(writer.clone())
+            .with_settings(runtime.clone()),
+        EngineConfig::default(),
+    );
 }

@@ -5,9 +5,7 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use orrery_entity::{
-    stellar_account, stellar_balance, stellar_balance_history, stellar_sync_state,
-};
+use orrery_entity::{stellar_balance, stellar_balance_history, stellar_sync_state};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter, Set};
 use serde_json::json;
@@ -27,7 +25,9 @@ pub struct RpcWriter;
 #[async_trait]
 impl BatchWriter<RpcBatch> for RpcWriter {
     async fn write(&self, txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<Written, DbErr> {
-        ensure_holders(txn, &batch.accounts).await?;
+        // Holders found in events are stored with `watched = false`: their operations are
+        // not indexed (a Horizon source running beside this one must not take them up).
+        crate::stellar::store::ensure_accounts(txn, &batch.accounts, false).await?;
         insert_history(txn, batch).await?;
         upsert_balances(txn, batch).await?;
         mark_synced(txn, batch).await?;
@@ -55,50 +55,6 @@ impl BatchWriter<RpcBatch> for RpcWriter {
     async fn revert(&self, _txn: &DatabaseTransaction, _to: i64) -> Result<Reverted, DbErr> {
         Ok(Reverted::default())
     }
-}
-
-/// Inserts holders found in events with their sync state (existing rows are left alone).
-/// They are stored with `watched = false`: their operations are not indexed (a Horizon
-/// source running beside this one, for DEX prices, must not take them up).
-async fn ensure_holders(
-    txn: &DatabaseTransaction,
-    holders: &[(String, String)],
-) -> Result<(), DbErr> {
-    let now = Utc::now();
-    for chunk in holders.chunks(200) {
-        let rows = chunk.iter().map(|(id, via)| stellar_account::ActiveModel {
-            account_id: Set(id.clone()),
-            watched: Set(false),
-            sequence: Set(None),
-            subentry_count: Set(None),
-            last_modified_ledger: Set(None),
-            last_modified_at: Set(None),
-            discovered_via: Set(Some(via.clone())),
-            created_at: Set(now),
-            updated_at: Set(now),
-        });
-        stellar_account::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([stellar_account::Column::AccountId])
-            .exec_without_returning(txn)
-            .await?;
-        let states = chunk.iter().map(|(id, _)| stellar_sync_state::ActiveModel {
-            account_id: Set(id.clone()),
-            last_ledger: Set(None),
-            cursor: Set(None),
-            last_sync_at: Set(None),
-            status: Set("syncing".into()),
-            mode: Set("incremental".into()),
-            error_count: Set(0),
-            last_error: Set(None),
-            generation: Set(0),
-            updated_at: Set(now),
-        });
-        stellar_sync_state::Entity::insert_many(states)
-            .on_conflict_do_nothing_on([stellar_sync_state::Column::AccountId])
-            .exec_without_returning(txn)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Inserts history rows; a row whose `(account, asset, toid)` exists (the TOID's events

@@ -72,7 +72,7 @@ impl StellarSource {
                 Chore::Reconcile => self.reconcile(ctx).await?,
                 Chore::Distributions => {
                     // Distributions keep their own rows and transactions.
-                    distributions::reconcile(ctx, &self.client, &self.settings).await?;
+                    distributions::reconcile(ctx, Some(&self.client), &self.settings).await?;
                     None
                 }
                 Chore::Rediscover => self.rediscover().await?,
