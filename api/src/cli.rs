@@ -432,7 +432,7 @@ async fn config_command(
             println!("{} = {} ({})", after.key, after.value, after.value_type);
             publish_logged(
                 bus.as_ref(),
-                BusEvent::new(topics::CONFIG_UPDATED, serde_json::to_value(&after)?),
+                BusEvent::new(after),
             )
             .await;
         }

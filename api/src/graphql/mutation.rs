@@ -58,12 +58,7 @@ impl CoreMutation {
             })
         })
         .await?;
-        let payload = serde_json::to_value(&after).map_err(|e| internal("encoding config", e))?;
-        publish_logged(
-            state(ctx).bus.as_ref(),
-            BusEvent::new(topics::CONFIG_UPDATED, payload),
-        )
-        .await;
+        publish_logged(state(ctx).bus.as_ref(), BusEvent::new(after.clone())).await;
         Ok(ConfigEntry::from(after))
     }
 }

@@ -305,16 +305,7 @@ pub async fn reconcile(
 }
 
 async fn publish(ctx: &SyncContext, d: &distribution::Model) {
-    match serde_json::to_value(d) {
-        Ok(v) => {
-            crate::bus::publish_logged(
-                ctx.bus.as_ref(),
-                BusEvent::new(topics::DISTRIBUTION_UPDATED, v),
-            )
-            .await
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode distribution"),
-    }
+    crate::bus::publish_logged(ctx.bus.as_ref(), BusEvent::new(d.clone())).await
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 
 pub mod admin;
 pub mod amount;
+pub mod balance_events;
 pub mod batch;
 pub mod dex;
 pub mod distributions;
 pub mod horizon;
+pub mod reconciliation;
 pub mod resync;
 pub mod rpc;
 pub mod settings;

@@ -149,16 +149,7 @@ impl SyncContext {
 
     /// Publishes `source.updated` for `row`.
     pub async fn publish_source(&self, row: &source::Model) {
-        match serde_json::to_value(row) {
-            Ok(payload) => {
-                publish_logged(
-                    self.bus.as_ref(),
-                    BusEvent::new(topics::SOURCE_UPDATED, payload),
-                )
-                .await
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot encode source row"),
-        }
+        publish_logged(self.bus.as_ref(), BusEvent::new(row.clone())).await
     }
 }
 

@@ -90,16 +90,7 @@ async fn set_watched(ctx: &Context<'_>, id: String, watch: bool) -> Result<Stell
 }
 
 async fn publish_distribution(ctx: &Context<'_>, d: &distribution::Model) {
-    match serde_json::to_value(d) {
-        Ok(v) => {
-            publish_logged(
-                state(ctx).bus.as_ref(),
-                BusEvent::new(topics::DISTRIBUTION_UPDATED, v),
-            )
-            .await
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode distribution"),
-    }
+    publish_logged(state(ctx).bus.as_ref(), BusEvent::new(d.clone())).await
 }
 
 fn max_per_recipient(ctx: &Context<'_>) -> Result<Option<i64>> {
