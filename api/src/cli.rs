@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::config_store::{self, ConfigType};
 
 use crate::auth::{issue_token_for, Role};

@@ -2,7 +2,7 @@
 //! same transaction as its change, and publishes the change on the bus after commit.
 
 use async_graphql::{Context, Object, Result};
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::config_store::{self, ConfigStoreError, ConfigType};
 use serde_json::json;
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::comparison::Thresholds;
 use super::store::{self, PricePointRow, PAIR_BTC_USD, SOURCE_EXCHANGE};
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::sync::{

@@ -18,7 +18,7 @@ use super::comparison::Thresholds;
 use super::daily::{write_day, DailyOutcome, DailyTracker, DayPoint};
 use super::esplora::{BlockHeader, EsploraClient};
 use super::store::{self, ComparisonRow, PricePointRow, PAIR_BTC_USD, SOURCE_UTXORACLE};
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use crate::sync::reorg_window::{Ancestor, HashWindow};
 use crate::sync::{
     BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, SyncContext,

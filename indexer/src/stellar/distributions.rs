@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::amount::{format_stroops, parse_stroops};
 use super::settings::StellarSettings;
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use crate::sync::{SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
 

@@ -12,7 +12,7 @@ use sea_orm::{
 
 use super::lease::SourceLease;
 use super::{Progress, SourceDescriptor};
-use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
+use crate::bus::{publish_logged, BusEvent, SharedBus};
 use crate::runtime_settings::RuntimeSettings;
 
 /// Shared by the engine and its source.

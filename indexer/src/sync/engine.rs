@@ -10,13 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::context::write_progress;
 use super::eta::{EtaTracker, Every};
 use super::{BatchWriter, Fetched, Progress, Source, SourceError, SyncContext};
-use crate::bus::{publish_logged, topics, BusEvent};
+use crate::bus::{publish_logged, BusEvent};
 use crate::metrics::Metrics;
 
 /// At most one backfill progress line per source this often.

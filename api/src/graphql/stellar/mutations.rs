@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Result};
 use orrery_entity::distribution;
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::stellar::admin::{self, AdminError, NewDistribution};
 use orrery_indexer::stellar::amount::parse_stroops;
 use orrery_indexer::stellar::resync::ResyncMode;

@@ -10,11 +10,8 @@ use orrery_entity::{
 };
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter, Set};
-use serde_json::json;
 
 use super::batch::RpcBatch;
-use crate::bus::{topics, BusEvent};
-use crate::stellar::amount::format_stroops;
 use crate::sync::{BatchWriter, Reverted, Written};
 
 /// Rows per multi-row statement (SQLite's bound-variable limit).
