@@ -36,7 +36,8 @@ const SECRET: &str = "test-secret-0123456789";
 
 /// Fields a resolver computes when it runs, from the clock or a live limiter, not from
 /// the stored row: equal only when resolved at the same instant.
-const READ_TIME_FIELDS: &[(&str, &str)] = &[("Chain", "lagSeconds"), ("Chain", "rateLimitRemaining")];
+const READ_TIME_FIELDS: &[(&str, &str)] =
+    &[("Chain", "lagSeconds"), ("Chain", "rateLimitRemaining")];
 
 /// Every field of `ty` without arguments whose type is a scalar or enum (lists of them
 /// included), as a selection set.
@@ -202,7 +203,10 @@ async fn every_subscription_returns_the_object_its_query_returns() {
     let conn = db.connect().await;
     let mut env = base_env(&db);
     env.push(("JWT_SECRET".into(), SECRET.into()));
-    env.push(("ORRERY_CONFIG".into(), config(&devnet).display().to_string()));
+    env.push((
+        "ORRERY_CONFIG".into(),
+        config(&devnet).display().to_string(),
+    ));
     let server = Server::start(&env);
     let auth = [("authorization", format!("Bearer {}", operator_token(&env)))];
 
@@ -226,7 +230,9 @@ async fn every_subscription_returns_the_object_its_query_returns() {
                 json!({"id": evm_source}),
             )
             .await;
-        r["data"]["chain"]["indexedHeight"].as_i64().map(|_| r.clone())
+        r["data"]["chain"]["indexedHeight"]
+            .as_i64()
+            .map(|_| r.clone())
     })
     .await;
 
@@ -244,26 +250,38 @@ async fn every_subscription_returns_the_object_its_query_returns() {
         let server = &server;
         async move { server.subscribe("graphql-transport-ws", &q).await }
     };
-    let mut source_sub =
-        sub(format!("subscription {{ sourceUpdated(source: \"{evm_source}\") {{ {chain_f} }} }}")).await;
-    let mut config_sub =
-        sub(format!("subscription {{ configChanged(prefix: \"sync.\") {{ {config_f} }} }}")).await;
+    let mut source_sub = sub(format!(
+        "subscription {{ sourceUpdated(source: \"{evm_source}\") {{ {chain_f} }} }}"
+    ))
+    .await;
+    let mut config_sub = sub(format!(
+        "subscription {{ configChanged(prefix: \"sync.\") {{ {config_f} }} }}"
+    ))
+    .await;
     let mut balance_sub = sub(format!(
         "subscription {{ balanceChanged(account: \"{to}\", asset: \"XLM\") {{ {balance_f} }} }}"
     ))
     .await;
-    let mut op_sub =
-        sub(format!("subscription {{ operationIndexed(account: \"{to}\") {{ {op_f} }} }}")).await;
+    let mut op_sub = sub(format!(
+        "subscription {{ operationIndexed(account: \"{to}\") {{ {op_f} }} }}"
+    ))
+    .await;
     let mut price_sub = sub(format!(
         "subscription {{ priceUpdated(pair: \"BTC/USD\", source: \"EXCHANGE\") {{ {price_f} }} }}"
     ))
     .await;
-    let mut event_sub =
-        sub(format!("subscription {{ eventIndexed(chain: \"{chain}\") {{ {event_f} }} }}")).await;
-    let mut block_sub =
-        sub(format!("subscription {{ blockIndexed(chain: \"{chain}\") {{ {block_f} }} }}")).await;
-    let mut reorg_sub =
-        sub(format!("subscription {{ reorg(chain: \"{chain}\") {{ {reorg_f} }} }}")).await;
+    let mut event_sub = sub(format!(
+        "subscription {{ eventIndexed(chain: \"{chain}\") {{ {event_f} }} }}"
+    ))
+    .await;
+    let mut block_sub = sub(format!(
+        "subscription {{ blockIndexed(chain: \"{chain}\") {{ {block_f} }} }}"
+    ))
+    .await;
+    let mut reorg_sub = sub(format!(
+        "subscription {{ reorg(chain: \"{chain}\") {{ {reorg_f} }} }}"
+    ))
+    .await;
     // Subscriptions are registered before anything is triggered.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -377,7 +395,10 @@ async fn every_subscription_returns_the_object_its_query_returns() {
     assert_eq!(b["parentHash"], row.parent_hash.as_str(), "{b}");
     let q = "query($c: String!, $f: Int!, $t: Int!) { events(chain: $c, fromBlock: $f, toBlock: $t, first: 1000) { edges { cursor } } }";
     let r = server
-        .graphql(q, json!({"c": chain, "f": b["fromBlock"], "t": b["number"]}))
+        .graphql(
+            q,
+            json!({"c": chain, "f": b["fromBlock"], "t": b["number"]}),
+        )
         .await;
     assert_eq!(
         r["data"]["events"]["edges"].as_array().map(Vec::len),
@@ -427,8 +448,10 @@ async fn every_subscription_returns_the_object_its_query_returns() {
         .as_i64()
         .unwrap_or_else(|| panic!("{r}"));
     let dist_f = leaf_fields(&server, "Distribution").await;
-    let mut dist_sub =
-        sub(format!("subscription {{ distributionUpdated(id: {id}) {{ {dist_f} }} }}")).await;
+    let mut dist_sub = sub(format!(
+        "subscription {{ distributionUpdated(id: {id}) {{ {dist_f} }} }}"
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = server
         .graphql_with_headers(

@@ -430,11 +430,7 @@ async fn config_command(
             let (_, after) =
                 config_store::set(&db, &key, &value, ty, description.as_deref(), "cli").await?;
             println!("{} = {} ({})", after.key, after.value, after.value_type);
-            publish_logged(
-                bus.as_ref(),
-                BusEvent::new(after),
-            )
-            .await;
+            publish_logged(bus.as_ref(), BusEvent::new(after)).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -59,11 +59,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_table(
-                Table::drop()
-                    .table(BalanceReconciliation::Table)
-                    .to_owned(),
-            )
+            .drop_table(Table::drop().table(BalanceReconciliation::Table).to_owned())
             .await
     }
 }

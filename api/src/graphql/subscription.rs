@@ -147,7 +147,9 @@ impl CoreSubscription {
             };
             match &prefix {
                 Some(p) if !row.key.starts_with(p.as_str()) => None,
-                _ => Some(ConfigEntry::from(orrery_entity::config_entry::Model::from(row))),
+                _ => Some(ConfigEntry::from(orrery_entity::config_entry::Model::from(
+                    row,
+                ))),
             }
         })
     }

@@ -661,7 +661,11 @@ mod tests {
         for p in samples() {
             let v = serde_json::to_value(&p).unwrap();
             for key in v["payload"].as_object().unwrap().keys() {
-                assert!(!key.contains('_'), "{}: key {key} is not camelCase", p.topic());
+                assert!(
+                    !key.contains('_'),
+                    "{}: key {key} is not camelCase",
+                    p.topic()
+                );
             }
         }
     }

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use orrery_entity::stellar_sync_state;
 
 use super::horizon::{ledger_of, AccountSnapshot, DecodedOp};
-use super::resync::{ResyncMode, REQUESTED};
 use super::reconciliation::BalanceCheck;
+use super::resync::{ResyncMode, REQUESTED};
 use super::store::Change;
 
 /// One fetch's rows.

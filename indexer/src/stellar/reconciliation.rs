@@ -123,7 +123,9 @@ mod tests {
             .await
             .unwrap();
         // Another source's checks are its own.
-        store(&db, "stellar:rpc", &[("GB", &bad)], now).await.unwrap();
+        store(&db, "stellar:rpc", &[("GB", &bad)], now)
+            .await
+            .unwrap();
         let m = mismatched_accounts(&db, "stellar").await.unwrap();
         assert_eq!(m.into_iter().collect::<Vec<_>>(), ["GA"]);
         let row = rec::Entity::find()
@@ -134,10 +136,16 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((row.expected_stroops, row.actual_stroops, row.agrees), (10, 9, false));
+        assert_eq!(
+            (row.expected_stroops, row.actual_stroops, row.agrees),
+            (10, 9, false)
+        );
         // The next check of GA agrees: its rows are replaced.
         store(&db, "stellar", &[("GA", &good)], now).await.unwrap();
-        assert!(mismatched_accounts(&db, "stellar").await.unwrap().is_empty());
+        assert!(mismatched_accounts(&db, "stellar")
+            .await
+            .unwrap()
+            .is_empty());
         let ga = rec::Entity::find()
             .filter(rec::Column::Source.eq("stellar"))
             .filter(rec::Column::AccountId.eq("GA"))

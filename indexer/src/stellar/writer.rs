@@ -10,9 +10,9 @@ use chrono::Utc;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::balance_events;
-use super::reconciliation;
 use super::batch::{next_state, AccountRows, StellarBatch, TargetedRange};
 use super::horizon::{AssetKey, DecodedOp};
+use super::reconciliation;
 use super::resync;
 use super::source::SOURCE_ID;
 use super::store::{self, Change, HistoryRow};
@@ -149,7 +149,11 @@ async fn snapshot_events(
         .pages
         .iter()
         .filter_map(|p| p.snapshot.as_ref().map(|s| (p, s)))
-        .flat_map(|(p, s)| s.balances.iter().map(|b| (p.account.clone(), b.asset.clone())))
+        .flat_map(|(p, s)| {
+            s.balances
+                .iter()
+                .map(|b| (p.account.clone(), b.asset.clone()))
+        })
         .collect();
     balance_events::balance_events(txn, &keys).await
 }

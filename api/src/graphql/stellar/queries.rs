@@ -4,16 +4,15 @@ use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use orrery_entity::{
     balance_reconciliation, distribution, stellar_account, stellar_account_operation,
-    stellar_balance, stellar_operation,
-    stellar_sync_state, stellar_transaction,
+    stellar_balance, stellar_operation, stellar_sync_state, stellar_transaction,
 };
 use orrery_indexer::stellar::amount::parse_stroops;
 use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::types::{
-    parse_asset, BalanceCheck, Distribution, StellarAccount, StellarBalance, StellarOperation, StellarSyncStatus,
-    StellarTransaction,
+    parse_asset, BalanceCheck, Distribution, StellarAccount, StellarBalance, StellarOperation,
+    StellarSyncStatus, StellarTransaction,
 };
 use crate::graphql::context::{page_args, state};
 use crate::graphql::error::{bad_input, internal, not_found};

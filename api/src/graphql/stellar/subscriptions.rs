@@ -48,9 +48,13 @@ impl StellarSubscription {
         #[graphql(desc = "`G...` account id.")] account: String,
     ) -> impl Stream<Item = async_graphql::Result<StellarOperation>> {
         let db = state(ctx).db.clone();
-        bus_stream(ctx, topics::STELLAR_OPERATION_INDEXED, move |e| match e.payload {
-            Payload::StellarOperationIndexed(p) if p.account_id == account => Some(p.operation_id),
-            _ => None,
+        bus_stream(ctx, topics::STELLAR_OPERATION_INDEXED, move |e| {
+            match e.payload {
+                Payload::StellarOperationIndexed(p) if p.account_id == account => {
+                    Some(p.operation_id)
+                }
+                _ => None,
+            }
         })
         .then(move |item| {
             let db = db.clone();

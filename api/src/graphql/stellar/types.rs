@@ -5,8 +5,7 @@ use async_graphql::{ComplexObject, Context, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use orrery_entity::{
     balance_reconciliation, distribution, distribution_event, distribution_recipient,
-    stellar_account, stellar_balance,
-    stellar_operation, stellar_sync_state, stellar_transaction,
+    stellar_account, stellar_balance, stellar_operation, stellar_sync_state, stellar_transaction,
 };
 use orrery_indexer::stellar::amount::format_stroops;
 use orrery_indexer::stellar::horizon::AssetKey;

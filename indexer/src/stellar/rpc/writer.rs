@@ -162,8 +162,7 @@ async fn store_reconciliation(txn: &DatabaseTransaction, batch: &RpcBatch) -> Re
         .iter()
         .map(|(a, c)| (a.as_str(), c.as_slice()))
         .collect();
-    crate::stellar::reconciliation::store(txn, super::source::SOURCE_ID, &checked, Utc::now())
-        .await
+    crate::stellar::reconciliation::store(txn, super::source::SOURCE_ID, &checked, Utc::now()).await
 }
 
 /// Holders the batch touched: synced through the batch's newest ledger.

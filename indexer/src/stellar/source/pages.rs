@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::{data, StellarSource};
 use crate::stellar::batch::{PageFacts, RowsBuilder, StellarBatch};
-use crate::stellar::reconciliation;
 use crate::stellar::horizon::{self, decode_account, decode_operation, AccountSnapshot, DecodedOp};
+use crate::stellar::reconciliation;
 use crate::stellar::store::{self, Running};
 use crate::sync::{Fetched, Progress, SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
