@@ -393,7 +393,7 @@ async fn every_subscription_returns_the_object_its_query_returns() {
         .unwrap_or_else(|| panic!("no stored block for {b}"));
     assert_eq!(b["hash"], row.hash.as_str(), "{b}");
     assert_eq!(b["parentHash"], row.parent_hash.as_str(), "{b}");
-    let q = "query($c: String!, $f: Int!, $t: Int!) { events(chain: $c, fromBlock: $f, toBlock: $t, first: 1000) { edges { cursor } } }";
+    let q = "query($c: String!, $f: Int!, $t: Int!) { events(chain: $c, fromBlock: $f, toBlock: $t, first: 100) { edges { cursor } } }";
     let r = server
         .graphql(
             q,
