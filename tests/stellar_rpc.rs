@@ -254,7 +254,8 @@ async fn rpc_balances_are_exact_through_kill9_and_faults() {
     loop {
         let r = server
             .graphql(
-                "{ balanceReconciliation { mismatches accounts { accountId lastError } } }",
+                "{ balanceReconciliation { mismatches accounts { accountId lastError balancesReconciled } \
+                 checks { source accountId assetCode expected actual agrees } } }",
                 json!({}),
             )
             .await;
@@ -264,10 +265,26 @@ async fn rpc_balances_are_exact_through_kill9_and_faults() {
             .map(|a| a.iter().filter_map(|x| x["accountId"].as_str()).collect())
             .unwrap_or_default();
         if ids == [root.as_str()] {
-            let msg = rec["accounts"][0]["lastError"].as_str().unwrap_or_default();
+            // The mismatch is its own record; `lastError` is for errors only.
+            let acc = &rec["accounts"][0];
+            assert!(acc["lastError"].is_null(), "{rec}");
+            assert_eq!(acc["balancesReconciled"], false, "{rec}");
+            let checks = rec["checks"].as_array().cloned().unwrap_or_default();
+            assert!(!checks.is_empty(), "{rec}");
+            for c in &checks {
+                assert_eq!(c["accountId"], root.as_str(), "{rec}");
+                assert_eq!(c["source"], "stellar:rpc", "{rec}");
+                assert_eq!(c["agrees"], false, "{rec}");
+                assert_ne!(c["expected"], c["actual"], "{rec}");
+            }
+            // The genesis root's lumens: the ledger holds them, events show only what left.
+            let xlm = checks
+                .iter()
+                .find(|c| c["assetCode"] == "XLM")
+                .unwrap_or_else(|| panic!("{rec}"));
             assert!(
-                msg.starts_with("balance mismatch: ") && msg.contains(" events -"),
-                "{msg}"
+                xlm["actual"].as_str().unwrap_or_default().starts_with('-'),
+                "{rec}"
             );
             break;
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::config_store::{self, ConfigType};
 
 use crate::auth::{issue_token_for, Role};
@@ -444,11 +444,7 @@ async fn config_command(
             let (_, after) =
                 config_store::set(&db, &key, &value, ty, description.as_deref(), "cli").await?;
             println!("{} = {} ({})", after.key, after.value, after.value_type);
-            publish_logged(
-                bus.as_ref(),
-                BusEvent::new(topics::CONFIG_UPDATED, serde_json::to_value(&after)?),
-            )
-            .await;
+            publish_logged(bus.as_ref(), BusEvent::new(after)).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@
 
 pub mod action_run;
 pub mod audit_log;
+pub mod balance_reconciliation;
 pub mod bitcoin_block;
 pub mod circuit_breaker;
 pub mod config_entry;

@@ -314,7 +314,7 @@ async fn config_event(events: &mut Option<broadcast::Receiver<BusEvent>>) -> boo
         return std::future::pending().await;
     };
     match rx.recv().await {
-        Ok(e) => e.topic == topics::CONFIG_UPDATED,
+        Ok(e) => e.topic() == topics::CONFIG_UPDATED,
         Err(broadcast::error::RecvError::Lagged(_)) => true,
         Err(broadcast::error::RecvError::Closed) => {
             *events = None;
@@ -484,7 +484,14 @@ mod tests {
         // The bus event wakes the refresher before its next tick.
         crate::bus::publish_logged(
             bus.as_ref(),
-            crate::bus::BusEvent::new(topics::CONFIG_UPDATED, serde_json::json!({})),
+            crate::bus::BusEvent::new(orrery_entity::config_entry::Model {
+                key: STELLAR_RATE_LIMIT_KEY.into(),
+                value: "360".into(),
+                value_type: "integer".into(),
+                description: None,
+                updated_at: chrono::Utc::now(),
+                updated_by: None,
+            }),
         )
         .await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -26,6 +26,7 @@ mod m20250103_000008_triggers;
 mod m20261201_000009_source_progress;
 mod m20261201_000010_evm_event_key_order;
 mod m20261202_000012_leases;
+mod m20261203_000014_reconciliation;
 mod m20261203_000018_action_run_retention;
 
 /// The ordered list of Orrery's migrations.
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000009_source_progress::Migration),
             Box::new(m20261201_000010_evm_event_key_order::Migration),
             Box::new(m20261202_000012_leases::Migration),
+            Box::new(m20261203_000014_reconciliation::Migration),
             Box::new(m20261203_000018_action_run_retention::Migration),
         ]
     }

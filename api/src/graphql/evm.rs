@@ -5,7 +5,7 @@ use async_graphql::{ComplexObject, Context, Json, Object, Result, SimpleObject, 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use orrery_entity::{erc8004_agent, erc8004_feedback, erc8004_validation, evm_event};
-use orrery_indexer::bus::topics;
+use orrery_indexer::bus::{payload, topics, Payload};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Deserialize;
@@ -205,6 +205,47 @@ impl From<evm_event::Model> for EvmEvent {
     }
 }
 
+impl From<payload::EvmEventIndexed> for EvmEvent {
+    fn from(p: payload::EvmEventIndexed) -> Self {
+        Self {
+            id: 0,
+            chain: p.chain,
+            block_number: p.block_number,
+            block_hash: p.block_hash,
+            tx_hash: p.tx_hash,
+            log_index: p.log_index,
+            contract: p.contract,
+            name: p.name,
+            args: Json(p.args),
+        }
+    }
+}
+
+impl From<payload::EvmBlockIndexed> for EvmBlockIndexed {
+    fn from(p: payload::EvmBlockIndexed) -> Self {
+        Self {
+            chain: p.chain,
+            from_block: p.from_block,
+            number: p.number,
+            hash: p.hash,
+            parent_hash: p.parent_hash,
+            timestamp: p.timestamp,
+            events: p.events,
+        }
+    }
+}
+
+impl From<payload::Reorg> for EvmReorg {
+    fn from(p: payload::Reorg) -> Self {
+        Self {
+            chain: p.chain,
+            from_block: p.from_block,
+            depth: p.depth,
+            orphaned_events: p.orphaned_events,
+        }
+    }
+}
+
 /// EVM blocks committed by one indexing step.
 #[derive(SimpleObject, Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -390,7 +431,10 @@ impl EvmSubscription {
     ) -> impl Stream<Item = async_graphql::Result<EvmEvent>> {
         let contract = contract.map(|c| c.to_ascii_lowercase());
         bus_stream(ctx, topics::EVM_EVENT, move |e| {
-            let ev: EvmEvent = serde_json::from_value(e.payload).ok()?;
+            let Payload::EvmEvent(ev) = e.payload else {
+                return None;
+            };
+            let ev = EvmEvent::from(ev);
             let keep = chain.as_ref().is_none_or(|c| *c == ev.chain)
                 && contract.as_ref().is_none_or(|c| *c == ev.contract)
                 && name.as_ref().is_none_or(|n| *n == ev.name);
@@ -405,7 +449,10 @@ impl EvmSubscription {
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
     ) -> impl Stream<Item = async_graphql::Result<EvmBlockIndexed>> {
         bus_stream(ctx, topics::EVM_BLOCK, move |e| {
-            let b: EvmBlockIndexed = serde_json::from_value(e.payload).ok()?;
+            let Payload::EvmBlock(b) = e.payload else {
+                return None;
+            };
+            let b = EvmBlockIndexed::from(b);
             chain.as_ref().is_none_or(|c| *c == b.chain).then_some(b)
         })
     }
@@ -417,7 +464,10 @@ impl EvmSubscription {
         #[graphql(desc = "Only this chain.")] chain: Option<String>,
     ) -> impl Stream<Item = async_graphql::Result<EvmReorg>> {
         bus_stream(ctx, topics::REORG, move |e| {
-            let r: EvmReorg = serde_json::from_value(e.payload).ok()?;
+            let Payload::Reorg(r) = e.payload else {
+                return None;
+            };
+            let r = EvmReorg::from(r);
             chain.as_ref().is_none_or(|c| *c == r.chain).then_some(r)
         })
     }

@@ -2,7 +2,7 @@
 //! same transaction as its change, and publishes the change on the bus after commit.
 
 use async_graphql::{Context, Object, Result};
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::config_store::{self, ConfigStoreError, ConfigType};
 use serde_json::json;
 
@@ -58,12 +58,7 @@ impl CoreMutation {
             })
         })
         .await?;
-        let payload = serde_json::to_value(&after).map_err(|e| internal("encoding config", e))?;
-        publish_logged(
-            state(ctx).bus.as_ref(),
-            BusEvent::new(topics::CONFIG_UPDATED, payload),
-        )
-        .await;
+        publish_logged(state(ctx).bus.as_ref(), BusEvent::new(after.clone())).await;
         Ok(ConfigEntry::from(after))
     }
 }

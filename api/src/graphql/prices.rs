@@ -5,7 +5,7 @@ use async_graphql::{Context, Json, Object, Result, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use orrery_entity::{price_comparison, price_point};
-use orrery_indexer::bus::topics;
+use orrery_indexer::bus::{topics, Payload};
 use sea_orm::{
     ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, Statement,
 };
@@ -296,8 +296,11 @@ impl PricesSubscription {
         #[graphql(desc = "Only this source; every source when omitted.")] source: Option<String>,
     ) -> impl Stream<Item = async_graphql::Result<PricePoint>> {
         bus_stream(ctx, topics::PRICE_UPDATED, move |e| {
-            let m: price_point::Model = serde_json::from_value(e.payload).ok()?;
-            (m.pair == pair && source.as_ref().is_none_or(|s| *s == m.source)).then(|| m.into())
+            let Payload::PriceUpdated(m) = e.payload else {
+                return None;
+            };
+            (m.pair == pair && source.as_ref().is_none_or(|s| *s == m.source))
+                .then(|| price_point::Model::from(m).into())
         })
     }
 }

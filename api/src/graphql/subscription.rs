@@ -7,8 +7,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use async_graphql::{Context, ErrorExtensions, Subscription};
 use futures::{Stream, StreamExt};
-use orrery_entity::{config_entry, source};
-use orrery_indexer::bus::{topics, BusEvent};
+use orrery_indexer::bus::{topics, BusEvent, Payload};
 use orrery_indexer::metrics::Metrics;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
@@ -74,7 +73,7 @@ where
     let stamps = ctx.data_opt::<crate::ws::EventStamps>().cloned();
     let stream = BroadcastStream::new(rx).filter_map(move |msg| {
         let out = match msg {
-            Ok(event) if event.topic == topic => {
+            Ok(event) if event.topic() == topic => {
                 let at = event.at;
                 let out = decode(event);
                 if let (Some(s), Some(_)) = (&stamps, &out) {
@@ -82,13 +81,10 @@ where
                 }
                 out.map(Ok)
             }
-            Ok(event) if event.topic == topics::EVENTS_MISSED => {
-                let reason = event.payload["reason"]
-                    .as_str()
-                    .unwrap_or("the event bus lost events")
-                    .to_string();
-                Some(Err(events_missed(reason, None)))
-            }
+            Ok(BusEvent {
+                payload: Payload::EventsMissed(m),
+                ..
+            }) => Some(Err(events_missed(m.reason, None))),
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(n)) => {
                 tracing::warn!(topic, skipped = n, "subscriber lagged; events skipped");
@@ -129,10 +125,12 @@ impl CoreSubscription {
         #[graphql(desc = "Only this source id; all sources when omitted.")] source: Option<String>,
     ) -> impl Stream<Item = async_graphql::Result<Chain>> {
         bus_stream(ctx, topics::SOURCE_UPDATED, move |e| {
-            let row: source::Model = serde_json::from_value(e.payload).ok()?;
+            let Payload::SourceUpdated(row) = e.payload else {
+                return None;
+            };
             match &source {
                 Some(id) if *id != row.id => None,
-                _ => Some(Chain::from(row)),
+                _ => Some(Chain::from(orrery_entity::source::Model::from(row))),
             }
         })
     }
@@ -144,10 +142,14 @@ impl CoreSubscription {
         #[graphql(desc = "Only keys starting with this prefix.")] prefix: Option<String>,
     ) -> impl Stream<Item = async_graphql::Result<ConfigEntry>> {
         bus_stream(ctx, topics::CONFIG_UPDATED, move |e| {
-            let row: config_entry::Model = serde_json::from_value(e.payload).ok()?;
+            let Payload::ConfigUpdated(row) = e.payload else {
+                return None;
+            };
             match &prefix {
                 Some(p) if !row.key.starts_with(p.as_str()) => None,
-                _ => Some(ConfigEntry::from(row)),
+                _ => Some(ConfigEntry::from(orrery_entity::config_entry::Model::from(
+                    row,
+                ))),
             }
         })
     }

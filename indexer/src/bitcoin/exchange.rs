@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::comparison::Thresholds;
 use super::store::{self, PricePointRow, PAIR_BTC_USD, SOURCE_EXCHANGE};
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::sync::{
@@ -136,13 +136,9 @@ impl BatchWriter<ExchangeBatch> for ExchangeWriter {
             store::fill_missing_exchange(txn, b.at - b.backfill, b.at, b.price, &b.thresholds)
                 .await?;
         let mut events = Vec::new();
-        if let Ok(v) = serde_json::to_value(&point) {
-            events.push(BusEvent::new(topics::PRICE_UPDATED, v));
-        }
+        events.push(BusEvent::new(point.clone()));
         for c in &filled {
-            if let Ok(v) = serde_json::to_value(c) {
-                events.push(BusEvent::new(topics::PRICE_COMPARISON_UPDATED, v));
-            }
+            events.push(BusEvent::new(c.clone()));
         }
         let price = b.price;
         Ok(Written {

@@ -18,7 +18,7 @@ use super::comparison::Thresholds;
 use super::daily::{write_day, DailyOutcome, DailyTracker, DayPoint};
 use super::esplora::{BlockHeader, EsploraClient};
 use super::store::{self, ComparisonRow, PricePointRow, PAIR_BTC_USD, SOURCE_UTXORACLE};
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use crate::sync::reorg_window::{Ancestor, HashWindow};
 use crate::sync::{
     BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, SyncContext,
@@ -35,13 +35,9 @@ const ANCESTOR_PAGE: usize = 8;
 pub fn price_events(w: &PricesWritten) -> Vec<BusEvent> {
     let mut out = Vec::new();
     if let Some(p) = &w.point {
-        if let Ok(v) = serde_json::to_value(p) {
-            out.push(BusEvent::new(topics::PRICE_UPDATED, v));
-        }
+        out.push(BusEvent::new(p.clone()));
     }
-    if let Ok(v) = serde_json::to_value(&w.comparison) {
-        out.push(BusEvent::new(topics::PRICE_COMPARISON_UPDATED, v));
-    }
+    out.push(BusEvent::new(w.comparison.clone()));
     out
 }
 
@@ -453,10 +449,12 @@ impl BatchWriter<BitcoinBatch> for BitcoinWriter {
                 let events = headers
                     .iter()
                     .map(|h| {
-                        BusEvent::new(
-                            topics::BITCOIN_BLOCK,
-                            json!({"height": h.height, "hash": h.id, "prev_hash": h.previousblockhash, "time": h.timestamp}),
-                        )
+                        BusEvent::new(crate::bus::payload::BitcoinBlock {
+                            height: h.height as i64,
+                            hash: h.id.clone(),
+                            prev_hash: h.previousblockhash.clone(),
+                            time: h.timestamp,
+                        })
                     })
                     .collect();
                 Ok(Written {
@@ -499,9 +497,7 @@ impl BatchWriter<BitcoinBatch> for BitcoinWriter {
                 let mut after: Option<Box<dyn FnOnce() + Send>> = None;
                 if let DailyOutcome::Stored(p) = write_day(txn, point).await? {
                     tracing::info!(at = %p.at, price = p.price, "daily UTXOracle price stored");
-                    if let Ok(v) = serde_json::to_value(&p) {
-                        events.push(BusEvent::new(topics::PRICE_UPDATED, v));
-                    }
+                    events.push(BusEvent::new(p.clone()));
                     let (pair, source, price) = (p.pair.clone(), p.source.clone(), p.price);
                     after = Some(Box::new(move || {
                         crate::metrics::Metrics::global()

@@ -13,12 +13,11 @@ use orrery_entity::{evm_block, source};
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use serde_json::json;
 
 use super::decode::{decode_log, Registry};
 use super::rpc::{Header, Log, RpcClient, RpcError};
 use super::store::{self, EventRow};
-use crate::bus::{topics, BusEvent};
+use crate::bus::{payload, BusEvent};
 use crate::sync::reorg_window::{Ancestor, HashWindow};
 use crate::sync::{
     BatchWriter, Fetched as Step, Progress, Reverted, Source, SourceDescriptor, SourceError,
@@ -632,40 +631,34 @@ impl BatchWriter<EvmBatch> for EvmWriter {
         if b.rows.len() <= MAX_EVENT_NOTIFICATIONS {
             for r in &b.rows {
                 let (name, args) = r.event.to_name_args();
-                events.push(BusEvent::new(
-                    topics::EVM_EVENT,
-                    json!({
-                        "chain": chain,
-                        "blockNumber": r.block_number,
-                        "blockHash": r.block_hash,
-                        "txHash": r.tx_hash,
-                        "logIndex": r.log_index,
-                        "contract": r.contract,
-                        "name": name,
-                        "args": args,
-                    }),
-                ));
+                events.push(BusEvent::new(payload::EvmEventIndexed {
+                    chain: chain.to_string(),
+                    block_number: i64_of(r.block_number),
+                    block_hash: r.block_hash.clone(),
+                    tx_hash: r.tx_hash.clone(),
+                    log_index: i64_of(r.log_index),
+                    contract: r.contract.clone(),
+                    name,
+                    args,
+                }));
             }
         }
         if let Some(h) = b.headers.last() {
-            events.push(BusEvent::new(
-                topics::EVM_BLOCK,
-                json!({
-                    "chain": chain,
-                    "number": h.number,
-                    "hash": hex(&h.hash),
-                    "parentHash": hex(&h.parent_hash),
-                    "timestamp": h.timestamp,
-                    "fromBlock": b.from_block,
-                    "events": b.rows.len(),
-                }),
-            ));
+            events.push(BusEvent::new(payload::EvmBlockIndexed {
+                chain: chain.to_string(),
+                number: i64_of(h.number),
+                hash: hex(&h.hash),
+                parent_hash: hex(&h.parent_hash),
+                timestamp: i64_of(h.timestamp),
+                from_block: i64_of(b.from_block),
+                events: i64::try_from(b.rows.len()).unwrap_or(i64::MAX),
+            }));
         }
         if queued > 0 {
-            events.push(BusEvent::new(
-                crate::triggers::ACTION_QUEUED,
-                json!({ "chain": chain, "queued": queued }),
-            ));
+            events.push(BusEvent::new(payload::ActionQueued {
+                chain: chain.to_string(),
+                queued,
+            }));
         }
         Ok(Written {
             items: vec![
@@ -685,4 +678,9 @@ impl BatchWriter<EvmBatch> for EvmWriter {
             events: Vec::new(),
         })
     }
+}
+
+/// A height or index as the `evm_*` tables store it (see `store`).
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

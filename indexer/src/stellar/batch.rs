@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use orrery_entity::stellar_sync_state;
 
 use super::horizon::{ledger_of, AccountSnapshot, DecodedOp};
+use super::reconciliation::BalanceCheck;
 use super::resync::{ResyncMode, REQUESTED};
 use super::store::Change;
 
@@ -67,9 +68,10 @@ pub struct AccountPage {
     pub caught_up: bool,
     /// The account record, when it is comparable with the replayed balances.
     pub snapshot: Option<AccountSnapshot>,
-    /// With a snapshot: the reconciliation result stored as `last_error` (`None` when the
-    /// balances agree). Ignored without a snapshot (`last_error` is kept).
-    pub mismatch: Option<String>,
+    /// With a snapshot: the replayed balances compared with it (stored in
+    /// `balance_reconciliation`, replacing the account's previous checks). Empty and
+    /// ignored without a snapshot.
+    pub checks: Vec<BalanceCheck>,
 }
 
 /// A targeted resync of one account.
@@ -123,7 +125,7 @@ impl RowsBuilder {
             full: facts.full,
             caught_up: facts.caught_up,
             snapshot: facts.snapshot,
-            mismatch: facts.mismatch,
+            checks: facts.checks,
         });
     }
 
@@ -146,8 +148,8 @@ pub struct PageFacts {
     pub caught_up: bool,
     /// See [`AccountPage::snapshot`].
     pub snapshot: Option<AccountSnapshot>,
-    /// See [`AccountPage::mismatch`].
-    pub mismatch: Option<String>,
+    /// See [`AccountPage::checks`].
+    pub checks: Vec<BalanceCheck>,
 }
 
 impl AccountRows {
@@ -182,7 +184,8 @@ pub fn next_state(
         state.mode = ResyncMode::Incremental.as_mode();
     }
     if page.snapshot.is_some() {
-        state.last_error = page.mismatch.clone();
+        // A complete read of the account: an earlier error is over.
+        state.last_error = None;
     }
     if let Some(last) = last {
         state.cursor = Some(last.paging_token.clone());
@@ -212,7 +215,7 @@ mod tests {
             full: false,
             caught_up: true,
             snapshot: None,
-            mismatch: None,
+            checks: vec![],
         }
     }
 

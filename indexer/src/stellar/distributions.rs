@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::amount::{format_stroops, parse_stroops};
 use super::settings::StellarSettings;
-use crate::bus::{topics, BusEvent};
+use crate::bus::BusEvent;
 use crate::sync::{SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
 
@@ -311,16 +311,7 @@ pub async fn reconcile(
 }
 
 async fn publish(ctx: &SyncContext, d: &distribution::Model) {
-    match serde_json::to_value(d) {
-        Ok(v) => {
-            crate::bus::publish_logged(
-                ctx.bus.as_ref(),
-                BusEvent::new(topics::DISTRIBUTION_UPDATED, v),
-            )
-            .await
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode distribution"),
-    }
+    crate::bus::publish_logged(ctx.bus.as_ref(), BusEvent::new(d.clone())).await
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 
 pub mod admin;
 pub mod amount;
+pub mod balance_events;
 pub mod batch;
 pub mod datalake;
 pub mod dex;
 pub mod distributions;
 pub mod horizon;
+pub mod reconciliation;
 pub mod resync;
 pub mod rpc;
 pub mod settings;

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use super::batch::{PageFacts, RowsBuilder, StellarBatch};
 use super::horizon::{self, decode_operation, AssetKey, DecodedOp};
+use super::reconciliation;
 use super::resync::REQUESTED;
 use super::settings::StellarSettings;
 use super::store::{self, Running};
@@ -45,9 +46,6 @@ const RESOLVE_PAGES: usize = 50;
 
 /// Source id in the `source` table.
 pub const SOURCE_ID: &str = "stellar";
-
-/// Prefix of the `last_error` a balance reconciliation mismatch stores.
-const MISMATCH: &str = "balance mismatch";
 
 /// Where the source is in its start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +302,7 @@ impl StellarSource {
             .map(String::as_str)
             .collect();
         let rows = store::load_states(&ctx.db, &new).await?;
+        let mismatched = reconciliation::mismatched_accounts(&ctx.db, SOURCE_ID).await?;
         self.last_watch_check = Some(Instant::now());
         let gone: Vec<String> = self
             .accounts
@@ -319,7 +318,7 @@ impl StellarSource {
         }
         let added = rows.len();
         for r in rows.into_values() {
-            if is_mismatch(&r) {
+            if mismatched.contains(&r.account_id) {
                 self.mismatched.insert(r.account_id.clone());
             }
             self.accounts.insert(r.account_id.clone(), state_of(&r));
@@ -342,6 +341,7 @@ impl StellarSource {
         let watched = Self::watched_ids(ctx).await?;
         let ids: Vec<&str> = watched.iter().map(String::as_str).collect();
         let rows = store::load_states(&ctx.db, &ids).await?;
+        let stored_mismatches = reconciliation::mismatched_accounts(&ctx.db, SOURCE_ID).await?;
         let mut accounts = BTreeMap::new();
         let mut mismatched = BTreeSet::new();
         for r in rows.into_values() {
@@ -350,7 +350,7 @@ impl StellarSource {
                 st.caught_up =
                     old.caught_up && old.cursor == st.cursor && r.status == "synced" && !st.full;
             }
-            if is_mismatch(&r) {
+            if stored_mismatches.contains(&r.account_id) {
                 mismatched.insert(r.account_id.clone());
             }
             accounts.insert(r.account_id, st);
@@ -506,7 +506,7 @@ impl StellarSource {
                     full: false,
                     caught_up: true,
                     snapshot: None,
-                    mismatch: None,
+                    checks: vec![],
                 },
             );
         }
@@ -544,13 +544,6 @@ fn state_of(r: &stellar_sync_state::Model) -> AccountState {
         caught_up: false,
         full: r.mode == "full" && r.status == REQUESTED,
     }
-}
-
-/// Whether the row records a balance reconciliation mismatch.
-fn is_mismatch(r: &stellar_sync_state::Model) -> bool {
-    r.last_error
-        .as_deref()
-        .is_some_and(|e| e.starts_with(MISMATCH))
 }
 
 #[async_trait]

@@ -446,6 +446,30 @@ pub async fn write_snapshots<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Every asset of the replayed balances or the account record compared (the account's own
+/// issued assets excepted): `expected` is Horizon's, `actual` the replayed; missing lines
+/// count as zero.
+pub fn balance_checks(
+    running: &Running,
+    snap: &AccountSnapshot,
+) -> Vec<crate::stellar::reconciliation::BalanceCheck> {
+    let mut horizon: BTreeMap<AssetKey, i64> = BTreeMap::new();
+    for b in &snap.balances {
+        horizon.insert(b.asset.clone(), b.balance);
+    }
+    let mut keys: Vec<&AssetKey> = running.keys().chain(horizon.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| k.issuer != snap.id)
+        .map(|k| crate::stellar::reconciliation::BalanceCheck {
+            asset: k.clone(),
+            expected: horizon.get(k).copied().unwrap_or(0),
+            actual: running.get(k).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
 /// Differences between replayed balances and the account record, as
 /// `(asset, replayed, horizon)`; missing lines count as zero.
 pub fn mismatches(running: &Running, snap: &AccountSnapshot) -> Vec<(AssetKey, i64, i64)> {

@@ -3,20 +3,21 @@
 //! rows and its account's cursor always commit together. Set-based: a bounded number of
 //! statements per batch, whatever the number of accounts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::Utc;
 use sea_orm::{DatabaseTransaction, DbErr};
-use serde_json::json;
 
-use super::amount::format_stroops;
+use super::balance_events;
 use super::batch::{next_state, AccountRows, StellarBatch, TargetedRange};
-use super::horizon::DecodedOp;
+use super::horizon::{AssetKey, DecodedOp};
+use super::reconciliation;
 use super::resync;
 use super::source::SOURCE_ID;
-use super::store::{self, HistoryRow};
-use crate::bus::{topics, BusEvent};
+use super::store::{self, Change, HistoryRow};
+use crate::bus::payload::OperationIndexed;
+use crate::bus::BusEvent;
 use crate::metrics::Metrics;
 use crate::sync::{BatchWriter, Reverted, Written};
 
@@ -41,7 +42,7 @@ impl BatchWriter<StellarBatch> for StellarWriter {
                 let mismatched = i64::try_from(*mismatched).unwrap_or(i64::MAX);
                 Ok(Written {
                     items: vec![("operation", rows.page_ops())],
-                    events: snapshot_events(rows),
+                    events: snapshot_events(txn, rows).await?,
                     after_commit: Some(Box::new(move || {
                         Metrics::global()
                             .reconciliation_mismatches
@@ -54,7 +55,7 @@ impl BatchWriter<StellarBatch> for StellarWriter {
                 write_rows(txn, rows).await?;
                 Ok(Written {
                     items: vec![("operation", rows.ops.len() as u64)],
-                    events: live_events(rows),
+                    events: live_events(txn, rows).await?,
                     after_commit: None,
                 })
             }
@@ -127,47 +128,60 @@ async fn write_rows(txn: &DatabaseTransaction, rows: &AccountRows) -> Result<(),
             next.push(next_state(state, p, rows.ops_of(p).last(), now));
         }
     }
-    store::upsert_states(txn, next).await
+    store::upsert_states(txn, next).await?;
+    // Reconciliation: each account record read replaces the account's checks.
+    let checked: Vec<(&str, &[reconciliation::BalanceCheck])> = rows
+        .pages
+        .iter()
+        .filter(|p| p.snapshot.is_some())
+        .map(|p| (p.account.as_str(), p.checks.as_slice()))
+        .collect();
+    reconciliation::store(txn, SOURCE_ID, &checked, now).await
 }
 
-/// `stellar.balance_changed` per balance line of each account record stored.
-fn snapshot_events(rows: &AccountRows) -> Vec<BusEvent> {
-    let mut events = Vec::new();
-    for p in &rows.pages {
-        let Some(snap) = &p.snapshot else {
-            continue;
-        };
-        for b in &snap.balances {
-            events.push(BusEvent::new(
-                topics::STELLAR_BALANCE_CHANGED,
-                json!({"account_id": p.account, "asset_code": b.asset.code,
-                       "asset_issuer": b.asset.issuer, "balance": format_stroops(b.balance)}),
-            ));
-        }
-    }
-    events
+/// `stellar.balance_changed` per balance line of each account record stored: the stored
+/// rows, read back in the transaction.
+async fn snapshot_events(
+    txn: &DatabaseTransaction,
+    rows: &AccountRows,
+) -> Result<Vec<BusEvent>, DbErr> {
+    let keys: BTreeSet<(String, AssetKey)> = rows
+        .pages
+        .iter()
+        .filter_map(|p| p.snapshot.as_ref().map(|s| (p, s)))
+        .flat_map(|(p, s)| {
+            s.balances
+                .iter()
+                .map(|b| (p.account.clone(), b.asset.clone()))
+        })
+        .collect();
+    balance_events::balance_events(txn, &keys).await
 }
 
-/// Per account: `stellar.operation_indexed` per operation, then `stellar.balance_changed`
-/// per balance change.
-fn live_events(rows: &AccountRows) -> Vec<BusEvent> {
+/// `stellar.operation_indexed` per operation, then `stellar.balance_changed` per balance
+/// the live changes moved: each balance's final value is stored (so the `balances` query
+/// follows the stream) and its row published.
+async fn live_events(
+    txn: &DatabaseTransaction,
+    rows: &AccountRows,
+) -> Result<Vec<BusEvent>, DbErr> {
     let mut events = Vec::new();
     for p in &rows.pages {
         for op in rows.ops_of(p) {
-            events.push(BusEvent::new(
-                topics::STELLAR_OPERATION_INDEXED,
-                json!({"account_id": p.account, "operation_id": op.id.to_string()}),
-            ));
-        }
-        for c in &p.changes {
-            events.push(BusEvent::new(
-                topics::STELLAR_BALANCE_CHANGED,
-                json!({"account_id": p.account, "asset_code": c.asset.code,
-                       "asset_issuer": c.asset.issuer, "balance": format_stroops(c.balance)}),
-            ));
+            events.push(BusEvent::new(OperationIndexed {
+                account_id: p.account.clone(),
+                operation_id: op.id,
+            }));
         }
     }
-    events
+    let changes: Vec<(&str, &Change)> = rows
+        .pages
+        .iter()
+        .flat_map(|p| p.changes.iter().map(move |c| (p.account.as_str(), c)))
+        .collect();
+    let keys = balance_events::upsert_live(txn, &changes, Utc::now()).await?;
+    events.extend(balance_events::balance_events(txn, &keys).await?);
+    Ok(events)
 }
 
 /// Upserts the range's operations and links, then clears the request (the cursor does not

@@ -12,7 +12,7 @@ use sea_orm::{
 
 use super::lease::SourceLease;
 use super::{Progress, SourceDescriptor};
-use crate::bus::{publish_logged, topics, BusEvent, SharedBus};
+use crate::bus::{publish_logged, BusEvent, SharedBus};
 use crate::runtime_settings::RuntimeSettings;
 
 /// Shared by the engine and its source.
@@ -149,16 +149,7 @@ impl SyncContext {
 
     /// Publishes `source.updated` for `row`.
     pub async fn publish_source(&self, row: &source::Model) {
-        match serde_json::to_value(row) {
-            Ok(payload) => {
-                publish_logged(
-                    self.bus.as_ref(),
-                    BusEvent::new(topics::SOURCE_UPDATED, payload),
-                )
-                .await
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot encode source row"),
-        }
+        publish_logged(self.bus.as_ref(), BusEvent::new(row.clone())).await
     }
 }
 

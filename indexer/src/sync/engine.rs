@@ -10,13 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::context::write_progress;
 use super::eta::{EtaTracker, Every};
 use super::{BatchWriter, Fetched, Progress, Source, SourceError, SyncContext};
-use crate::bus::{publish_logged, topics, BusEvent};
+use crate::bus::{publish_logged, BusEvent};
 use crate::metrics::Metrics;
 
 /// At most one backfill progress line per source this often.
@@ -507,16 +506,13 @@ async fn apply<B: Send + Sync + 'static>(
             m.reorg_depth.with_label_values(&[id]).set(depth);
             tracing::warn!(source = %id, ancestor = to, depth, orphaned = reverted.orphaned,
                 "reorg: rolled back to the common ancestor");
-            let event = BusEvent::new(
-                topics::REORG,
-                json!({
-                    "chain": ctx.source.chain(),
-                    "source": id,
-                    "fromBlock": to + 1,
-                    "depth": depth,
-                    "orphanedEvents": reverted.orphaned,
-                }),
-            );
+            let event = BusEvent::new(crate::bus::payload::Reorg {
+                chain: ctx.source.chain().to_string(),
+                source: id.clone(),
+                from_block: to + 1,
+                depth,
+                orphaned_events: i64::try_from(reverted.orphaned).unwrap_or(i64::MAX),
+            });
             publish_logged(ctx.bus.as_ref(), event).await;
             for e in reverted.events {
                 publish_logged(ctx.bus.as_ref(), e).await;

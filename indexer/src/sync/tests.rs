@@ -183,12 +183,15 @@ async fn commits_progress_retries_errors_and_reports_synced() {
     // The failure was recorded and published at the time.
     let mut saw_error = false;
     while let Ok(e) = rx.try_recv() {
-        if e.payload["status"] == "error" {
-            saw_error = true;
-            assert!(e.payload["last_error"]
-                .as_str()
-                .unwrap()
-                .contains("scripted failure"));
+        if let crate::bus::Payload::SourceUpdated(row) = e.payload {
+            if row.status == "error" {
+                saw_error = true;
+                assert!(row
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("scripted failure"));
+            }
         }
     }
     assert!(saw_error);
@@ -287,8 +290,8 @@ async fn reverts_are_written_counted_and_published_by_the_engine() {
     let mut reorg = None;
     for _ in 0..300 {
         while let Ok(e) = rx.try_recv() {
-            if e.topic == crate::bus::topics::REORG {
-                reorg = Some(e.payload);
+            if let crate::bus::Payload::Reorg(r) = e.payload {
+                reorg = Some(r);
             }
         }
         if reorg.is_some() {
@@ -297,11 +300,16 @@ async fn reverts_are_written_counted_and_published_by_the_engine() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let reorg = reorg.expect("a reorg event");
-    assert_eq!(reorg["source"], "reorging");
-    assert_eq!(reorg["chain"], "bitcoin");
-    assert_eq!(reorg["fromBlock"], 4);
-    assert_eq!(reorg["depth"], 2);
-    assert_eq!(reorg["orphanedEvents"], 7);
+    assert_eq!(
+        reorg,
+        crate::bus::payload::Reorg {
+            chain: "bitcoin".into(),
+            source: "reorging".into(),
+            from_block: 4,
+            depth: 2,
+            orphaned_events: 7,
+        }
+    );
     assert_eq!(*writer.reverted_to.lock().unwrap(), vec![3]);
     let after = crate::metrics::Metrics::global()
         .reorgs

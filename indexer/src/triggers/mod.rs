@@ -27,7 +27,7 @@ pub use sink::{Delivery, Sink, SinkError, WebhookSink};
 pub use worker::{prune_finished, spawn_workers, WorkerSettings};
 
 /// Bus topic of the wake-up notification published after actions were queued.
-pub const ACTION_QUEUED: &str = "trigger.action_queued";
+pub const ACTION_QUEUED: &str = crate::bus::topics::ACTION_QUEUED;
 
 /// Status names of `action_run.status`.
 pub mod status {

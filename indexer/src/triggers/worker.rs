@@ -167,7 +167,7 @@ async fn run(shared: Arc<Shared>, bus: SharedBus) {
                 _ = &mut wait => break,
                 _ = shared.wake.notified() => break,
                 ev = events.recv(), if bus_open => match ev {
-                    Ok(e) if e.topic == ACTION_QUEUED => break,
+                    Ok(e) if e.topic() == ACTION_QUEUED => break,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => {
                         bus_open = false;

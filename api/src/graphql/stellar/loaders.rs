@@ -7,11 +7,14 @@ use std::sync::Arc;
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, Result};
 use orrery_entity::{
-    distribution_event, distribution_recipient, stellar_balance, stellar_sync_state,
+    balance_reconciliation, distribution_event, distribution_recipient, stellar_balance,
+    stellar_sync_state,
 };
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
-use super::types::{DistributionEvent, DistributionRecipient, StellarBalance, StellarSyncStatus};
+use super::types::{
+    BalanceCheck, DistributionEvent, DistributionRecipient, StellarBalance, StellarSyncStatus,
+};
 use crate::graphql::error::internal;
 
 /// The batched loaders of this module (registered as schema data).
@@ -20,6 +23,7 @@ pub struct StellarLoaders {
     pub(super) sync: DataLoader<SyncLoader>,
     pub(super) recipients: DataLoader<RecipientLoader>,
     pub(super) events: DataLoader<EventLoader>,
+    pub(super) checks: DataLoader<CheckLoader>,
 }
 
 impl StellarLoaders {
@@ -29,7 +33,8 @@ impl StellarLoaders {
             balances: DataLoader::new(BalanceLoader(db.clone()), tokio::spawn),
             sync: DataLoader::new(SyncLoader(db.clone()), tokio::spawn),
             recipients: DataLoader::new(RecipientLoader(db.clone()), tokio::spawn),
-            events: DataLoader::new(EventLoader(db), tokio::spawn),
+            events: DataLoader::new(EventLoader(db.clone()), tokio::spawn),
+            checks: DataLoader::new(CheckLoader(db), tokio::spawn),
         }
     }
 }
@@ -47,6 +52,28 @@ pub struct SyncLoader(DatabaseConnection);
 pub struct RecipientLoader(DatabaseConnection);
 /// Loads events by distribution id.
 pub struct EventLoader(DatabaseConnection);
+/// Loads balance checks by account id.
+pub struct CheckLoader(DatabaseConnection);
+
+impl Loader<String> for CheckLoader {
+    type Value = Vec<BalanceCheck>;
+    type Error = Arc<DbErr>;
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Self::Value>, Self::Error> {
+        let rows = balance_reconciliation::Entity::find()
+            .filter(balance_reconciliation::Column::AccountId.is_in(keys.to_vec()))
+            .order_by_asc(balance_reconciliation::Column::Source)
+            .order_by_asc(balance_reconciliation::Column::AssetCode)
+            .order_by_asc(balance_reconciliation::Column::AssetIssuer)
+            .all(&self.0)
+            .await
+            .map_err(Arc::new)?;
+        let mut out: HashMap<String, Vec<BalanceCheck>> = HashMap::new();
+        for r in rows {
+            out.entry(r.account_id.clone()).or_default().push(r.into());
+        }
+        Ok(out)
+    }
+}
 
 impl Loader<String> for BalanceLoader {
     type Value = Vec<StellarBalance>;

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Result};
 use orrery_entity::distribution;
-use orrery_indexer::bus::{publish_logged, topics, BusEvent};
+use orrery_indexer::bus::{publish_logged, BusEvent};
 use orrery_indexer::stellar::admin::{self, AdminError, NewDistribution};
 use orrery_indexer::stellar::amount::parse_stroops;
 use orrery_indexer::stellar::resync::ResyncMode;
@@ -90,16 +90,7 @@ async fn set_watched(ctx: &Context<'_>, id: String, watch: bool) -> Result<Stell
 }
 
 async fn publish_distribution(ctx: &Context<'_>, d: &distribution::Model) {
-    match serde_json::to_value(d) {
-        Ok(v) => {
-            publish_logged(
-                state(ctx).bus.as_ref(),
-                BusEvent::new(topics::DISTRIBUTION_UPDATED, v),
-            )
-            .await
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode distribution"),
-    }
+    publish_logged(state(ctx).bus.as_ref(), BusEvent::new(d.clone())).await
 }
 
 fn max_per_recipient(ctx: &Context<'_>) -> Result<Option<i64>> {

@@ -3,16 +3,16 @@
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use orrery_entity::{
-    distribution, stellar_account, stellar_account_operation, stellar_balance, stellar_operation,
-    stellar_sync_state, stellar_transaction,
+    balance_reconciliation, distribution, stellar_account, stellar_account_operation,
+    stellar_balance, stellar_operation, stellar_sync_state, stellar_transaction,
 };
 use orrery_indexer::stellar::amount::parse_stroops;
 use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::types::{
-    parse_asset, Distribution, StellarAccount, StellarBalance, StellarOperation, StellarSyncStatus,
-    StellarTransaction,
+    parse_asset, BalanceCheck, Distribution, StellarAccount, StellarBalance, StellarOperation,
+    StellarSyncStatus, StellarTransaction,
 };
 use crate::graphql::context::{page_args, state};
 use crate::graphql::error::{bad_input, internal, not_found};
@@ -37,14 +37,16 @@ pub enum AccountOrder {
     IdDesc,
 }
 
-/// Replayed-versus-Horizon balance check.
+/// Replayed-versus-upstream balance check.
 #[derive(SimpleObject)]
 pub struct BalanceReconciliation {
-    /// Accounts whose replayed balances differ from Horizon's (same as the metric
-    /// `orrery_balance_reconciliation_mismatches`).
+    /// Accounts whose built balances differ from the upstream's at their last check (same
+    /// as the metric `orrery_balance_reconciliation_mismatches`).
     pub mismatches: u64,
-    /// Those accounts, with details.
+    /// Those accounts' sync states.
     pub accounts: Vec<StellarSyncStatus>,
+    /// The disagreeing checks (per source, account and asset), by account.
+    pub checks: Vec<BalanceCheck>,
 }
 
 /// Stellar queries.
@@ -214,15 +216,28 @@ impl StellarQuery {
 
     /// Accounts whose replayed balances disagree with Horizon.
     async fn balance_reconciliation(&self, ctx: &Context<'_>) -> Result<BalanceReconciliation> {
+        let db = &state(ctx).db;
+        let checks = balance_reconciliation::Entity::find()
+            .filter(balance_reconciliation::Column::Agrees.eq(false))
+            .order_by_asc(balance_reconciliation::Column::AccountId)
+            .order_by_asc(balance_reconciliation::Column::Source)
+            .order_by_asc(balance_reconciliation::Column::AssetCode)
+            .order_by_asc(balance_reconciliation::Column::AssetIssuer)
+            .all(db)
+            .await
+            .map_err(|e| internal("reading reconciliation", e))?;
+        let mut ids: Vec<String> = checks.iter().map(|c| c.account_id.clone()).collect();
+        ids.dedup();
         let rows = stellar_sync_state::Entity::find()
-            .filter(stellar_sync_state::Column::LastError.starts_with("balance mismatch"))
+            .filter(stellar_sync_state::Column::AccountId.is_in(ids.clone()))
             .order_by_asc(stellar_sync_state::Column::AccountId)
-            .all(&state(ctx).db)
+            .all(db)
             .await
             .map_err(|e| internal("reading reconciliation", e))?;
         Ok(BalanceReconciliation {
-            mismatches: rows.len() as u64,
+            mismatches: ids.len() as u64,
             accounts: rows.into_iter().map(Into::into).collect(),
+            checks: checks.into_iter().map(Into::into).collect(),
         })
     }
 

@@ -2,9 +2,8 @@
 
 use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
-use orrery_entity::{distribution, stellar_operation};
-use orrery_indexer::bus::topics;
-use orrery_indexer::stellar::horizon::AssetKey;
+use orrery_entity::{distribution, stellar_balance, stellar_operation};
+use orrery_indexer::bus::{topics, Payload};
 use sea_orm::EntityTrait;
 
 use super::types::{parse_asset, Distribution, StellarBalance, StellarOperation};
@@ -25,32 +24,20 @@ impl StellarSubscription {
         #[graphql(desc = "`XLM` or `CODE:ISSUER`; all assets when omitted.")] asset: Option<String>,
     ) -> Result<impl Stream<Item = async_graphql::Result<StellarBalance>>> {
         let asset = asset.map(|a| parse_asset("asset", &a)).transpose()?;
+        // The payload is the committed row: the same `From` as the `balances` query.
         Ok(bus_stream(ctx, topics::STELLAR_BALANCE_CHANGED, move |e| {
-            let p = &e.payload;
-            let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(String::from);
-            let code = s("asset_code")?;
-            let issuer = s("asset_issuer").unwrap_or_default();
-            if s("account_id")? != account {
+            let Payload::StellarBalanceChanged(row) = e.payload else {
+                return None;
+            };
+            if row.account_id != account {
                 return None;
             }
             if let Some(a) = &asset {
-                if a.code != code || a.issuer != issuer {
+                if a.code != row.asset_code || a.issuer != row.asset_issuer {
                     return None;
                 }
             }
-            let key = AssetKey {
-                code: code.clone(),
-                issuer: issuer.clone(),
-            };
-            Some(StellarBalance {
-                account_id: account.clone(),
-                asset_type: key.asset_type().into(),
-                asset_code: code,
-                asset_issuer: issuer,
-                balance: s("balance")?,
-                limit: None,
-                last_modified_ledger: None,
-            })
+            Some(StellarBalance::from(stellar_balance::Model::from(row)))
         }))
     }
 
@@ -62,10 +49,12 @@ impl StellarSubscription {
     ) -> impl Stream<Item = async_graphql::Result<StellarOperation>> {
         let db = state(ctx).db.clone();
         bus_stream(ctx, topics::STELLAR_OPERATION_INDEXED, move |e| {
-            let p = &e.payload;
-            (p.get("account_id")?.as_str()? == account)
-                .then(|| p.get("operation_id")?.as_str()?.parse::<i64>().ok())
-                .flatten()
+            match e.payload {
+                Payload::StellarOperationIndexed(p) if p.account_id == account => {
+                    Some(p.operation_id)
+                }
+                _ => None,
+            }
         })
         .then(move |item| {
             let db = db.clone();
@@ -94,10 +83,12 @@ impl StellarSubscription {
         #[graphql(desc = "Distribution id; all distributions when omitted.")] id: Option<i64>,
     ) -> impl Stream<Item = async_graphql::Result<Distribution>> {
         bus_stream(ctx, topics::DISTRIBUTION_UPDATED, move |e| {
-            let row: distribution::Model = serde_json::from_value(e.payload).ok()?;
+            let Payload::DistributionUpdated(row) = e.payload else {
+                return None;
+            };
             match id {
                 Some(i) if i != row.id => None,
-                _ => Some(Distribution::from(row)),
+                _ => Some(Distribution::from(distribution::Model::from(row))),
             }
         })
     }

@@ -4,8 +4,8 @@
 use async_graphql::{ComplexObject, Context, Json, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use orrery_entity::{
-    distribution, distribution_event, distribution_recipient, stellar_account, stellar_balance,
-    stellar_operation, stellar_sync_state, stellar_transaction,
+    balance_reconciliation, distribution, distribution_event, distribution_recipient,
+    stellar_account, stellar_balance, stellar_operation, stellar_sync_state, stellar_transaction,
 };
 use orrery_indexer::stellar::amount::format_stroops;
 use orrery_indexer::stellar::horizon::AssetKey;
@@ -216,6 +216,7 @@ impl From<stellar_transaction::Model> for StellarTransaction {
 
 /// Sync state of one watched account.
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct StellarSyncStatus {
     /// Account.
     pub account_id: String,
@@ -231,10 +232,8 @@ pub struct StellarSyncStatus {
     pub last_sync_at: Option<DateTime<Utc>>,
     /// Consecutive errors.
     pub error_count: i32,
-    /// Last error, including a balance reconciliation mismatch.
+    /// Last error (errors only; balance checks are `balanceChecks`).
     pub last_error: Option<String>,
-    /// Whether replayed balances equal Horizon's at the last check.
-    pub balances_reconciled: bool,
     /// Number of full resyncs.
     pub generation: i32,
 }
@@ -242,10 +241,6 @@ pub struct StellarSyncStatus {
 impl From<stellar_sync_state::Model> for StellarSyncStatus {
     fn from(m: stellar_sync_state::Model) -> Self {
         Self {
-            balances_reconciled: !m
-                .last_error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("balance mismatch")),
             account_id: m.account_id,
             status: m.status,
             mode: m.mode,
@@ -255,6 +250,68 @@ impl From<stellar_sync_state::Model> for StellarSyncStatus {
             error_count: m.error_count,
             last_error: m.last_error,
             generation: m.generation,
+        }
+    }
+}
+
+#[ComplexObject]
+impl StellarSyncStatus {
+    /// Whether every balance of the account agreed with the upstream at its last check
+    /// (true when it was never checked).
+    async fn balances_reconciled(&self, ctx: &Context<'_>) -> Result<bool> {
+        Ok(self.checks(ctx).await?.iter().all(|c| c.agrees))
+    }
+
+    /// The account's last balance checks, per source and asset.
+    async fn balance_checks(&self, ctx: &Context<'_>) -> Result<Vec<BalanceCheck>> {
+        self.checks(ctx).await
+    }
+}
+
+impl StellarSyncStatus {
+    async fn checks(&self, ctx: &Context<'_>) -> Result<Vec<BalanceCheck>> {
+        Ok(loaders(ctx)?
+            .checks
+            .load_one(self.account_id.clone())
+            .await
+            .map_err(|e| internal("reading balance checks", e))?
+            .unwrap_or_default())
+    }
+}
+
+/// One asset of one account compared by a source: the balance built from operations or
+/// events against the upstream's.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct BalanceCheck {
+    /// Source that compared (`stellar` for Horizon, `stellar:rpc`).
+    pub source: String,
+    /// Account.
+    pub account_id: String,
+    /// Asset code (`XLM` for native).
+    pub asset_code: String,
+    /// Issuer (empty for native).
+    pub asset_issuer: String,
+    /// The upstream's balance (Horizon's account record or the ledger entry), exact decimal.
+    pub expected: String,
+    /// The balance built by the source, exact decimal.
+    pub actual: String,
+    /// Whether both are equal.
+    pub agrees: bool,
+    /// When the check ran.
+    pub checked_at: DateTime<Utc>,
+}
+
+impl From<balance_reconciliation::Model> for BalanceCheck {
+    fn from(m: balance_reconciliation::Model) -> Self {
+        Self {
+            source: m.source,
+            account_id: m.account_id,
+            asset_code: m.asset_code,
+            asset_issuer: m.asset_issuer,
+            expected: format_stroops(m.expected_stroops),
+            actual: format_stroops(m.actual_stroops),
+            agrees: m.agrees,
+            checked_at: m.checked_at,
         }
     }
 }

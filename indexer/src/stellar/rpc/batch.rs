@@ -58,8 +58,8 @@ pub struct RpcBatch {
     pub authorizations: Vec<(String, AssetKey, bool)>,
     /// Newest ledger the batch covers.
     pub ledger: Option<i64>,
-    /// Reconciliation against ledger entries: `(account, last_error)`, `None` = agreement.
-    pub reconciled: Vec<(String, Option<String>)>,
+    /// Reconciliation against ledger entries: each account compared, with its checks.
+    pub reconciled: Vec<(String, Vec<crate::stellar::reconciliation::BalanceCheck>)>,
     /// Index of `history` rows by `(toid, holder, asset)`: one row per key.
     rows: HashMap<(i64, String, AssetKey), usize>,
 }

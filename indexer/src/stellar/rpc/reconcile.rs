@@ -1,7 +1,7 @@
 //! Reconciliation of event-built balances against the ledger entries the node serves
 //! (`getLedgerEntries`: the account entry for lumens, trustline entries for credit assets).
-//! The result is stored per account as its sync state's `last_error` (`balance mismatch:
-//! ...`, or cleared when they agree), which `balanceReconciliation` reports.
+//! The checks are stored per account and asset in `balance_reconciliation` (see
+//! [`crate::stellar::reconciliation`]), which `balanceReconciliation` reports.
 
 use stellar_xdr::{Asset, LedgerKey, LedgerKeyAccount, LedgerKeyTrustLine, TrustLineAsset};
 
@@ -10,11 +10,8 @@ use super::decode::{entry_balance, DecodeError};
 use super::sac::SacAsset;
 use super::types::EntriesPage;
 use super::xdr::{account_key, encode, StrkeyError, XdrError};
-use crate::stellar::amount::format_stroops;
 use crate::stellar::horizon::AssetKey;
-
-/// Prefix of a mismatch's `last_error` (the one `balanceReconciliation` reads).
-pub const MISMATCH: &str = "balance mismatch";
+use crate::stellar::reconciliation::BalanceCheck;
 
 /// The base64 ledger keys of `account`'s entries for `assets` (the account entry for XLM,
 /// a trustline per credit asset the account does not issue).
@@ -56,9 +53,9 @@ pub enum KeyError {
 }
 
 /// The outcome for one account: `None` when it could not be compared at `scanned` (an
-/// entry changed after the ledger the events were read through), else the stored
-/// `last_error` (`None` = agreement).
-pub type Outcome = Option<Option<String>>;
+/// entry changed after the ledger the events were read through), else its checks (one per
+/// asset: `expected` the ledger entry, `actual` the event-built balance).
+pub type Outcome = Option<Vec<BalanceCheck>>;
 
 /// Compares `accounts`' balances in `book` (loaded) with `page`, read while the events
 /// were applied through ledger `scanned`.
@@ -78,7 +75,7 @@ pub fn compare(
     let stable = i64::from(page.latest_ledger) <= scanned;
     let mut out = Vec::with_capacity(accounts.len());
     for account in accounts {
-        let mut diffs = Vec::new();
+        let mut checks = Vec::new();
         let mut comparable = true;
         for a in assets {
             if !a.key.issuer.is_empty() && a.key.issuer == *account {
@@ -97,20 +94,13 @@ pub fn compare(
                     break;
                 }
             };
-            if ours != theirs {
-                diffs.push(format!(
-                    "{} events {} ledger {}",
-                    a.key.canonical(),
-                    format_stroops(ours),
-                    format_stroops(theirs)
-                ));
-            }
+            checks.push(BalanceCheck {
+                asset: a.key.clone(),
+                expected: theirs,
+                actual: ours,
+            });
         }
-        out.push((
-            account.clone(),
-            comparable
-                .then(|| (!diffs.is_empty()).then(|| format!("{MISMATCH}: {}", diffs.join("; ")))),
-        ));
+        out.push((account.clone(), comparable.then_some(checks)));
     }
     Ok(out)
 }

@@ -8,11 +8,8 @@ use chrono::Utc;
 use orrery_entity::{stellar_balance, stellar_balance_history, stellar_sync_state};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, ExprTrait, QueryFilter, Set};
-use serde_json::json;
 
 use super::batch::RpcBatch;
-use crate::bus::{topics, BusEvent};
-use crate::stellar::amount::format_stroops;
 use crate::sync::{BatchWriter, Reverted, Written};
 
 /// Rows per multi-row statement (SQLite's bound-variable limit).
@@ -32,18 +29,13 @@ impl BatchWriter<RpcBatch> for RpcWriter {
         upsert_balances(txn, batch).await?;
         mark_synced(txn, batch).await?;
         store_reconciliation(txn, batch).await?;
-        let events = batch
+        // The committed rows (limits and ledgers as stored), read back in the transaction.
+        let keys = batch
             .balances
             .iter()
-            .map(|b| {
-                BusEvent::new(
-                    topics::STELLAR_BALANCE_CHANGED,
-                    json!({"account_id": b.account, "asset_code": b.asset.code,
-                           "asset_issuer": b.asset.issuer,
-                           "balance": format_stroops(b.balance)}),
-                )
-            })
+            .map(|b| (b.account.clone(), b.asset.clone()))
             .collect();
+        let events = crate::stellar::balance_events::balance_events(txn, &keys).await?;
         Ok(Written {
             items: vec![("token_event", batch.applied)],
             events,
@@ -118,32 +110,15 @@ async fn upsert_balances(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<
     Ok(())
 }
 
-/// Stores reconciliation outcomes as the accounts' `last_error` (a mismatch is written, an
-/// agreement clears a previous mismatch only).
+/// Stores reconciliation outcomes in `balance_reconciliation` (each account's checks
+/// replace its previous ones).
 async fn store_reconciliation(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<(), DbErr> {
-    use stellar_sync_state::Column as S;
-    let mut agree = Vec::new();
-    for (account, outcome) in &batch.reconciled {
-        match outcome {
-            Some(msg) => {
-                stellar_sync_state::Entity::update_many()
-                    .col_expr(S::LastError, Expr::value(Some(msg.clone())))
-                    .filter(S::AccountId.eq(account.as_str()))
-                    .exec(txn)
-                    .await?;
-            }
-            None => agree.push(account.as_str()),
-        }
-    }
-    for chunk in agree.chunks(CHUNK) {
-        stellar_sync_state::Entity::update_many()
-            .col_expr(S::LastError, Expr::value(Option::<String>::None))
-            .filter(S::AccountId.is_in(chunk.iter().copied()))
-            .filter(S::LastError.starts_with(super::reconcile::MISMATCH))
-            .exec(txn)
-            .await?;
-    }
-    Ok(())
+    let checked: Vec<(&str, &[crate::stellar::reconciliation::BalanceCheck])> = batch
+        .reconciled
+        .iter()
+        .map(|(a, c)| (a.as_str(), c.as_slice()))
+        .collect();
+    crate::stellar::reconciliation::store(txn, super::source::SOURCE_ID, &checked, Utc::now()).await
 }
 
 /// Holders the batch touched: synced through the batch's newest ledger.

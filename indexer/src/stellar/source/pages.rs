@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde_json::Value;
 
-use super::{data, StellarSource, MISMATCH};
-use crate::stellar::amount::format_stroops;
+use super::{data, StellarSource};
 use crate::stellar::batch::{PageFacts, RowsBuilder, StellarBatch};
 use crate::stellar::horizon::{self, decode_account, decode_operation, AccountSnapshot, DecodedOp};
+use crate::stellar::reconciliation;
 use crate::stellar::store::{self, Running};
 use crate::sync::{Fetched, Progress, SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
@@ -90,25 +90,6 @@ pub(super) async fn fetch_page(
     })
 }
 
-/// The `last_error` of a reconciliation: `None` when the balances agree.
-fn mismatch_message(run: &Running, snap: &AccountSnapshot) -> Option<String> {
-    let mm = store::mismatches(run, snap);
-    (!mm.is_empty()).then(|| {
-        format!(
-            "{MISMATCH}: {}",
-            mm.iter()
-                .map(|(a, r, h)| format!(
-                    "{} replayed {} horizon {}",
-                    a.canonical(),
-                    format_stroops(*r),
-                    format_stroops(*h)
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })
-}
-
 impl StellarSource {
     /// One backfill round over up to `account_concurrency` accounts; accounts whose fetch
     /// failed are tried again next round.
@@ -183,7 +164,11 @@ impl StellarSource {
                 .collect();
             let refs: Vec<&DecodedOp> = ops.iter().collect();
             let changes = store::apply(&f.account, &refs, &mut run);
-            let mismatch = f.snapshot.as_ref().and_then(|s| mismatch_message(&run, s));
+            let checks = f
+                .snapshot
+                .as_ref()
+                .map(|s| store::balance_checks(&run, s))
+                .unwrap_or_default();
             if let Some(l) = ops.last() {
                 newest = Some(newest.map_or(l.created_at, |n| n.max(l.created_at)));
             }
@@ -191,7 +176,9 @@ impl StellarSource {
                 f.account.clone(),
                 ops.last().map(|o| o.id),
                 f.caught_up,
-                f.snapshot.as_ref().map(|_| mismatch.is_some()),
+                f.snapshot
+                    .as_ref()
+                    .map(|_| reconciliation::disagrees(&checks)),
             ));
             new_running.insert(f.account.clone(), run);
             rows.page(
@@ -202,7 +189,7 @@ impl StellarSource {
                     full: f.full,
                     caught_up: f.caught_up,
                     snapshot: f.snapshot,
-                    mismatch,
+                    checks,
                 },
             );
         }

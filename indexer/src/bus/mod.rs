@@ -8,6 +8,8 @@
 //! misses messages loses nothing it cannot re-read. Subscribers always read from
 //! [`EventBus::subscribe`]; with Redis, even a replica's own events come back through Redis,
 //! so one replica and many behave the same.
+//!
+//! What an event carries is typed: one [`payload::Payload`] variant per topic.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +17,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::metrics::Metrics;
+
+pub mod payload;
+
+pub use payload::Payload;
 
 /// Capacity of the in-process fan-out channel; slower subscribers skip (and are told).
 const FANOUT_CAPACITY: usize = 4096;
@@ -28,52 +33,57 @@ const REDIS_PREFIX: &str = "orrery:";
 /// Topic names: one constant per kind of event.
 pub mod topics {
     /// Subscribers may have missed events (the Redis subscription was down, or publishes
-    /// failed); payload `{"reason": String, ...}`. Subscriptions turn it into an
+    /// failed); payload [`super::payload::EventsMissed`]. Subscriptions turn it into an
     /// `EVENTS_MISSED` error for their clients, who re-read what they need from queries.
     pub const EVENTS_MISSED: &str = "bus.events_missed";
-    /// A `source` row changed; payload: the row (`orrery_entity::source::Model`).
+    /// A `source` row changed; payload [`super::payload::SourceRow`].
     pub const SOURCE_UPDATED: &str = "source.updated";
-    /// A `config_entry` row changed; payload: the row (`orrery_entity::config_entry::Model`).
+    /// A `config_entry` row changed; payload [`super::payload::ConfigRow`].
     pub const CONFIG_UPDATED: &str = "config.updated";
-    /// An EVM contract event was indexed; payload: chain, blockNumber, txHash, logIndex, contract, name, args.
+    /// An EVM contract event was indexed; payload [`super::payload::EvmEventIndexed`].
     pub const EVM_EVENT: &str = "evm.event";
-    /// EVM blocks were committed; payload: chain, number (last block), hash, fromBlock, events.
+    /// EVM blocks were committed; payload [`super::payload::EvmBlockIndexed`].
     pub const EVM_BLOCK: &str = "evm.block";
-    /// A chain reorganisation was rolled back; payload: chain, source, fromBlock, depth.
+    /// A chain reorganisation was rolled back; payload [`super::payload::Reorg`].
     pub const REORG: &str = "reorg";
-    /// A price point was stored (payload: the `price_point` row).
+    /// A price point was stored; payload [`super::payload::PriceRow`].
     pub const PRICE_UPDATED: &str = "price.updated";
-    /// A price comparison was stored or filled (payload: the `price_comparison` row).
+    /// A price comparison was stored or filled; payload [`super::payload::PriceComparisonRow`].
     pub const PRICE_COMPARISON_UPDATED: &str = "price.comparison_updated";
-    /// A Bitcoin block header was stored (payload: height, hash, prev_hash, time).
+    /// A Bitcoin block header was stored; payload [`super::payload::BitcoinBlock`].
     pub const BITCOIN_BLOCK: &str = "bitcoin.block";
-    /// A Stellar operation was indexed for a watched account; payload `{account_id, operation_id}`.
+    /// A Stellar operation was indexed for a watched account; payload
+    /// [`super::payload::OperationIndexed`].
     pub const STELLAR_OPERATION_INDEXED: &str = "stellar.operation_indexed";
-    /// A Stellar balance changed; payload `{account_id, asset_code, asset_issuer, balance}`.
+    /// A Stellar balance changed; payload [`super::payload::BalanceRow`] (the stored row).
     pub const STELLAR_BALANCE_CHANGED: &str = "stellar.balance_changed";
-    /// A distribution changed; payload: the row (`orrery_entity::distribution::Model`).
+    /// A distribution changed; payload [`super::payload::DistributionRow`].
     pub const DISTRIBUTION_UPDATED: &str = "distribution.updated";
+    /// Trigger actions were queued; payload [`super::payload::ActionQueued`].
+    pub const ACTION_QUEUED: &str = "trigger.action_queued";
 }
 
-/// One notification: a topic (what happened) and a JSON payload (the changed object).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One notification: what happened (the payload's topic) and the changed object.
+#[derive(Clone, Debug, PartialEq)]
 pub struct BusEvent {
-    /// What happened, e.g. `source.updated`, `balance.changed`, `reorg`.
-    pub topic: String,
-    /// The object the event is about, in the shape GraphQL returns.
-    pub payload: serde_json::Value,
+    /// The typed payload; its variant is the topic.
+    pub payload: Payload,
     /// When the event was published.
     pub at: DateTime<Utc>,
 }
 
 impl BusEvent {
     /// A new event stamped now.
-    pub fn new(topic: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(payload: impl Into<Payload>) -> Self {
         Self {
-            topic: topic.into(),
-            payload,
+            payload: payload.into(),
             at: Utc::now(),
         }
+    }
+
+    /// The topic, e.g. `source.updated` (one of [`topics`]).
+    pub fn topic(&self) -> &'static str {
+        self.payload.topic()
     }
 }
 
@@ -110,16 +120,16 @@ pub type SharedBus = Arc<dyn EventBus>;
 /// Publishes and records the outcome in metrics; a failure is logged, never fatal: the
 /// database already holds the change.
 pub async fn publish_logged(bus: &dyn EventBus, event: BusEvent) {
-    let topic = event.topic.clone();
+    let topic = event.topic();
     match bus.publish(event).await {
         Ok(()) => Metrics::global()
             .bus_published
-            .with_label_values(&[&topic])
+            .with_label_values(&[topic])
             .inc(),
         Err(e) => {
             Metrics::global()
                 .bus_publish_failures
-                .with_label_values(&[&topic])
+                .with_label_values(&[topic])
                 .inc();
             tracing::warn!(topic = %topic, error = %e, "event bus publish failed");
         }
@@ -210,8 +220,8 @@ impl RedisBus {
     }
 
     async fn publish_raw(&self, event: &BusEvent) -> Result<(), BusError> {
-        let channel = format!("{REDIS_PREFIX}{}", event.topic);
-        let body = serde_json::to_vec(event)?;
+        let channel = format!("{REDIS_PREFIX}{}", event.topic());
+        let body = payload::encode(event)?;
         let mut conn = self.publisher.clone();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(body);
@@ -252,14 +262,12 @@ impl RedisBus {
                             .with_label_values(&["redis"])
                             .inc();
                         tracing::warn!(down_for_secs = secs, "redis bus subscription restored; subscribers are told they may have missed events");
-                        let _ = fanout.send(BusEvent::new(
-                            topics::EVENTS_MISSED,
-                            serde_json::json!({
-                                "reason": format!("the Redis event bus was unreachable for {secs:.1} s; events published meanwhile were not received"),
-                                "since": since,
-                                "downForSeconds": secs,
-                            }),
-                        ));
+                        let _ = fanout.send(BusEvent::new(payload::EventsMissed {
+                            reason: format!("the Redis event bus was unreachable for {secs:.1} s; events published meanwhile were not received"),
+                            since: Some(since),
+                            down_for_seconds: Some(secs),
+                            unpublished: None,
+                        }));
                     }
                     let mut stream = pubsub.on_message();
                     while let Some(msg) = stream.next().await {
@@ -270,13 +278,11 @@ impl RedisBus {
                                 continue;
                             }
                         };
-                        match serde_json::from_slice::<BusEvent>(&payload) {
+                        match payload::decode(&payload) {
                             Ok(event) => {
                                 let _ = fanout.send(event);
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "malformed redis bus message skipped")
-                            }
+                            Err(e) => skipped_message(&e),
                         }
                     }
                     tracing::warn!("redis bus subscription closed; reconnecting");
@@ -290,6 +296,18 @@ impl RedisBus {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// Logs a Redis message that was not decoded: at `warn` for the 1st, 2nd, 4th, 8th, ...
+/// (a replica of another version publishes steadily during a rolling upgrade), else `debug`.
+fn skipped_message(e: &payload::WireError) {
+    static SKIPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(error = %e, skipped_so_far = n, "redis bus message skipped");
+    } else {
+        tracing::debug!(error = %e, "redis bus message skipped");
     }
 }
 
@@ -308,13 +326,12 @@ impl EventBus for RedisBus {
         use std::sync::atomic::Ordering;
         let lost = self.unpublished.load(Ordering::Relaxed);
         if lost > 0 {
-            let marker = BusEvent::new(
-                topics::EVENTS_MISSED,
-                serde_json::json!({
-                    "reason": format!("{lost} events could not be published while the Redis event bus was unreachable"),
-                    "unpublished": lost,
-                }),
-            );
+            let marker = BusEvent::new(payload::EventsMissed {
+                reason: format!("{lost} events could not be published while the Redis event bus was unreachable"),
+                since: None,
+                down_for_seconds: None,
+                unpublished: Some(lost),
+            });
             if self.publish_raw(&marker).await.is_ok() {
                 self.unpublished.fetch_sub(lost, Ordering::Relaxed);
             }
@@ -355,11 +372,13 @@ mod tests {
         let bus = LocalBus::new();
         let mut a = bus.subscribe();
         let mut b = bus.subscribe();
-        bus.publish(BusEvent::new("t", serde_json::json!({"n": 1})))
-            .await
-            .unwrap();
-        assert_eq!(a.recv().await.unwrap().payload["n"], 1);
-        assert_eq!(b.recv().await.unwrap().topic, "t");
+        let sent = BusEvent::new(payload::ActionQueued {
+            chain: "t".into(),
+            queued: 1,
+        });
+        bus.publish(sent.clone()).await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), sent);
+        assert_eq!(b.recv().await.unwrap().topic(), topics::ACTION_QUEUED);
     }
 
     #[tokio::test]
@@ -372,21 +391,35 @@ mod tests {
         let one = RedisBus::connect(&url, timeout).await.unwrap();
         let two = RedisBus::connect(&url, timeout).await.unwrap();
         let mut rx = two.subscribe();
-        let topic = format!("test.{}", std::process::id());
-        one.publish(BusEvent::new(topic.clone(), serde_json::json!({"x": true})))
+        let chain = format!("test.{}", std::process::id());
+        // A replica still on the untyped format publishes first: skipped, not fatal.
+        let mut raw = one.publisher.clone();
+        redis::cmd("PUBLISH")
+            .arg(format!("{REDIS_PREFIX}{}", topics::ACTION_QUEUED))
+            .arg(format!(
+                r#"{{"topic":"{}","payload":{{"chain":"{chain}","queued":1}},"at":"2026-01-01T00:00:00Z"}}"#,
+                topics::ACTION_QUEUED
+            ))
+            .query_async::<i64>(&mut raw)
             .await
             .unwrap();
+        let sent = BusEvent::new(payload::ActionQueued {
+            chain: chain.clone(),
+            queued: 2,
+        });
+        one.publish(sent.clone()).await.unwrap();
         let got = tokio::time::timeout(timeout, async {
             loop {
                 let e = rx.recv().await.unwrap();
-                if e.topic == topic {
+                if matches!(&e.payload, Payload::ActionQueued(q) if q.chain == chain) {
                     return e;
                 }
             }
         })
         .await
         .unwrap();
-        assert_eq!(got.payload["x"], true);
+        // The old-format message never came through; the typed one did, unchanged.
+        assert_eq!(got, sent);
         two.ping().await.unwrap();
     }
 
