@@ -101,17 +101,20 @@ async fn source_row(db: &DatabaseConnection) -> Option<source::Model> {
 struct Rows {
     accounts: Vec<(String, bool, Option<String>)>,
     balances: Vec<(String, String, String, String, i64, Option<i64>)>,
-    history: Vec<(
-        String,
-        String,
-        String,
-        i64,
-        Option<i64>,
-        i64,
-        i64,
-        Option<i64>,
-    )>,
+    history: Vec<HistoryRow>,
 }
+
+/// One balance-history row: account, asset code, issuer, then the amounts and positions.
+type HistoryRow = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    Option<i64>,
+);
 
 async fn rows(db: &DatabaseConnection) -> Rows {
     let mut accounts: Vec<_> = stellar_account::Entity::find()

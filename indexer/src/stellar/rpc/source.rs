@@ -418,16 +418,24 @@ impl RpcSource {
             })?;
             newest_at = Some(at);
             for d in c.disagreements() {
-                let msg = format!(
-                    "{}: transaction {hash} (ledger {}): {} ledger entry changes {} but token events {}",
-                    super::reconcile::MISMATCH,
+                // Reported, not averaged: the entry changes are applied, and the check stored
+                // for the account records both changes until the next reconciliation round.
+                tracing::warn!(
+                    account = %d.account,
+                    "balance disagreement: transaction {hash} (ledger {}): {} ledger entry changes {} but token events {}",
                     t.ledger,
                     d.asset.canonical(),
                     crate::stellar::amount::format_stroops(d.entries),
                     crate::stellar::amount::format_stroops(d.events),
                 );
-                tracing::warn!(account = %d.account, "{msg}");
-                batch.reconciled.push((d.account, Some(msg)));
+                batch.reconciled.push((
+                    d.account,
+                    vec![crate::stellar::reconciliation::BalanceCheck {
+                        asset: d.asset,
+                        expected: d.entries,
+                        actual: d.events,
+                    }],
+                ));
             }
             for ((holder, asset), delta) in deltas {
                 self.book

@@ -20,13 +20,13 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use serde_json::json;
 
 use super::client::{RpcClient, RpcError, Start, MAX_PAGE_LIMIT};
 use super::dex::{Aggregator, Bucket};
 use super::operations::{decode_record, TxRow};
 use super::source::source_error;
-use crate::bus::{topics, BusEvent};
+use crate::bus::payload::OperationIndexed;
+use crate::bus::BusEvent;
 use crate::stellar::dex::{self as horizon_dex, Pair, PRICE_SOURCE};
 use crate::stellar::horizon::{AssetKey, DecodedOp};
 use crate::stellar::settings::StellarSettings;
@@ -88,10 +88,10 @@ impl BatchWriter<TxBatch> for TxWriter {
         let events = links
             .iter()
             .map(|(a, op)| {
-                BusEvent::new(
-                    topics::STELLAR_OPERATION_INDEXED,
-                    json!({"account_id": a, "operation_id": op.id.to_string()}),
-                )
+                BusEvent::new(OperationIndexed {
+                    account_id: a.to_string(),
+                    operation_id: op.id,
+                })
             })
             .collect();
         Ok(Written {
