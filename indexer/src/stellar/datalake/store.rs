@@ -67,7 +67,9 @@ impl LakeStore {
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let mut opts: Vec<(String, String)> = Vec::new();
         match parsed.scheme() {
-            "file" | "http" | "https" => {}
+            "file" | "https" => {}
+            // object_store refuses plain HTTP unless told (a local devnet or mirror).
+            "http" => opts.push(("allow_http".into(), "true".into())),
             "s3" | "s3a" => {
                 if let Some(r) = &options.region {
                     opts.push(("aws_region".into(), r.clone()));
