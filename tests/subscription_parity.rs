@@ -36,8 +36,12 @@ const SECRET: &str = "test-secret-0123456789";
 
 /// Fields a resolver computes when it runs, from the clock or a live limiter, not from
 /// the stored row: equal only when resolved at the same instant.
-const READ_TIME_FIELDS: &[(&str, &str)] =
-    &[("Chain", "lagSeconds"), ("Chain", "rateLimitRemaining")];
+const READ_TIME_FIELDS: &[(&str, &str)] = &[
+    ("Chain", "lagSeconds"),
+    ("Chain", "rateLimitRemaining"),
+    // Seconds since the leader took the lease (non-null on PostgreSQL): the clock again.
+    ("Chain", "leaseAgeSeconds"),
+];
 
 /// Every field of `ty` without arguments whose type is a scalar or enum (lists of them
 /// included), as a selection set.
