@@ -101,6 +101,52 @@ pub struct Fault {
     /// Answer HTTP 200 with a JSON-RPC error of this code instead (e.g. -32603, a Stellar
     /// RPC node's transient internal error).
     pub jsonrpc_error: Option<i64>,
+    /// Serve matching records malformed (every time they are served: a permanent data
+    /// error, unlike the transport faults above).
+    pub corrupt: Option<Corrupt>,
+}
+
+/// Rewrites the JSON objects of a response body whose fields equal every `match` pair:
+/// removes the `drop` fields and sets the `set` ones.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Corrupt {
+    /// Field values an object must have to be corrupted, e.g. `{"id": "8589938689"}`.
+    #[serde(rename = "match")]
+    pub matches: serde_json::Map<String, serde_json::Value>,
+    /// Fields removed from matching objects.
+    pub drop: Vec<String>,
+    /// Fields set (added or replaced) on matching objects.
+    pub set: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Corrupt {
+    /// Applies the rewrite to every matching object in `v`; how many were rewritten.
+    pub fn apply(&self, v: &mut serde_json::Value) -> usize {
+        use serde_json::Value;
+        match v {
+            Value::Object(m) => {
+                let mut n = 0;
+                if !self.matches.is_empty()
+                    && self.matches.iter().all(|(k, want)| m.get(k) == Some(want))
+                {
+                    for k in &self.drop {
+                        m.remove(k);
+                    }
+                    for (k, x) in &self.set {
+                        m.insert(k.clone(), x.clone());
+                    }
+                    n += 1;
+                }
+                for x in m.values_mut() {
+                    n += self.apply(x);
+                }
+                n
+            }
+            Value::Array(a) => a.iter_mut().map(|x| self.apply(x)).sum(),
+            _ => 0,
+        }
+    }
 }
 
 mod opt_ms {
@@ -307,6 +353,9 @@ async fn apply(mut layer: FaultLayer, key: String, req: Request, next: Next) -> 
         return (StatusCode::OK, axum::Json(body)).into_response();
     }
     let resp = next.run(req).await;
+    if let Some(c) = &fault.corrupt {
+        return corrupt_response(c, resp).await;
+    }
     if !fault.truncate_body && !fault.invalid_json {
         return resp;
     }
@@ -321,8 +370,51 @@ async fn apply(mut layer: FaultLayer, key: String, req: Request, next: Next) -> 
     Response::from_parts(parts, Body::from(new_body))
 }
 
+/// The response with `c` applied to its JSON body (other bodies pass unchanged).
+async fn corrupt_response(c: &Corrupt, resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let new_body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut v) => {
+            if c.apply(&mut v) > 0 {
+                serde_json::to_vec(&v).unwrap_or_else(|_| bytes.to_vec())
+            } else {
+                bytes.to_vec()
+            }
+        }
+        Err(_) => bytes.to_vec(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(new_body))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn corrupt_rewrites_matching_objects_only() {
+        let c: super::Corrupt = serde_json::from_value(serde_json::json!({
+            "match": {"id": "7"}, "drop": ["transaction_successful"], "set": {"amount": "x"}
+        }))
+        .unwrap();
+        let mut v = serde_json::json!({"_embedded": {"records": [
+            {"id": "6", "transaction_successful": true, "amount": "1"},
+            {"id": "7", "transaction_successful": true, "amount": "1"}
+        ]}});
+        assert_eq!(c.apply(&mut v), 1);
+        let recs = &v["_embedded"]["records"];
+        assert_eq!(recs[0]["transaction_successful"], true);
+        assert!(recs[1].get("transaction_successful").is_none());
+        assert_eq!(recs[1]["amount"], "x");
+    }
+
     use super::*;
 
     #[test]

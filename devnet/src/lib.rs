@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 pub use config::{BitcoinConfig, DevnetConfig, EvmChainConfig, PortConfig, StellarConfig};
 pub use control::{DevnetControl, OperationRecord};
 pub use error::DevnetError;
-pub use faults::{Fault, FaultTarget, ServiceKind};
+pub use faults::{Corrupt, Fault, FaultTarget, ServiceKind};
 
 use bitcoin::model::BitcoinChain;
 use control::Shared;

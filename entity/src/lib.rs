@@ -28,6 +28,7 @@ pub mod evm_event;
 pub mod prelude;
 pub mod price_comparison;
 pub mod price_point;
+pub mod quarantine;
 pub mod replica;
 pub mod source;
 pub mod source_command;

@@ -14,6 +14,7 @@ pub use super::evm_block::Entity as EvmBlock;
 pub use super::evm_event::Entity as EvmEvent;
 pub use super::price_comparison::Entity as PriceComparison;
 pub use super::price_point::Entity as PricePoint;
+pub use super::quarantine::Entity as Quarantine;
 pub use super::replica::Entity as Replica;
 pub use super::source::Entity as Source;
 pub use super::source_lease::Entity as SourceLease;

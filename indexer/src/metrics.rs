@@ -58,6 +58,9 @@ pub struct Metrics {
     pub source_restarts: IntCounterVec,
     /// `orrery_reorgs_total{source}`: chain reorganisations handled.
     pub reorgs: IntCounterVec,
+    /// `orrery_quarantined_total{source}`: upstream records quarantined (a permanent data
+    /// error on one record; the source moved on).
+    pub quarantined: IntCounterVec,
     /// `orrery_reorg_depth_blocks{source}`: depth of the last reorg.
     pub reorg_depth: IntGaugeVec,
     /// `orrery_balance_reconciliation_mismatches{source}`: balances that disagree with upstream.
@@ -297,6 +300,12 @@ impl Metrics {
                 "Chain reorganisations handled.",
                 &["source"],
             ),
+            quarantined: counter(
+                &r,
+                "orrery_quarantined_total",
+                "Upstream records quarantined (a permanent data error on one record).",
+                &["source"],
+            ),
             reorg_depth: int_gauge(
                 &r,
                 "orrery_reorg_depth_blocks",
@@ -449,6 +458,7 @@ impl Metrics {
     pub fn touch_source(&self, source: &str) {
         self.source_errors.with_label_values(&[source]);
         self.reorgs.with_label_values(&[source]);
+        self.quarantined.with_label_values(&[source]);
         for reason in ["panic", "stall"] {
             self.source_restarts.with_label_values(&[source, reason]);
         }

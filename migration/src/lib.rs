@@ -28,6 +28,7 @@ mod m20261201_000010_evm_event_key_order;
 mod m20261202_000012_leases;
 mod m20261203_000014_reconciliation;
 mod m20261203_000018_action_run_retention;
+mod m20261204_000019_quarantine;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000012_leases::Migration),
             Box::new(m20261203_000014_reconciliation::Migration),
             Box::new(m20261203_000018_action_run_retention::Migration),
+            Box::new(m20261204_000019_quarantine::Migration),
         ]
     }
 }

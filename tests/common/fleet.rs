@@ -146,7 +146,8 @@ pub fn source_ids(d: &Devnet) -> BTreeSet<String> {
     ids
 }
 
-fn holders(d: &Devnet) -> BTreeSet<String> {
+/// The watched Stellar holders of `d` (accounts holding a credit asset).
+pub fn holders(d: &Devnet) -> BTreeSet<String> {
     let c = d.control();
     c.stellar_accounts()
         .into_iter()

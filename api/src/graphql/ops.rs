@@ -4,7 +4,7 @@
 
 use async_graphql::{Context, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
-use orrery_entity::{audit_log, circuit_breaker, source};
+use orrery_entity::{audit_log, circuit_breaker, quarantine, source};
 use orrery_indexer::sync::{breaker_store, commands};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
 use serde_json::{json, Value};
@@ -44,6 +44,47 @@ impl From<circuit_breaker::Model> for CircuitBreakerState {
             last_failure_at: m.last_failure_at,
             last_error: m.last_error,
             updated_at: m.updated_at,
+        }
+    }
+}
+
+/// An upstream record that could not be stored as served (a permanent data error on that
+/// record): the source moved on without it.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct QuarantinedRecord {
+    /// Row id (newest first ordering).
+    pub id: i64,
+    /// Source id, e.g. `stellar` or `evm:sepolia`.
+    pub source: String,
+    /// What the record is: `stellar.operation`, `evm.log` or `stellar.rpc.event`.
+    pub kind: String,
+    /// Where it sits upstream: an operation id, `block:logIndex`, an event id.
+    pub position: String,
+    /// The record as the upstream served it (JSON).
+    pub payload: Value,
+    /// Why it was refused.
+    pub error: String,
+    /// When it was quarantined.
+    pub quarantined_at: DateTime<Utc>,
+    /// When a replay stored it; null while pending.
+    pub replayed_at: Option<DateTime<Utc>>,
+    /// Why the last replay failed, if it did.
+    pub replay_error: Option<String>,
+}
+
+impl From<quarantine::Model> for QuarantinedRecord {
+    fn from(m: quarantine::Model) -> Self {
+        Self {
+            id: m.id,
+            source: m.source,
+            kind: m.kind,
+            position: m.position,
+            // Stored by the engine as JSON text; kept as text if it ever is not.
+            payload: serde_json::from_str(&m.payload).unwrap_or(Value::String(m.payload)),
+            error: m.error,
+            quarantined_at: m.quarantined_at,
+            replayed_at: m.replayed_at,
+            replay_error: m.replay_error,
         }
     }
 }
@@ -145,6 +186,36 @@ impl OpsQuery {
             m.id
         });
         keyset_page(ctx, base, &key, args, "audit rows").await
+    }
+
+    /// Upstream records quarantined by the sources, newest first (operator or admin).
+    #[graphql(
+        guard = "RoleGuard::new(Role::Operator)",
+        complexity = "crate::graphql::limits::connection_cost(first, child_complexity)"
+    )]
+    async fn quarantined(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only records of this source id, e.g. `stellar`.")] source: Option<String>,
+        #[graphql(desc = "Include records a replay already stored (default: pending only).")]
+        include_replayed: Option<bool>,
+        #[graphql(desc = "Page size (at most graphql.max_page_size).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last item of the previous page.")] after: Option<String>,
+    ) -> Result<Page<QuarantinedRecord>> {
+        let args = page_args(ctx, first, after)?;
+        let mut base = quarantine::Entity::find();
+        if let Some(s) = &source {
+            base = base.filter(quarantine::Column::Source.eq(s.clone()));
+        }
+        if !include_replayed.unwrap_or(false) {
+            base = base.filter(quarantine::Column::ReplayedAt.is_null());
+        }
+        let key = Keyset::by(
+            quarantine::Column::Id,
+            Dir::Desc,
+            |m: &quarantine::Model| m.id,
+        );
+        keyset_page(ctx, base, &key, args, "quarantined records").await
     }
 }
 

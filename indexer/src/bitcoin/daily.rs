@@ -203,7 +203,7 @@ impl DailyTracker {
             for (height, hash) in &job.blocks[job.next..upto] {
                 let header = esplora.header(hash).await?;
                 if header.height != *height {
-                    return Err(SourceError::Data(format!(
+                    return Err(SourceError::Malformed(format!(
                         "block {hash} is at height {}, stored at {height}",
                         header.height
                     )));

@@ -54,7 +54,7 @@ pub struct EsploraTx {
 }
 
 fn parse_txid(s: &str) -> Result<Txid, SourceError> {
-    let bad = || SourceError::Data(format!("bad txid {s:?}"));
+    let bad = || SourceError::Malformed(format!("bad txid {s:?}"));
     // `from_str_radix` alone would take a sign (`+f`) as a digit pair.
     if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
@@ -154,7 +154,7 @@ impl EsploraClient {
         let t = self.client.get_text("/blocks/tip/height").await?;
         t.trim()
             .parse()
-            .map_err(|_| SourceError::Data(format!("tip height {t:?} is not a number")))
+            .map_err(|_| SourceError::Malformed(format!("tip height {t:?} is not a number")))
     }
 
     /// Hash of the best-chain block at `height`.
@@ -183,7 +183,7 @@ impl EsploraClient {
                 .get_json(&format!("/block/{}/txs/{start}", header.id))
                 .await?;
             if page.is_empty() {
-                return Err(SourceError::Data(format!(
+                return Err(SourceError::Malformed(format!(
                     "block {} page {start} is empty",
                     header.id
                 )));

@@ -24,9 +24,11 @@ pub fn usd_price(v: &Value) -> Result<f64, SourceError> {
     let p = v
         .get("USD")
         .and_then(Value::as_f64)
-        .ok_or_else(|| SourceError::Data(format!("no USD price in {v}")))?;
+        .ok_or_else(|| SourceError::Malformed(format!("no USD price in {v}")))?;
     if !p.is_finite() || p <= 0.0 {
-        return Err(SourceError::Data(format!("USD price {p} is not positive")));
+        return Err(SourceError::Malformed(format!(
+            "USD price {p} is not positive"
+        )));
     }
     Ok(p)
 }

@@ -163,13 +163,13 @@ pub async fn daily_with_progress(
     let start = date
         .and_hms_opt(0, 0, 0)
         .map(|d| d.and_utc().timestamp())
-        .ok_or_else(|| SourceError::Data(format!("bad date {date}")))?;
+        .ok_or_else(|| SourceError::Malformed(format!("bad date {date}")))?;
     let end = start + 86_400;
     let tip = client.tip_height().await?;
     match time_at(client, tip).await? {
         Some(t) if t >= end => {}
         _ => {
-            return Err(SourceError::Data(format!(
+            return Err(SourceError::Malformed(format!(
                 "day {date} is not over at the tip {tip}"
             )))
         }

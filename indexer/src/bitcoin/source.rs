@@ -387,7 +387,7 @@ impl Source for BitcoinSource {
             blocks.push(block);
         }
         let Some(last) = headers.last() else {
-            return Err(SourceError::Data("no block fetched".into()));
+            return Err(SourceError::Malformed("no block fetched".into()));
         };
         let new_indexed = last.height;
         let progress = Progress {
@@ -398,6 +398,7 @@ impl Source for BitcoinSource {
             items: Vec::new(),
             caught_up: false,
             newest_item_at: Some(block_time(last)),
+            quarantined: Vec::new(),
         };
         for (hd, b) in headers.iter().zip(&blocks) {
             self.window.push_block(b);

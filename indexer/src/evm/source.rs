@@ -20,8 +20,8 @@ use super::store::{self, EventRow};
 use crate::bus::{payload, BusEvent};
 use crate::sync::reorg_window::{Ancestor, HashWindow};
 use crate::sync::{
-    BatchWriter, Fetched as Step, Progress, Reverted, Source, SourceDescriptor, SourceError,
-    SyncContext, Written,
+    BatchWriter, Fetched as Step, Progress, Quarantined, Reverted, Source, SourceDescriptor,
+    SourceError, SyncContext, Written,
 };
 
 /// Gaps up to this many blocks are indexed with every header checked (head following).
@@ -104,6 +104,35 @@ pub struct EvmWriter {
     chain: String,
 }
 
+/// What the quarantine calls an EVM log.
+pub const LOG_KIND: &str = "evm.log";
+
+/// The quarantine position of a log: `block:logIndex`.
+pub fn log_position(block: u64, log_index: u64) -> String {
+    format!("{block}:{log_index}")
+}
+
+/// A log that does not decode, kept in the `eth_getLogs` wire shape (plus the registry it
+/// was decoded as) so a replay can decode it again.
+fn quarantine_log(log: &Log, registry: Registry, e: &impl std::fmt::Display) -> Quarantined {
+    let payload = serde_json::json!({
+        "address": format!("{:#x}", log.address),
+        "topics": log.topics.iter().map(hex).collect::<Vec<_>>(),
+        "data": format!("0x{}", ::hex::encode(&log.data)),
+        "blockNumber": format!("0x{:x}", log.block_number),
+        "blockHash": hex(&log.block_hash),
+        "transactionHash": hex(&log.tx_hash),
+        "logIndex": format!("0x{:x}", log.log_index),
+        "registry": registry.as_str(),
+    });
+    Quarantined::new(
+        LOG_KIND,
+        log_position(log.block_number, log.log_index),
+        &payload,
+        e,
+    )
+}
+
 /// Source id of a chain.
 pub fn source_id(chain: &str) -> String {
     format!("evm:{chain}")
@@ -116,7 +145,7 @@ fn hex(b: &B256) -> String {
 fn data_err(e: RpcError) -> SourceError {
     match e {
         RpcError::Upstream(u) => SourceError::Upstream(u),
-        other => SourceError::Data(other.to_string()),
+        other => SourceError::Malformed(other.to_string()),
     }
 }
 
@@ -208,10 +237,13 @@ impl EvmSource {
         &self.spec.name
     }
 
-    /// Decodes logs into rows; unknown or malformed logs are counted and skipped.
-    fn decode(&self, logs: &[Log]) -> (Vec<EventRow>, u64) {
+    /// Decodes logs into rows. A log from a contract that is not configured is counted and
+    /// skipped (not ours); a log of a configured contract that does not decode is
+    /// quarantined (a permanent data error on that record).
+    fn decode(&self, logs: &[Log]) -> (Vec<EventRow>, u64, Vec<Quarantined>) {
         let mut rows = Vec::with_capacity(logs.len());
         let mut skipped = 0u64;
+        let mut quarantined = Vec::new();
         for log in logs {
             let Some(registry) = self.spec.contracts.get(&log.address) else {
                 skipped += 1;
@@ -228,15 +260,10 @@ impl EvmSource {
                     contract: format!("{:#x}", log.address),
                     event,
                 }),
-                Err(e) => {
-                    skipped += 1;
-                    tracing::warn!(chain = self.chain(), registry = registry.as_str(),
-                        tx = %log.tx_hash, log_index = log.log_index, block = log.block_number,
-                        error = %e, "cannot decode log; skipped");
-                }
+                Err(e) => quarantined.push(quarantine_log(log, *registry, &e)),
             }
         }
-        (rows, skipped)
+        (rows, skipped, quarantined)
     }
 
     /// Whether the tip we hold still is on the node's chain; on a mismatch finds the common
@@ -402,6 +429,7 @@ impl EvmSource {
         rows: Vec<EventRow>,
         headers: Vec<Header>,
         skipped: u64,
+        quarantined: Vec<Quarantined>,
         caught_up: bool,
     ) {
         let newest = |h: Option<&Header>| {
@@ -411,6 +439,7 @@ impl EvmSource {
         let mut headers = VecDeque::from(headers);
         let mut from = next;
         let mut skipped = Some(skipped);
+        let mut quarantined = Some(quarantined);
         loop {
             // Take whole blocks while the batch has room (a block larger than the cap goes alone).
             let mut take = 0;
@@ -450,6 +479,7 @@ impl EvmSource {
                 items: Vec::new(),
                 caught_up: last_part && caught_up,
                 newest_item_at: newest(part_headers.last()),
+                quarantined: quarantined.take().unwrap_or_default(),
             };
             self.queued.push_back((
                 EvmBatch {
@@ -580,7 +610,7 @@ impl Source for EvmSource {
         if let Some(reason) = self.inconsistency(next, &headers, &logs, following) {
             return Ok(self.moved(head, reason));
         }
-        let (rows, skipped) = self.decode(&logs);
+        let (rows, skipped, quarantined) = self.decode(&logs);
         drop(logs);
         for h in &headers {
             self.window.push(h.number, hex(&h.hash));
@@ -593,11 +623,12 @@ impl Source for EvmSource {
             rows,
             headers,
             skipped,
+            quarantined,
             end >= target && following,
         );
         match self.queued.pop_front() {
             Some((batch, progress)) => Ok(Step::Batch { batch, progress }),
-            None => Err(SourceError::Data(
+            None => Err(SourceError::Malformed(
                 "no batch was cut from a fetched range".into(),
             )),
         }
@@ -672,6 +703,10 @@ impl BatchWriter<EvmBatch> for EvmWriter {
 
     async fn revert(&self, txn: &DatabaseTransaction, to: i64) -> Result<Reverted, DbErr> {
         crate::triggers::drop_orphaned(txn, &self.chain, to).await?;
+        crate::sync::quarantine::forget_above(txn, &source_id(&self.chain), LOG_KIND, to, |p| {
+            p.split(':').next()?.parse().ok()
+        })
+        .await?;
         let orphaned = store::rollback(txn, &self.chain, to).await?;
         Ok(Reverted {
             orphaned,

@@ -72,6 +72,10 @@ pub struct AccountPage {
     /// `balance_reconciliation`, replacing the account's previous checks). Empty and
     /// ignored without a snapshot.
     pub checks: Vec<BalanceCheck>,
+    /// The highest position the page read when that is past its newest stored operation
+    /// (records after it were quarantined): the cursor moves there, so they are not read
+    /// again.
+    pub passed: Option<i64>,
 }
 
 /// A targeted resync of one account.
@@ -126,6 +130,7 @@ impl RowsBuilder {
             caught_up: facts.caught_up,
             snapshot: facts.snapshot,
             checks: facts.checks,
+            passed: facts.passed,
         });
     }
 
@@ -150,6 +155,8 @@ pub struct PageFacts {
     pub snapshot: Option<AccountSnapshot>,
     /// See [`AccountPage::checks`].
     pub checks: Vec<BalanceCheck>,
+    /// See [`AccountPage::passed`].
+    pub passed: Option<i64>,
 }
 
 impl AccountRows {
@@ -191,6 +198,10 @@ pub fn next_state(
         state.cursor = Some(last.paging_token.clone());
         state.last_ledger = Some(ledger_of(last.id));
     }
+    if let Some(p) = page.passed.filter(|p| last.is_none_or(|l| *p > l.id)) {
+        state.cursor = Some(p.to_string());
+        state.last_ledger = Some(ledger_of(p));
+    }
     if state.status != REQUESTED || serves_request {
         state.status = if page.caught_up { "synced" } else { "syncing" }.into();
     }
@@ -216,6 +227,7 @@ mod tests {
             caught_up: true,
             snapshot: None,
             checks: vec![],
+            passed: None,
         }
     }
 

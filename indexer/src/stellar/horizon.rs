@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::amount::parse_stroops;
+use crate::sync::Quarantined;
 
 /// One asset: code (`XLM` for native) and issuer (empty for native).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -133,7 +134,26 @@ fn amount(v: &Value, k: &str) -> Result<Option<i64>, DecodeError> {
     }
 }
 
-/// Decodes one operation record.
+/// A field every record of its kind carries: its absence is a data error, never a guess.
+fn req<'a>(v: &'a Value, id: i64, k: &str) -> Result<&'a str, DecodeError> {
+    s(v, k).ok_or_else(|| DecodeError(format!("operation {id}: {k} is missing")))
+}
+
+fn req_asset(v: &Value, id: i64, prefix: &str) -> Result<AssetKey, DecodeError> {
+    asset_at(v, prefix).ok_or_else(|| {
+        DecodeError(format!(
+            "operation {id}: {prefix}asset_type/{prefix}asset_code/{prefix}asset_issuer missing"
+        ))
+    })
+}
+
+fn req_amount(v: &Value, id: i64, k: &str) -> Result<i64, DecodeError> {
+    amount(v, k)?.ok_or_else(|| DecodeError(format!("operation {id}: {k} is missing")))
+}
+
+/// Decodes one operation record. Every field that changes what is stored (the type, the
+/// transaction's outcome and hash, the paging token, and each moving type's accounts, asset
+/// and amount) is required: a record without one is an error, never a default.
 pub fn decode_operation(v: &Value) -> Result<DecodedOp, DecodeError> {
     let id_s = s(v, "id").ok_or_else(|| DecodeError("operation without id".into()))?;
     let id: i64 = id_s
@@ -143,14 +163,14 @@ pub fn decode_operation(v: &Value) -> Result<DecodedOp, DecodeError> {
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
         .ok_or_else(|| DecodeError(format!("operation {id}: created_at")))?;
-    let op_type = s(v, "type").unwrap_or("unknown").to_string();
-    let source = s(v, "source_account")
-        .ok_or_else(|| DecodeError(format!("operation {id}: source_account")))?
-        .to_string();
+    let op_type = req(v, id, "type")?.to_string();
+    let source = req(v, id, "source_account")?.to_string();
     let successful = v
         .get("transaction_successful")
         .and_then(Value::as_bool)
-        .unwrap_or(true);
+        .ok_or_else(|| DecodeError(format!("operation {id}: transaction_successful is missing")))?;
+    let transaction_hash = req(v, id, "transaction_hash")?.to_string();
+    let paging_token = req(v, id, "paging_token")?.to_string();
     let mut from = None;
     let mut to = None;
     let mut asset = None;
@@ -158,36 +178,35 @@ pub fn decode_operation(v: &Value) -> Result<DecodedOp, DecodeError> {
     let mut deltas = Vec::new();
     match op_type.as_str() {
         "create_account" => {
-            from = s(v, "funder").map(String::from);
-            to = s(v, "account").map(String::from);
+            from = Some(req(v, id, "funder")?.to_string());
+            to = Some(req(v, id, "account")?.to_string());
             asset = Some(AssetKey::native());
-            amt = amount(v, "starting_balance")?;
+            amt = Some(req_amount(v, id, "starting_balance")?);
         }
         "payment" => {
-            from = s(v, "from").map(String::from);
-            to = s(v, "to").map(String::from);
-            asset = asset_at(v, "");
-            amt = amount(v, "amount")?;
+            from = Some(req(v, id, "from")?.to_string());
+            to = Some(req(v, id, "to")?.to_string());
+            asset = Some(req_asset(v, id, "")?);
+            amt = Some(req_amount(v, id, "amount")?);
         }
         "path_payment_strict_receive" | "path_payment_strict_send" => {
-            from = s(v, "from").map(String::from);
-            to = s(v, "to").map(String::from);
-            asset = asset_at(v, "");
-            amt = amount(v, "amount")?;
+            let f = req(v, id, "from")?.to_string();
+            to = Some(req(v, id, "to")?.to_string());
+            asset = Some(req_asset(v, id, "")?);
+            amt = Some(req_amount(v, id, "amount")?);
+            let source_asset = req_asset(v, id, "source_")?;
+            let source_amount = req_amount(v, id, "source_amount")?;
             if successful {
-                if let (Some(f), Some(sa), Some(sx)) =
-                    (&from, asset_at(v, "source_"), amount(v, "source_amount")?)
-                {
-                    deltas.push(Delta {
-                        account: f.clone(),
-                        asset: sa,
-                        stroops: -sx,
-                    });
-                }
+                deltas.push(Delta {
+                    account: f.clone(),
+                    asset: source_asset,
+                    stroops: -source_amount,
+                });
             }
+            from = Some(f);
         }
         "change_trust" => {
-            from = s(v, "trustor").map(String::from);
+            from = Some(req(v, id, "trustor")?.to_string());
             to = from.clone();
             asset = asset_at(v, "");
             amt = amount(v, "limit")?;
@@ -230,8 +249,8 @@ pub fn decode_operation(v: &Value) -> Result<DecodedOp, DecodeError> {
     }
     Ok(DecodedOp {
         id,
-        paging_token: s(v, "paging_token").unwrap_or(id_s).to_string(),
-        transaction_hash: s(v, "transaction_hash").unwrap_or_default().to_string(),
+        paging_token,
+        transaction_hash,
         created_at,
         op_type,
         source_account: source,
@@ -295,7 +314,9 @@ pub fn decode_account(v: &Value) -> Result<AccountSnapshot, DecodeError> {
         };
         balances.push(BalanceLine {
             asset,
-            balance: amount(b, "balance")?.unwrap_or(0),
+            balance: amount(b, "balance")?.ok_or_else(|| {
+                DecodeError(format!("account {id}: a balance line without balance"))
+            })?,
             limit: amount(b, "limit")?,
             last_modified_ledger: b.get("last_modified_ledger").and_then(Value::as_i64),
         });
@@ -313,6 +334,52 @@ pub fn decode_account(v: &Value) -> Result<AccountSnapshot, DecodeError> {
         id,
         balances,
     })
+}
+
+/// What the quarantine calls a Horizon operation record.
+pub const OPERATION_KIND: &str = "stellar.operation";
+
+/// A page of operation records decoded one by one: a record that does not decode is
+/// quarantined (a permanent data error on that record) and the page goes on without it.
+#[derive(Debug, Default)]
+pub struct DecodedPage {
+    /// The records that decoded, in page order.
+    pub ops: Vec<DecodedOp>,
+    /// The records that did not.
+    pub quarantined: Vec<Quarantined>,
+    /// The highest paging position seen, bad records included, so a cursor passes them.
+    pub last_position: Option<i64>,
+}
+
+/// Where a record sits (its paging token, else its id), when it says.
+pub fn position_of(v: &Value) -> Option<i64> {
+    s(v, "paging_token")
+        .or_else(|| s(v, "id"))
+        .and_then(|p| p.parse().ok())
+}
+
+/// Decodes `recs` (an operations page), quarantining the records that do not decode.
+pub fn decode_page(recs: &[Value]) -> DecodedPage {
+    let mut page = DecodedPage::default();
+    for r in recs {
+        let at = position_of(r);
+        if let Some(p) = at {
+            page.last_position = Some(page.last_position.map_or(p, |l| l.max(p)));
+        }
+        match decode_operation(r) {
+            Ok(op) => page.ops.push(op),
+            Err(e) => {
+                let position = match at {
+                    Some(p) => p.to_string(),
+                    // No position to name it by: its place after the last one known.
+                    None => format!("unidentified after {}", page.last_position.unwrap_or(0)),
+                };
+                page.quarantined
+                    .push(Quarantined::new(OPERATION_KIND, position, r, e));
+            }
+        }
+    }
+    page
 }
 
 /// Records of a HAL collection page.
@@ -366,11 +433,14 @@ mod tests {
 
     #[test]
     fn failed_and_trust_operations_change_no_balance() {
-        let v = json!({"id": "5", "type": "payment", "source_account": "GA", "from": "GA",
-            "to": "GB", "asset_type": "native", "amount": "1", "created_at": "2025-01-01T00:00:05Z",
+        let v = json!({"id": "5", "paging_token": "5", "type": "payment", "source_account": "GA",
+            "from": "GA", "to": "GB", "asset_type": "native", "amount": "1",
+            "created_at": "2025-01-01T00:00:05Z", "transaction_hash": "ab",
             "transaction_successful": false});
         assert!(decode_operation(&v).unwrap().deltas.is_empty());
-        let v = json!({"id": "6", "type": "change_trust", "source_account": "GA", "trustor": "GA",
+        let v = json!({"id": "6", "paging_token": "6", "type": "change_trust",
+            "source_account": "GA", "trustor": "GA", "transaction_hash": "ab",
+            "transaction_successful": true,
             "asset_type": "credit_alphanum4", "asset_code": "UBEC", "asset_issuer": "GI",
             "limit": "922337203685.4775807", "created_at": "2025-01-01T00:00:05Z"});
         let op = decode_operation(&v).unwrap();
@@ -379,6 +449,53 @@ mod tests {
         let bad = json!({"id": "7", "type": "payment", "source_account": "GA", "from": "GA",
             "to": "GB", "asset_type": "native", "amount": "1.2.3", "created_at": "2025-01-01T00:00:05Z"});
         assert!(decode_operation(&bad).is_err());
+    }
+
+    #[test]
+    fn fields_that_change_what_is_stored_are_required() {
+        let full = json!({"id": "8", "paging_token": "8", "type": "payment", "source_account": "GA",
+            "from": "GA", "to": "GB", "asset_type": "native", "amount": "1",
+            "created_at": "2025-01-01T00:00:05Z", "transaction_hash": "ab",
+            "transaction_successful": true});
+        assert!(decode_operation(&full).is_ok());
+        for field in [
+            "type",
+            "transaction_successful",
+            "transaction_hash",
+            "paging_token",
+            "from",
+            "to",
+            "amount",
+            "asset_type",
+        ] {
+            let mut v = full.clone();
+            v.as_object_mut().unwrap().remove(field);
+            let e = decode_operation(&v).expect_err(field).to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_page_quarantines_its_bad_records_and_passes_them() {
+        let good = |id: i64| {
+            json!({"id": id.to_string(), "paging_token": id.to_string(), "type": "payment",
+                "source_account": "GA", "from": "GA", "to": "GB", "asset_type": "native",
+                "amount": "1", "created_at": "2025-01-01T00:00:05Z", "transaction_hash": "ab",
+                "transaction_successful": true})
+        };
+        let mut bad = good(12);
+        bad.as_object_mut()
+            .unwrap()
+            .remove("transaction_successful");
+        let page = decode_page(&[good(10), good(11), bad]);
+        assert_eq!(
+            page.ops.iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        assert_eq!(page.quarantined.len(), 1);
+        assert_eq!(page.quarantined[0].position, "12");
+        assert_eq!(page.quarantined[0].kind, OPERATION_KIND);
+        assert_eq!(page.last_position, Some(12));
     }
 
     #[test]

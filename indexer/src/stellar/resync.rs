@@ -8,8 +8,9 @@
 use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::Value;
 
-use super::horizon::{self, decode_operation, ledger_of, DecodedOp};
+use super::horizon::{self, ledger_of, DecodedOp};
 use super::store;
+use crate::sync::Quarantined;
 use crate::sync::SourceError;
 use crate::upstream::UpstreamClient;
 
@@ -92,15 +93,17 @@ impl ResyncMode {
     }
 }
 
-/// Every operation of `account` in ledgers `from..=to`, ascending (`limit` per page).
+/// Every operation of `account` in ledgers `from..=to`, ascending (`limit` per page), and
+/// the records of that range that did not decode (quarantined, passed over).
 pub async fn fetch_range(
     client: &UpstreamClient,
     account: &str,
     from: i64,
     to: i64,
     limit: u32,
-) -> Result<Vec<DecodedOp>, SourceError> {
+) -> Result<(Vec<DecodedOp>, Vec<Quarantined>), SourceError> {
     let mut ops = Vec::new();
+    let mut quarantined = Vec::new();
     // Operation ids are `ledger << 32 | ...` with a non-zero low part: start just before.
     let mut cursor = (from << 32).saturating_sub(1).max(0);
     loop {
@@ -108,23 +111,28 @@ pub async fn fetch_range(
             format!("/accounts/{account}/operations?cursor={cursor}&limit={limit}&order=asc");
         let page: Value = match client.get_json(&path).await {
             Ok(p) => p,
-            Err(e) if e.is_not_found() => return Ok(ops),
+            Err(e) if e.is_not_found() => return Ok((ops, quarantined)),
             Err(e) => return Err(e.into()),
         };
         let recs = horizon::records(&page);
         let n = recs.len();
-        for r in &recs {
-            let op = decode_operation(r).map_err(|e| SourceError::Data(e.to_string()))?;
+        let decoded = horizon::decode_page(&recs);
+        quarantined.extend(decoded.quarantined.into_iter().filter(|q| {
+            q.position
+                .parse::<i64>()
+                .map_or(true, |p| ledger_of(p) <= to)
+        }));
+        for op in decoded.ops {
             if ledger_of(op.id) > to {
-                return Ok(ops);
+                return Ok((ops, quarantined));
             }
-            cursor = op.id;
             if ledger_of(op.id) >= from {
                 ops.push(op);
             }
         }
-        if n < limit as usize {
-            return Ok(ops);
+        match decoded.last_position {
+            Some(p) if p > cursor && ledger_of(p) <= to && n >= limit as usize => cursor = p,
+            _ => return Ok((ops, quarantined)),
         }
     }
 }

@@ -26,7 +26,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde_json::Value;
 
 use super::batch::{PageFacts, RowsBuilder, StellarBatch};
-use super::horizon::{self, decode_operation, AssetKey, DecodedOp};
+use super::horizon::{self, AssetKey, DecodedOp};
 use super::reconciliation;
 use super::resync::REQUESTED;
 use super::settings::StellarSettings;
@@ -99,7 +99,7 @@ struct AccountState {
 }
 
 fn data(e: impl std::fmt::Display) -> SourceError {
-    SourceError::Data(e.to_string())
+    SourceError::Malformed(e.to_string())
 }
 
 impl StellarSource {
@@ -177,8 +177,8 @@ impl StellarSource {
                     }
                 }
             }
-            match recs.last().and_then(|r| decode_operation(r).ok()) {
-                Some(last) if recs.len() == 200 => cursor = last.id,
+            match recs.last().and_then(horizon::position_of) {
+                Some(last) if recs.len() == 200 => cursor = last,
                 _ => break,
             }
         }
@@ -437,34 +437,44 @@ impl StellarSource {
     ) -> Result<Fetched<StellarBatch>, SourceError> {
         let cursor = self.live_cursor.unwrap_or(0);
         let limit = self.limit();
-        let (ops, caught_up) = match self.stream_batch(cursor, limit as usize).await? {
-            Some(ops) => {
-                let n = ops.len();
-                (ops, n < limit as usize)
-            }
-            None => {
-                let page: Value = self
-                    .client
-                    .get_json(&format!(
-                        "/operations?cursor={cursor}&limit={limit}&order=asc"
-                    ))
-                    .await?;
-                let recs = horizon::records(&page);
-                let mut ops = Vec::with_capacity(recs.len());
-                for r in &recs {
-                    ops.push(decode_operation(r).map_err(data)?);
+        let (ops, caught_up, quarantined, passed) =
+            match self.stream_batch(cursor, limit as usize).await? {
+                Some(ops) => {
+                    let n = ops.len();
+                    (ops, n < limit as usize, Vec::new(), None)
                 }
-                (ops, recs.len() < limit as usize)
-            }
-        };
+                None => {
+                    let page: Value = self
+                        .client
+                        .get_json(&format!(
+                            "/operations?cursor={cursor}&limit={limit}&order=asc"
+                        ))
+                        .await?;
+                    let recs = horizon::records(&page);
+                    let decoded = horizon::decode_page(&recs);
+                    (
+                        decoded.ops,
+                        recs.len() < limit as usize,
+                        decoded.quarantined,
+                        decoded.last_position.filter(|p| *p > cursor),
+                    )
+                }
+            };
         // A stream may replay the cursor's own event: keep only what is after it.
         let ops: Vec<DecodedOp> = ops.into_iter().filter(|o| o.id > cursor).collect();
-        let Some((last, newest)) = ops.last().map(|o| (o.id, o.created_at)) else {
+        let Some((last_op, newest)) = ops.last().map(|o| (o.id, o.created_at)) else {
+            // Nothing stored; the cursor still passes records that were quarantined.
+            if let Some(p) = passed {
+                self.live_cursor = Some(p);
+            }
             return Ok(Fetched::Idle(Progress {
-                caught_up: true,
+                cursor: passed.map(|p| p.to_string()),
+                caught_up: caught_up || passed.is_none(),
+                quarantined,
                 ..Default::default()
             }));
         };
+        let last = passed.map_or(last_op, |p| p.max(last_op));
         // Per watched account: the operations after its cursor.
         let mut per: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
@@ -507,6 +517,7 @@ impl StellarSource {
                     caught_up: true,
                     snapshot: None,
                     checks: vec![],
+                    passed: None,
                 },
             );
         }
@@ -527,6 +538,7 @@ impl StellarSource {
                 cursor: Some(last.to_string()),
                 caught_up,
                 newest_item_at: Some(newest),
+                quarantined,
                 ..Default::default()
             },
         })

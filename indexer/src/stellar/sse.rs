@@ -91,10 +91,10 @@ pub fn parse_block(block: &str) -> Result<Option<DecodedOp>, SourceError> {
         return Ok(None);
     }
     let v: serde_json::Value = serde_json::from_str(&joined)
-        .map_err(|e| SourceError::Data(format!("stream event: {e}")))?;
+        .map_err(|e| SourceError::Malformed(format!("stream event: {e}")))?;
     decode_operation(&v)
         .map(Some)
-        .map_err(|e| SourceError::Data(e.to_string()))
+        .map_err(|e| SourceError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::context::write_progress;
 use super::eta::{EtaTracker, Every};
+use super::quarantine::{self, Quarantined};
 use super::{BatchWriter, Fetched, Progress, Source, SourceError, SyncContext};
 use crate::bus::{publish_logged, BusEvent};
 use crate::metrics::Metrics;
@@ -243,14 +244,17 @@ pub async fn run_source<S: Source>(
             PipeExit::Failed(e) => {
                 consecutive_errors += 1;
                 tracing::warn!(source = %id, error = %e, attempt = consecutive_errors, "sync step failed");
+                if let SourceError::Data(q) = &e {
+                    quarantine_alone(&ctx, q).await;
+                }
                 record_error(&ctx, &e.to_string()).await;
                 state.eta.reset();
-                if sleep_or_cancel(
-                    error_backoff(consecutive_errors, config.max_error_backoff),
-                    &cancel,
-                )
-                .await
-                {
+                let wait = if e.is_permanent() {
+                    config.max_error_backoff
+                } else {
+                    error_backoff(consecutive_errors, config.max_error_backoff)
+                };
+                if sleep_or_cancel(wait, &cancel).await {
                     return EngineExit::Cancelled;
                 }
             }
@@ -264,6 +268,39 @@ pub async fn run_source<S: Source>(
             }
             None => return EngineExit::Cancelled,
         }
+    }
+}
+
+/// Stores a record the source could not step over (its step failed with
+/// [`SourceError::Data`]), so operators see it while the step is retried.
+async fn quarantine_alone(ctx: &SyncContext, q: &Quarantined) {
+    let result = async {
+        let txn = ctx.begin().await?;
+        let n = quarantine::store(&txn, &ctx.source.id, std::slice::from_ref(q)).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(n)
+    }
+    .await;
+    match result {
+        Ok(n) => count_quarantined(&ctx.source.id, n),
+        Err(e) => tracing::warn!(source = %ctx.source.id, error = %e, "cannot quarantine a record"),
+    }
+}
+
+fn count_quarantined(source: &str, n: u64) {
+    if n > 0 {
+        Metrics::global()
+            .quarantined
+            .with_label_values(&[source])
+            .inc_by(n);
+    }
+}
+
+/// Logs every record a step quarantined.
+fn log_quarantined(source: &str, records: &[Quarantined]) {
+    for q in records {
+        tracing::warn!(source, kind = q.kind, position = %q.position, error = %q.error,
+            "record quarantined; the source moves on");
     }
 }
 
@@ -384,7 +421,7 @@ async fn pipeline<S: Source>(
                     ))
                 }
                 Ok(None) => {
-                    return PipeExit::Failed(SourceError::Data(
+                    return PipeExit::Failed(SourceError::Malformed(
                         "the fetch task ended without a result".into(),
                     ))
                 }
@@ -446,10 +483,32 @@ async fn apply<B: Send + Sync + 'static>(
     state: &mut RunState,
 ) -> Result<Progress, SourceError> {
     match fetched {
-        Fetched::Idle(mut progress) => {
+        Fetched::Idle(mut progress) if progress.quarantined.is_empty() => {
             backfill_fields(state, &mut progress);
             ctx.touch(&progress, state.backfill_from, state_eta(state, &progress))
                 .await?;
+            Ok(progress)
+        }
+        Fetched::Idle(mut progress) => {
+            // Nothing to write but quarantined records: they and the cursor that passes
+            // them commit together.
+            backfill_fields(state, &mut progress);
+            let txn = ctx.begin().await?;
+            let quarantined =
+                quarantine::store(&txn, &ctx.source.id, &progress.quarantined).await?;
+            let row = write_progress(
+                &txn,
+                &ctx.source.id,
+                &progress,
+                state.backfill_from,
+                state_eta(state, &progress),
+            )
+            .await?;
+            txn.commit().await?;
+            log_quarantined(&ctx.source.id, &progress.quarantined);
+            count_quarantined(&ctx.source.id, quarantined);
+            ctx.remember(&row);
+            ctx.publish_source(&row).await;
             Ok(progress)
         }
         Fetched::Batch {
@@ -463,6 +522,8 @@ async fn apply<B: Send + Sync + 'static>(
             let written = writer.write(&txn, &batch).await?;
             let wrote = started.elapsed();
             progress.items.extend(written.items);
+            let quarantined =
+                quarantine::store(&txn, &ctx.source.id, &progress.quarantined).await?;
             let row = write_progress(
                 &txn,
                 &ctx.source.id,
@@ -472,6 +533,8 @@ async fn apply<B: Send + Sync + 'static>(
             )
             .await?;
             txn.commit().await?;
+            log_quarantined(&ctx.source.id, &progress.quarantined);
+            count_quarantined(&ctx.source.id, quarantined);
             tracing::debug!(
                 source = %ctx.source.id,
                 begin_ms = began.as_millis() as u64,

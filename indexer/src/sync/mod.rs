@@ -13,6 +13,7 @@ mod context;
 mod engine;
 pub mod eta;
 pub mod lease;
+pub mod quarantine;
 pub mod reorg_window;
 mod source;
 mod supervisor;
@@ -24,6 +25,7 @@ mod tests;
 
 pub use context::SyncContext;
 pub use engine::{run_source, EngineConfig, EngineExit};
+pub use quarantine::Quarantined;
 pub use source::{
     BatchWriter, Fetched, Progress, Reverted, Source, SourceDescriptor, SourceError, Written,
 };

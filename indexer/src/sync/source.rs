@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use orrery_entity::source;
 use sea_orm::{DatabaseTransaction, DbErr};
 
-use super::SyncContext;
+use super::{Quarantined, SyncContext};
 use crate::bus::BusEvent;
 use crate::upstream::UpstreamError;
 
@@ -53,6 +53,9 @@ pub struct Progress {
     pub caught_up: bool,
     /// Timestamp of the newest committed item (for lag in seconds).
     pub newest_item_at: Option<DateTime<Utc>>,
+    /// Records this step skipped because they cannot be stored as served (a permanent data
+    /// error each): the engine stores them in `quarantine` with the cursor that passes them.
+    pub quarantined: Vec<Quarantined>,
 }
 
 /// Why a step failed.
@@ -64,12 +67,25 @@ pub enum SourceError {
     /// The database failed; nothing of the step was committed.
     #[error("database: {0}")]
     Db(#[from] DbErr),
-    /// The upstream answered something we cannot use.
+    /// The upstream answered something we cannot use as a whole (a page that does not
+    /// parse, a head that is not a number): transient, retried with backoff.
     #[error("unexpected upstream data: {0}")]
-    Data(String),
+    Malformed(String),
+    /// A permanent data error on one record that the source could not step over: the
+    /// engine quarantines the record and retries the step with backoff.
+    #[error("malformed record: {0}")]
+    Data(Box<Quarantined>),
     /// The source is misconfigured; retrying will not help until the config changes.
     #[error("configuration: {0}")]
     Config(String),
+}
+
+impl SourceError {
+    /// True when retrying the same step cannot succeed by itself (bad data, bad config):
+    /// the engine then waits its longest backoff between attempts.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Data(_) | Self::Config(_))
+    }
 }
 
 /// What one [`Source::fetch`] found.

@@ -86,7 +86,7 @@ impl Source for Counting {
         }
         if self.height == 2 && !self.failed_once {
             self.failed_once = true;
-            return Err(SourceError::Data("scripted failure".into()));
+            return Err(SourceError::Malformed("scripted failure".into()));
         }
         self.height += 1;
         Ok(Fetched::Batch {

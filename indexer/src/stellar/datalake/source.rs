@@ -163,7 +163,7 @@ impl LakeSource {
             .store
             .schema()
             .await
-            .map_err(|e| SourceError::Data(e.to_string()))?;
+            .map_err(|e| SourceError::Malformed(e.to_string()))?;
         let mut assets: Vec<SacAsset> = Vec::new();
         for a in &self.settings.assets {
             let asset = SacAsset::parse(a, &schema.network_passphrase)
@@ -256,7 +256,7 @@ impl LakeSource {
     /// `Ok(None)`: nothing to read now (the next object is missing, or the range is done).
     async fn take_ledgers(&mut self) -> Result<Option<Vec<LedgerEvents>>, SourceError> {
         let Some(schema) = self.schema.clone() else {
-            return Err(SourceError::Data("data lake: not initialised".into()));
+            return Err(SourceError::Malformed("data lake: not initialised".into()));
         };
         if self.end.is_some_and(|e| self.next > e) {
             return Ok(None);
@@ -288,7 +288,7 @@ impl LakeSource {
                 if l.sequence != expect {
                     self.pipeline = None;
                     self.pending.clear();
-                    return Err(SourceError::Data(format!(
+                    return Err(SourceError::Malformed(format!(
                         "stellar data lake: ledger {} follows {}: ledgers missing",
                         l.sequence,
                         expect - 1
@@ -332,7 +332,7 @@ impl LakeSource {
                     self.pipeline = None;
                     self.pending.clear();
                     if out.is_empty() {
-                        return Err(SourceError::Data(format!("stellar data lake: {e}")));
+                        return Err(SourceError::Malformed(format!("stellar data lake: {e}")));
                     }
                     // Commit what was read before it; the failure comes back next fetch.
                     break;
@@ -415,7 +415,7 @@ impl LakeSource {
             let key = self.assets[*i].key.clone();
             self.book
                 .apply(t, &key, *at, &mut batch)
-                .map_err(|e| SourceError::Data(format!("event {}: {e}", t.id)))?;
+                .map_err(|e| SourceError::Malformed(format!("event {}: {e}", t.id)))?;
         }
         self.book.finish(&mut batch);
         Ok(batch)
@@ -436,6 +436,7 @@ impl LakeSource {
             items: Vec::new(),
             caught_up,
             newest_item_at: None,
+            quarantined: Vec::new(),
         }
     }
 }
@@ -610,7 +611,7 @@ impl Source for HandoffSource {
                 .clone()
                 .or_else(|| ctx.last_row())
                 .ok_or_else(|| {
-                    SourceError::Data("handoff: no source row to resume RPC from".into())
+                    SourceError::Malformed("handoff: no source row to resume RPC from".into())
                 })?;
             // Inside a ledger the RPC half had begun: its events up to that cursor are done.
             row.cursor = self.lake.after_event.clone();

@@ -23,11 +23,12 @@ use super::decode::decode_tx;
 use super::events::{decode_event, EventError, Movement};
 use super::meta::{tx_changes, tx_toid, BalanceFeed, META_CURSOR};
 use super::sac::SacAsset;
+use super::types::RpcEvent;
 use super::writer::RpcWriter;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::settings::StellarSettings;
 use crate::sync::{
-    BatchWriter, Fetched, Progress, Source, SourceDescriptor, SourceError, SyncContext,
+    BatchWriter, Fetched, Progress, Quarantined, Source, SourceDescriptor, SourceError, SyncContext,
 };
 
 /// Source id in the `source` table.
@@ -46,6 +47,15 @@ pub fn descriptor() -> SourceDescriptor {
     }
 }
 
+/// What the quarantine calls a Stellar RPC token event.
+pub const EVENT_KIND: &str = "stellar.rpc.event";
+
+/// A watched SAC's event that cannot be applied, kept as `getEvents` served it.
+fn quarantine_event(e: &RpcEvent, why: &impl std::fmt::Display) -> Quarantined {
+    let payload = serde_json::to_value(e).unwrap_or(serde_json::Value::Null);
+    Quarantined::new(EVENT_KIND, e.id.clone(), &payload, why)
+}
+
 /// Maps an RPC failure onto the engine's error kinds.
 pub fn source_error(e: RpcError) -> SourceError {
     match e {
@@ -54,7 +64,7 @@ pub fn source_error(e: RpcError) -> SourceError {
         | RpcError::Limit { .. }
         | RpcError::InvalidParams { .. }
         | RpcError::InvalidRequest { .. }) => SourceError::Config(e.to_string()),
-        e => SourceError::Data(e.to_string()),
+        e => SourceError::Malformed(e.to_string()),
     }
 }
 
@@ -289,7 +299,7 @@ impl RpcSource {
         }
         let outcomes =
             super::reconcile::compare(&accounts, &self.assets, &self.book, &page, scanned)
-                .map_err(|e| SourceError::Data(format!("getLedgerEntries: {e}")))?;
+                .map_err(|e| SourceError::Malformed(format!("getLedgerEntries: {e}")))?;
         for (account, outcome) in outcomes {
             match outcome {
                 Some(o) => batch.reconciled.push((account, o)),
@@ -411,7 +421,7 @@ impl RpcSource {
         let mut newest_at = None;
         for ((t, toid, hash, c), deltas) in txs.iter().zip(&applied) {
             let at = DateTime::<Utc>::from_timestamp(t.created_at, 0).ok_or_else(|| {
-                SourceError::Data(format!(
+                SourceError::Malformed(format!(
                     "transaction {hash}: createdAt {} out of range",
                     t.created_at
                 ))
@@ -448,7 +458,7 @@ impl RpcSource {
                         *delta,
                         &mut batch,
                     )
-                    .map_err(|e| SourceError::Data(format!("transaction {hash}: {e}")))?;
+                    .map_err(|e| SourceError::Malformed(format!("transaction {hash}: {e}")))?;
             }
             if !deltas.is_empty() {
                 batch.applied += 1;
@@ -485,6 +495,7 @@ impl RpcSource {
             items: Vec::new(),
             caught_up,
             newest_item_at: newest_at,
+            quarantined: Vec::new(),
         };
         self.cursor = Some(cursor);
         if !moved
@@ -558,6 +569,7 @@ impl Source for RpcSource {
             .map_err(source_error)?;
 
         let mut batch = RpcBatch::default();
+        let mut quarantined = Vec::new();
         let mut decoded = Vec::with_capacity(page.events.len());
         for e in &page.events {
             // Dedupe on the event id: nothing at or before the stored cursor again.
@@ -596,7 +608,9 @@ impl Source for RpcSource {
                         EventError::Id(_) => "bad_id",
                     };
                     if !err.is_unknown_topic() {
-                        tracing::warn!(error = %err, "stellar rpc: event skipped");
+                        // A watched SAC's event that does not decode: a permanent data
+                        // error on that record.
+                        quarantined.push(quarantine_event(e, &err));
                     }
                     *batch.skipped.entry(reason).or_default() += 1;
                 }
@@ -617,18 +631,21 @@ impl Source for RpcSource {
         }
         let mut newest_at = None;
         for (t, i) in &decoded {
-            let at = DateTime::parse_from_rfc3339(&t.closed_at)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|_| {
-                    SourceError::Data(format!(
-                        "event {}: ledgerClosedAt {:?} is not RFC 3339",
-                        t.id, t.closed_at
-                    ))
-                })?;
+            let raw = || page.events.iter().find(|e| e.id == t.id);
+            let Ok(at) = DateTime::parse_from_rfc3339(&t.closed_at).map(|d| d.with_timezone(&Utc))
+            else {
+                if let Some(e) = raw() {
+                    let why = format!("ledgerClosedAt {:?} is not RFC 3339", t.closed_at);
+                    quarantined.push(quarantine_event(e, &why));
+                }
+                continue;
+            };
             newest_at = Some(at);
             let key = self.assets[*i].key.clone();
-            if let Err(e) = self.book.apply(t, &key, at, &mut batch) {
-                return Err(SourceError::Data(format!("event {}: {e}", t.id)));
+            if let Err(err) = self.book.apply(t, &key, at, &mut batch) {
+                if let Some(e) = raw() {
+                    quarantined.push(quarantine_event(e, &err));
+                }
             }
         }
         self.book.finish(&mut batch);
@@ -658,6 +675,7 @@ impl Source for RpcSource {
             items: Vec::new(),
             caught_up,
             newest_item_at: newest_at,
+            quarantined,
         };
         self.cursor = Some(page.cursor);
         if !moved

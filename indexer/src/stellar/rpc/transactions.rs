@@ -423,6 +423,7 @@ impl Source for RpcTxSource {
             items: Vec::new(),
             caught_up,
             newest_item_at: newest_at,
+            quarantined: Vec::new(),
         };
         self.cursor = Some(page.cursor);
         let empty = batch.ops.is_empty() && batch.prices.is_empty() && batch.accounts.is_empty();

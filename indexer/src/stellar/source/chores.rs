@@ -136,7 +136,8 @@ impl StellarSource {
         let Some((account, mode, from, to, caught_up)) = targeted else {
             return Ok(None);
         };
-        let ops = resync::fetch_range(&self.client, &account, from, to, self.limit()).await?;
+        let (ops, quarantined) =
+            resync::fetch_range(&self.client, &account, from, to, self.limit()).await?;
         Ok(Some(Fetched::Batch {
             batch: StellarBatch::Targeted(TargetedRange {
                 account,
@@ -148,6 +149,7 @@ impl StellarSource {
             }),
             progress: Progress {
                 caught_up: true,
+                quarantined,
                 ..Default::default()
             },
         }))

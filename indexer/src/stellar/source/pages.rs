@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use super::{data, StellarSource};
 use crate::stellar::batch::{PageFacts, RowsBuilder, StellarBatch};
-use crate::stellar::horizon::{self, decode_account, decode_operation, AccountSnapshot, DecodedOp};
+use crate::stellar::horizon::{self, decode_account, AccountSnapshot, DecodedOp};
 use crate::stellar::reconciliation;
 use crate::stellar::store::{self, Running};
-use crate::sync::{Fetched, Progress, SourceError, SyncContext};
+use crate::sync::{Fetched, Progress, Quarantined, SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
 
 /// What one account fetch brought back.
@@ -23,6 +23,10 @@ pub(super) struct PageFetch {
     /// Account record, when the account is caught up and the record matches the cursor.
     snapshot: Option<AccountSnapshot>,
     full: bool,
+    /// Records of the pages that did not decode (quarantined; the cursor passes them).
+    quarantined: Vec<Quarantined>,
+    /// The highest position read, bad records included.
+    passed: Option<i64>,
 }
 
 /// Fetches one page of an account (all pages for a full resync), plus its record when it
@@ -36,6 +40,8 @@ pub(super) async fn fetch_page(
     want_snapshot: bool,
 ) -> Result<PageFetch, SourceError> {
     let mut ops = Vec::new();
+    let mut quarantined = Vec::new();
+    let mut passed = None;
     let mut c = if full { 0 } else { cursor };
     let caught_up = loop {
         let path = format!("/accounts/{account}/operations?cursor={c}&limit={limit}&order=asc");
@@ -46,11 +52,18 @@ pub(super) async fn fetch_page(
         };
         let recs = horizon::records(&page);
         let n = recs.len();
-        for r in &recs {
-            ops.push(decode_operation(r).map_err(data)?);
-        }
-        if let Some(last) = ops.last() {
-            c = last.id;
+        let decoded = horizon::decode_page(&recs);
+        ops.extend(decoded.ops);
+        quarantined.extend(decoded.quarantined);
+        if let Some(last) = decoded.last_position.max(ops.last().map(|o| o.id)) {
+            if last <= c && n > 0 {
+                // A full page whose records name no later position: paging cannot move on.
+                return Err(SourceError::Malformed(format!(
+                    "/accounts/{account}/operations: a page after cursor {c} names no later position"
+                )));
+            }
+            c = last;
+            passed = Some(last);
         }
         if n < limit as usize {
             break true;
@@ -87,6 +100,8 @@ pub(super) async fn fetch_page(
         caught_up,
         snapshot,
         full,
+        quarantined,
+        passed,
     })
 }
 
@@ -125,7 +140,9 @@ impl StellarSource {
             }
         }
         if fetched.is_empty() {
-            return Err(first_err.unwrap_or_else(|| SourceError::Data("nothing fetched".into())));
+            return Err(
+                first_err.unwrap_or_else(|| SourceError::Malformed("nothing fetched".into()))
+            );
         }
         if let Some(e) = first_err {
             tracing::warn!(error = %e, "stellar: some accounts failed this round");
@@ -155,7 +172,9 @@ impl StellarSource {
         let mut new_running = HashMap::new();
         let mut advanced = Vec::with_capacity(fetched.len());
         let mut newest: Option<DateTime<Utc>> = None;
+        let mut quarantined = Vec::new();
         for (f, mut run) in fetched.into_iter().zip(runs) {
+            quarantined.extend(f.quarantined);
             let cursor = self.accounts.get(&f.account).map_or(0, |s| s.cursor);
             let ops: Vec<DecodedOp> = f
                 .ops
@@ -174,7 +193,7 @@ impl StellarSource {
             }
             advanced.push((
                 f.account.clone(),
-                ops.last().map(|o| o.id),
+                ops.last().map(|o| o.id).max(f.passed),
                 f.caught_up,
                 f.snapshot
                     .as_ref()
@@ -190,6 +209,7 @@ impl StellarSource {
                     caught_up: f.caught_up,
                     snapshot: f.snapshot,
                     checks,
+                    passed: f.passed,
                 },
             );
         }
@@ -223,6 +243,7 @@ impl StellarSource {
                 cursor: self.live_cursor.map(|c| c.to_string()),
                 caught_up,
                 newest_item_at: newest,
+                quarantined,
                 ..Default::default()
             },
         })
