@@ -107,8 +107,10 @@ mod tests {
             .unwrap()
             .is_none());
         let op = parse_block(
-            "id: 8589938689\ndata: {\"id\":\"8589938689\",\"type\":\"payment\",\"source_account\":\"GA\",\
+            "id: 8589938689\ndata: {\"id\":\"8589938689\",\"paging_token\":\"8589938689\",\
+             \"type\":\"payment\",\"source_account\":\"GA\",\
              \"from\":\"GA\",\"to\":\"GB\",\"asset_type\":\"native\",\"amount\":\"1.0000000\",\
+             \"transaction_hash\":\"ab\",\"transaction_successful\":true,\
              \"created_at\":\"2025-01-01T00:00:10Z\"}\n\n",
         )
         .unwrap()
