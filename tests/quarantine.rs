@@ -217,4 +217,82 @@ async fn one_malformed_record_is_quarantined_and_the_sources_move_on() {
         resp["errors"][0]["extensions"]["code"], "FORBIDDEN",
         "{resp}"
     );
+
+    // `orrery quarantine list` shows both; a replay with this build decodes neither (the
+    // stored payloads are what the upstream served), so both stay pending with the reason.
+    let (code, out, err) = run_cli(&env, &["quarantine", "list"]);
+    assert_eq!(code, 0, "list: {err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(&bad_op.to_string()), "{out}");
+    let (code, out, _) = run_cli(&env, &["quarantine", "replay", "--dry-run"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("0 applied, 2 not applied (dry run"), "{out}");
+    let untouched = quarantine::Entity::find().all(&conn).await.unwrap();
+    assert!(
+        untouched.iter().all(|r| r.replay_error.is_none()),
+        "{untouched:?}"
+    );
+    let (code, out, _) = run_cli(&env, &["quarantine", "replay"]);
+    assert_eq!(code, 1, "{out}");
+    let failed = quarantine::Entity::find().all(&conn).await.unwrap();
+    assert!(
+        failed.iter().all(|r| r.replayed_at.is_none()
+            && r.replay_error
+                .as_deref()
+                .is_some_and(|e| e.contains("still does not decode"))),
+        "{failed:?}"
+    );
+
+    // The fix: the upstream serves the records intact again and the stored payloads are
+    // the intact records (as a decoder that accepts them would read them). A replay applies
+    // both; the operation's accounts are resynced by the running server and every row the
+    // fault-free chain has ends up stored.
+    c.clear_faults();
+    let mut fixed_op = payload.clone();
+    fixed_op["transaction_successful"] = json!(true);
+    let mut fixed_log: Value = serde_json::from_str(&log_row.payload).unwrap();
+    fixed_log["topics"] = json!(bad_log
+        .data
+        .topics()
+        .iter()
+        .map(|t| format!("{t:#x}"))
+        .collect::<Vec<_>>());
+    for (row, fixed) in [(op_row, fixed_op), (log_row, fixed_log)] {
+        quarantine::Entity::update_many()
+            .col_expr(
+                quarantine::Column::Payload,
+                sea_orm::sea_query::Expr::value(fixed.to_string()),
+            )
+            .filter(quarantine::Column::Id.eq(row.id))
+            .exec(&conn)
+            .await
+            .unwrap();
+    }
+    let only_op = op_row.id.to_string();
+    let (code, out, err) = run_cli(&env, &["quarantine", "replay", "--id", &only_op]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 applied, 0 not applied"), "{out}");
+    assert!(out.contains("full resync requested"), "{out}");
+    let (code, out, err) = run_cli(&env, &["quarantine", "replay"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 applied, 0 not applied"), "{out}");
+    let (_, out, _) = run_cli(&env, &["quarantine", "list"]);
+    assert!(out.contains("no pending quarantined records"), "{out}");
+    let done = quarantine::Entity::find().all(&conn).await.unwrap();
+    assert!(done.iter().all(|r| r.replayed_at.is_some()), "{done:?}");
+    let stored_op = stellar_operation::Entity::find_by_id(bad_op)
+        .one(&conn)
+        .await
+        .unwrap()
+        .expect("the replayed operation is stored");
+    assert!(stored_op.successful);
+    fleet::wait_ground_truth(&conn, &d, Duration::from_secs(180), || server.logs()).await;
+    let resp = server
+        .graphql_with_headers(
+            query,
+            json!({}),
+            &[("authorization", format!("Bearer {operator}"))],
+        )
+        .await;
+    assert_eq!(resp["data"]["quarantined"]["totalCount"], 0, "{resp}");
 }

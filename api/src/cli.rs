@@ -61,6 +61,9 @@ pub enum Command {
     /// Stellar jobs: `backfill` a ledger range from the SEP-54 data lake.
     #[command(subcommand)]
     Stellar(crate::cli_stellar::StellarCommand),
+    /// Records sources could not store (`list`), and `replay` of them after a fix.
+    #[command(subcommand)]
+    Quarantine(crate::cli_quarantine::QuarantineCommand),
 }
 
 /// `orrery devnet` flags.
@@ -262,6 +265,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Devnet(args) => devnet(args).await,
         Command::Prices(cmd) => crate::cli_prices::run(cli.config.as_deref(), cmd).await,
         Command::Stellar(cmd) => crate::cli_stellar::run(cli.config.as_deref(), cmd).await,
+        Command::Quarantine(cmd) => crate::cli_quarantine::run(cli.config.as_deref(), cmd).await,
         Command::Token(TokenCommand::Issue { role, ttl, subject }) => {
             let config = Config::load(cli.config.as_deref(), &ProcessEnv)?;
             let secret = config

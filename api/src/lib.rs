@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod cli_prices;
+pub mod cli_quarantine;
 pub mod cli_stellar;
 pub mod config;
 pub mod db;

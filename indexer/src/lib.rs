@@ -7,6 +7,7 @@ pub mod bus;
 pub mod config_store;
 pub mod evm;
 pub mod metrics;
+pub mod replay;
 pub mod runtime_settings;
 pub mod stellar;
 pub mod sync;

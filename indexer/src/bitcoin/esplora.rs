@@ -26,6 +26,38 @@ pub struct BlockHeader {
     pub previousblockhash: Option<String>,
 }
 
+impl BlockHeader {
+    /// Refuses a header whose stored fields would have to be guessed: a time that is no
+    /// representable instant, a non-genesis block without a parent, a transaction count
+    /// beyond the stored column.
+    pub fn check(&self) -> Result<(), String> {
+        if chrono::DateTime::from_timestamp(self.timestamp, 0).is_none() {
+            return Err(format!(
+                "block {}: timestamp {} is not a time",
+                self.id, self.timestamp
+            ));
+        }
+        if self.height > 0 && self.previousblockhash.is_none() {
+            return Err(format!(
+                "block {} at height {}: previousblockhash is missing",
+                self.id, self.height
+            ));
+        }
+        if i32::try_from(self.tx_count).is_err() || i64::try_from(self.height).is_err() {
+            return Err(format!(
+                "block {}: height or tx_count out of range",
+                self.id
+            ));
+        }
+        Ok(())
+    }
+
+    /// Header time (checked by [`Self::check`] when fetched).
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp(self.timestamp, 0)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct EsploraVin {
     #[serde(default)]
@@ -170,7 +202,9 @@ impl EsploraClient {
 
     /// The header of block `hash`.
     pub async fn header(&self, hash: &str) -> Result<BlockHeader, SourceError> {
-        Ok(self.client.get_json(&format!("/block/{hash}")).await?)
+        let h: BlockHeader = self.client.get_json(&format!("/block/{hash}")).await?;
+        h.check().map_err(SourceError::Malformed)?;
+        Ok(h)
     }
 
     /// Every transaction of a block, in block order (pages of 25).

@@ -261,10 +261,15 @@ impl BitcoinSource {
     }
 }
 
-fn block_time(h: &BlockHeader) -> DateTime<Utc> {
-    Utc.timestamp_opt(h.timestamp, 0)
-        .single()
-        .unwrap_or_else(Utc::now)
+/// The header's time; headers are checked when fetched, so `None` is a broken invariant
+/// reported as a database error rather than a made-up time.
+fn block_time(h: &BlockHeader) -> Result<DateTime<Utc>, DbErr> {
+    h.time().ok_or_else(|| {
+        DbErr::Custom(format!(
+            "block {}: timestamp {} is not a time",
+            h.id, h.timestamp
+        ))
+    })
 }
 
 /// One batch of the Bitcoin source.
@@ -397,7 +402,7 @@ impl Source for BitcoinSource {
             start_height: Some(indexed as i64),
             items: Vec::new(),
             caught_up: false,
-            newest_item_at: Some(block_time(last)),
+            newest_item_at: last.time(),
             quarantined: Vec::new(),
         };
         for (hd, b) in headers.iter().zip(&blocks) {
@@ -427,13 +432,19 @@ impl BatchWriter<BitcoinBatch> for BitcoinWriter {
     async fn write(&self, txn: &DatabaseTransaction, b: &BitcoinBatch) -> Result<Written, DbErr> {
         match b {
             BitcoinBatch::Blocks(headers) => {
-                let models = headers.iter().map(|hd| bitcoin_block::ActiveModel {
-                    height: Set(hd.height as i64),
-                    hash: Set(hd.id.clone()),
-                    prev_hash: Set(hd.previousblockhash.clone().unwrap_or_default()),
-                    time: Set(block_time(hd)),
-                    tx_count: Set(hd.tx_count as i32),
-                });
+                let models = headers
+                    .iter()
+                    .map(|hd| {
+                        Ok(bitcoin_block::ActiveModel {
+                            height: Set(hd.height as i64),
+                            hash: Set(hd.id.clone()),
+                            // Only genesis has no parent (checked when fetched).
+                            prev_hash: Set(hd.previousblockhash.clone().unwrap_or_default()),
+                            time: Set(block_time(hd)?),
+                            tx_count: Set(hd.tx_count as i32),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, DbErr>>()?;
                 bitcoin_block::Entity::insert_many(models)
                     .on_conflict(
                         OnConflict::column(bitcoin_block::Column::Height)

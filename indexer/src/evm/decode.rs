@@ -366,6 +366,14 @@ pub fn decode_log(
                 tracing::warn!(topic = %h256(&e.indexedTag1), tag1 = %e.tag1,
                     "NewFeedback indexedTag1 topic is not keccak256(tag1)");
             }
+            if i32::try_from(e.value).is_err() {
+                // The stored score is an i32: a value beyond it is refused (quarantined,
+                // replayable once the column is wider), never clamped.
+                return Err(DecodeError::Malformed {
+                    name: "NewFeedback",
+                    reason: format!("value {} does not fit the stored score (i32)", e.value),
+                });
+            }
             Erc8004Event::NewFeedback(NewFeedbackArgs {
                 agent_id: dec(&e.agentId),
                 client_address: addr(&e.clientAddress),

@@ -206,7 +206,17 @@ impl Header {
             number: quantity(&r.number)?,
             hash: parse("hash", &r.hash)?,
             parent_hash: parse("parentHash", &r.parent_hash)?,
-            timestamp: quantity(&r.timestamp)?,
+            timestamp: {
+                let t = quantity(&r.timestamp)?;
+                // Refused here, so no stored block gets a made-up time.
+                i64::try_from(t)
+                    .ok()
+                    .and_then(|t| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0))
+                    .ok_or_else(|| {
+                        RpcError::Decode(format!("block timestamp {t} is not a representable time"))
+                    })?;
+                t
+            },
         }))
     }
 }

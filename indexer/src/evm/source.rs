@@ -251,6 +251,14 @@ impl EvmSource {
                     "log from a contract that is not configured; skipped");
                 continue;
             };
+            if i32::try_from(log.log_index).is_err() || i64::try_from(log.block_number).is_err() {
+                let e = format!(
+                    "block {} log index {} does not fit the stored columns",
+                    log.block_number, log.log_index
+                );
+                quarantined.push(quarantine_log(log, *registry, &e));
+                continue;
+            }
             match decode_log(*registry, &log.topics, &log.data) {
                 Ok(event) => rows.push(EventRow {
                     block_number: log.block_number,

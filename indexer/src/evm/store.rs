@@ -43,21 +43,30 @@ pub async fn insert_events<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     let now = Utc::now();
     for chunk in rows.chunks(rows_per_statement(9)) {
-        let models = chunk.iter().map(|r| {
-            let (name, args) = r.event.to_name_args();
-            evm_event::ActiveModel {
-                chain: Set(chain.to_string()),
-                block_number: Set(i64_of(r.block_number)),
-                block_hash: Set(r.block_hash.clone()),
-                tx_hash: Set(r.tx_hash.clone()),
-                log_index: Set(i32::try_from(r.log_index).unwrap_or(i32::MAX)),
-                contract: Set(r.contract.clone()),
-                name: Set(name),
-                args: Set(args),
-                created_at: Set(now),
-                ..Default::default()
-            }
-        });
+        let models = chunk
+            .iter()
+            .map(|r| {
+                let (name, args) = r.event.to_name_args();
+                let log_index = i32::try_from(r.log_index).map_err(|_| {
+                    DbErr::Custom(format!(
+                        "log index {} of block {} does not fit the stored column (i32)",
+                        r.log_index, r.block_number
+                    ))
+                })?;
+                Ok(evm_event::ActiveModel {
+                    chain: Set(chain.to_string()),
+                    block_number: Set(i64_of(r.block_number)),
+                    block_hash: Set(r.block_hash.clone()),
+                    tx_hash: Set(r.tx_hash.clone()),
+                    log_index: Set(log_index),
+                    contract: Set(r.contract.clone()),
+                    name: Set(name),
+                    args: Set(args),
+                    created_at: Set(now),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
         evm_event::Entity::insert_many(models)
             .on_conflict(
                 OnConflict::columns([
@@ -82,13 +91,25 @@ pub async fn upsert_blocks<C: ConnectionTrait>(
     headers: &[super::rpc::Header],
 ) -> Result<(), DbErr> {
     for chunk in headers.chunks(rows_per_statement(5)) {
-        let models = chunk.iter().map(|h| evm_block::ActiveModel {
-            chain: Set(chain.to_string()),
-            number: Set(i64_of(h.number)),
-            hash: Set(format!("{:#x}", h.hash)),
-            parent_hash: Set(format!("{:#x}", h.parent_hash)),
-            timestamp: Set(DateTime::from_timestamp(i64_of(h.timestamp), 0).unwrap_or_default()),
-        });
+        let models = chunk
+            .iter()
+            .map(|h| {
+                let timestamp =
+                    DateTime::from_timestamp(i64_of(h.timestamp), 0).ok_or_else(|| {
+                        DbErr::Custom(format!(
+                            "block {} timestamp {} is not a representable time",
+                            h.number, h.timestamp
+                        ))
+                    })?;
+                Ok(evm_block::ActiveModel {
+                    chain: Set(chain.to_string()),
+                    number: Set(i64_of(h.number)),
+                    hash: Set(format!("{:#x}", h.hash)),
+                    parent_hash: Set(format!("{:#x}", h.parent_hash)),
+                    timestamp: Set(timestamp),
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
         evm_block::Entity::insert_many(models)
             .on_conflict(
                 OnConflict::columns([evm_block::Column::Chain, evm_block::Column::Number])
@@ -277,13 +298,25 @@ impl Fold {
                         n.to_string()
                     }
                 };
+                // Decoding guarantees a score (legacy) or a value that fits an i32.
                 let score = match (&f.value, f.score) {
-                    (_, Some(s)) => i32::from(s),
-                    (Some(v), None) => v
-                        .parse::<i128>()
-                        .map(|v| v.clamp(i32::MIN as i128, i32::MAX as i128) as i32)
-                        .unwrap_or(0),
-                    (None, None) => 0,
+                    (_, Some(s)) => Some(i32::from(s)),
+                    (Some(v), None) => v.parse::<i32>().ok(),
+                    (None, None) => None,
+                };
+                let Ok(log_index) = i32::try_from(row.log_index) else {
+                    tracing::error!(
+                        chain,
+                        block,
+                        log_index = row.log_index,
+                        "NewFeedback log index does not fit the stored column; not stored"
+                    );
+                    return;
+                };
+                let Some(score) = score else {
+                    tracing::error!(chain, agent = %f.agent_id, value = ?f.value,
+                        "NewFeedback without a storable score; not stored");
+                    return;
                 };
                 self.feedback.push(erc8004_feedback::ActiveModel {
                     chain: Set(chain.to_string()),
@@ -298,7 +331,7 @@ impl Fold {
                     revoked: Set(false),
                     block_number: Set(block),
                     tx_hash: Set(row.tx_hash.clone()),
-                    log_index: Set(i32::try_from(row.log_index).unwrap_or(i32::MAX)),
+                    log_index: Set(log_index),
                     ..Default::default()
                 });
             }
@@ -608,7 +641,54 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
         .exec(db)
         .await?;
 
-    if !agents.is_empty() {
+    rebuild_agents(db, chain, &agents).await?;
+    rebuild_validations(db, chain, &requests).await?;
+    Ok(orphaned.len() as u64)
+}
+
+/// The agents and validation requests whose projection rows depend on the order of
+/// `rows`' events (owner, URI, metadata; a validation's response), to be rebuilt from the
+/// stored events rather than folded onto newer state.
+pub fn order_dependent_keys(rows: &[EventRow]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut agents = BTreeSet::new();
+    let mut requests = BTreeSet::new();
+    for r in rows {
+        match &r.event {
+            Erc8004Event::Transfer(t) => {
+                agents.insert(t.token_id.clone());
+            }
+            Erc8004Event::Registered(x) => {
+                agents.insert(x.agent_id.clone());
+            }
+            Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
+                agents.insert(u.agent_id.clone());
+            }
+            Erc8004Event::MetadataSet(x) => {
+                agents.insert(x.agent_id.clone());
+            }
+            Erc8004Event::ValidationRequest(v) => {
+                requests.insert(v.request_hash.clone());
+            }
+            Erc8004Event::ValidationResponse(v) => {
+                requests.insert(v.request_hash.clone());
+            }
+            _ => {}
+        }
+    }
+    (agents, requests)
+}
+
+/// Rebuilds the agent rows of `agents` on `chain` from the stored identity events, in
+/// block and log order (after a reorg removed some, or a replay added one out of order).
+pub async fn rebuild_agents<C: ConnectionTrait>(
+    db: &C,
+    chain: &str,
+    agents: &BTreeSet<String>,
+) -> Result<(), DbErr> {
+    if agents.is_empty() {
+        return Ok(());
+    }
+    {
         erc8004_agent::Entity::delete_many()
             .filter(erc8004_agent::Column::Chain.eq(chain))
             .filter(erc8004_agent::Column::AgentId.is_in(agents.iter().cloned()))
@@ -637,7 +717,20 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
             .collect();
         project_batch(db, chain, &replay, Utc::now()).await?;
     }
-    if !requests.is_empty() {
+    Ok(())
+}
+
+/// Rebuilds the validation rows of `requests` on `chain` from the stored request and
+/// response events, in block and log order.
+pub async fn rebuild_validations<C: ConnectionTrait>(
+    db: &C,
+    chain: &str,
+    requests: &BTreeSet<String>,
+) -> Result<(), DbErr> {
+    if requests.is_empty() {
+        return Ok(());
+    }
+    {
         // A validation whose response was orphaned is rebuilt from its canonical events
         // (request, then any remaining response), like agents above: resetting only the
         // response columns would keep the orphaned response's `tx_hash`.
@@ -665,7 +758,7 @@ pub async fn rollback<C: ConnectionTrait>(db: &C, chain: &str, above: i64) -> Re
             .collect();
         project_batch(db, chain, &replay, Utc::now()).await?;
     }
-    Ok(orphaned.len() as u64)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use sea_orm::{
 use serde_json::{json, Value};
 
 use super::amount::{format_stroops, parse_stroops};
+use super::horizon;
 use super::settings::StellarSettings;
 use crate::bus::BusEvent;
-use crate::sync::{SourceError, SyncContext};
+use crate::sync::{quarantine, Quarantined, SourceError, SyncContext};
 use crate::upstream::UpstreamClient;
 
 /// Whether `from -> to` is an allowed status transition.
@@ -131,45 +132,40 @@ async fn transition<C: ConnectionTrait>(
 
 /// Memo of a transaction: from the store, else fetched from Horizon (when `client` is
 /// given) and stored. The RPC source stores every transaction of the operations it stores,
-/// memo from the envelope, in the same commit: it passes no client.
+/// memo from the envelope, in the same commit: it passes no client. `None` when the memo is
+/// not known: the transaction is not stored and there is no Horizon to ask, or Horizon's
+/// record lacks a field (that record is quarantined; the payment stays unmatched until a
+/// replay stores it).
 async fn memo_of(
     ctx: &SyncContext,
     client: Option<&UpstreamClient>,
     hash: &str,
-) -> Result<Option<String>, SourceError> {
+) -> Result<Option<Option<String>>, SourceError> {
     if let Some(t) = stellar_transaction::Entity::find_by_id(hash.to_string())
         .one(&ctx.db)
         .await?
     {
-        return Ok(t.memo);
+        return Ok(Some(t.memo));
     }
     let Some(client) = client else {
         return Ok(None);
     };
     let v: Value = client.get_json(&format!("/transactions/{hash}")).await?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
-    let row = stellar_transaction::ActiveModel {
-        hash: Set(hash.to_string()),
-        source_account: Set(s("source_account").unwrap_or_default()),
-        ledger: Set(v.get("ledger").and_then(Value::as_i64).unwrap_or(0)),
-        created_at: Set(s("created_at")
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .map_or_else(Utc::now, |t| t.with_timezone(&Utc))),
-        fee_charged: Set(s("fee_charged").and_then(|f| f.parse().ok()).unwrap_or(0)),
-        operation_count: Set(v
-            .get("operation_count")
-            .and_then(Value::as_i64)
-            .unwrap_or(1) as i32),
-        successful: Set(v.get("successful").and_then(Value::as_bool).unwrap_or(true)),
-        memo_type: Set(s("memo_type")),
-        memo: Set(s("memo")),
-        paging_token: Set(s("paging_token").unwrap_or_default()),
+    let row = match horizon::decode_transaction(&v) {
+        Ok(row) => row,
+        Err(e) => {
+            let q = Quarantined::new(horizon::TRANSACTION_KIND, hash, &v, e);
+            tracing::warn!(%q, "stellar: transaction record quarantined; its payments stay unmatched");
+            quarantine::store(&ctx.db, &ctx.source.id, &[q]).await?;
+            return Ok(None);
+        }
     };
-    stellar_transaction::Entity::insert(row)
+    let memo = row.memo.clone();
+    stellar_transaction::Entity::insert(row.into_active_model())
         .on_conflict_do_nothing()
         .exec_without_returning(&ctx.db)
         .await?;
-    Ok(s("memo"))
+    Ok(Some(memo))
 }
 
 /// Evaluates rules where not yet done, and matches pending recipients of approved or
@@ -247,12 +243,17 @@ pub async fn reconcile(
                 .all(&ctx.db)
                 .await?;
             for op in candidates {
-                if memo_of(ctx, client, &op.transaction_hash).await?.as_deref()
-                    != Some(memo_want.as_str())
-                {
+                let memo = memo_of(ctx, client, &op.transaction_hash).await?;
+                if memo.flatten().as_deref() != Some(memo_want.as_str()) {
                     continue;
                 }
-                let paid = op.amount_stroops.unwrap_or(0);
+                let Some(paid) = op.amount_stroops else {
+                    tracing::warn!(
+                        operation = op.id,
+                        "stored payment without an amount; not matched"
+                    );
+                    continue;
+                };
                 let mut a = r.clone().into_active_model();
                 a.payment_operation_id = Set(Some(op.id));
                 a.transaction_hash = Set(Some(op.transaction_hash.clone()));

@@ -336,6 +336,54 @@ pub fn decode_account(v: &Value) -> Result<AccountSnapshot, DecodeError> {
     })
 }
 
+/// What the quarantine calls a Horizon transaction record.
+pub const TRANSACTION_KIND: &str = "stellar.transaction";
+
+/// Decodes a `/transactions/{hash}` record. Every stored field is required (a memo only
+/// when `memo_type` says there is one): a record without one is an error, never a default.
+pub fn decode_transaction(
+    v: &Value,
+) -> Result<orrery_entity::stellar_transaction::Model, DecodeError> {
+    let hash = s(v, "hash").ok_or_else(|| DecodeError("transaction without hash".into()))?;
+    let field = |k: &str| DecodeError(format!("transaction {hash}: {k} is missing or not valid"));
+    let int = |k: &str| -> Result<i64, DecodeError> {
+        match v.get(k) {
+            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| field(k)),
+            Some(Value::String(t)) => t.parse().map_err(|_| field(k)),
+            _ => Err(field(k)),
+        }
+    };
+    let created_at = s(v, "created_at")
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(|| field("created_at"))?;
+    let memo_type = s(v, "memo_type").ok_or_else(|| field("memo_type"))?;
+    let memo = match memo_type {
+        "none" => None,
+        _ => Some(s(v, "memo").ok_or_else(|| field("memo"))?.to_string()),
+    };
+    Ok(orrery_entity::stellar_transaction::Model {
+        hash: hash.to_string(),
+        source_account: s(v, "source_account")
+            .ok_or_else(|| field("source_account"))?
+            .to_string(),
+        ledger: int("ledger")?,
+        created_at,
+        fee_charged: int("fee_charged")?,
+        operation_count: i32::try_from(int("operation_count")?)
+            .map_err(|_| field("operation_count"))?,
+        successful: v
+            .get("successful")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| field("successful"))?,
+        memo_type: Some(memo_type.to_string()),
+        memo,
+        paging_token: s(v, "paging_token")
+            .ok_or_else(|| field("paging_token"))?
+            .to_string(),
+    })
+}
+
 /// What the quarantine calls a Horizon operation record.
 pub const OPERATION_KIND: &str = "stellar.operation";
 
@@ -400,6 +448,38 @@ pub fn ledger_of(op_id: i64) -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_transaction_needs_every_stored_field() {
+        let v = json!({"hash": "ab", "source_account": "GA", "ledger": 7,
+            "created_at": "2025-01-01T00:00:05Z", "fee_charged": "100", "operation_count": 2,
+            "successful": true, "memo_type": "text", "memo": "dist-1", "paging_token": "30064775168"});
+        let t = decode_transaction(&v).unwrap();
+        assert_eq!((t.ledger, t.fee_charged, t.operation_count), (7, 100, 2));
+        assert_eq!(t.memo.as_deref(), Some("dist-1"));
+        let mut none = v.clone();
+        none["memo_type"] = json!("none");
+        none.as_object_mut().unwrap().remove("memo");
+        assert_eq!(decode_transaction(&none).unwrap().memo, None);
+        for k in [
+            "ledger",
+            "created_at",
+            "fee_charged",
+            "successful",
+            "memo_type",
+            "memo",
+            "paging_token",
+            "source_account",
+        ] {
+            let mut bad = v.clone();
+            bad.as_object_mut().unwrap().remove(k);
+            let e = decode_transaction(&bad).unwrap_err();
+            assert!(e.to_string().contains(k), "{k}: {e}");
+        }
+        let mut bad = v.clone();
+        bad["fee_charged"] = json!("1e3");
+        assert!(decode_transaction(&bad).is_err());
+    }
 
     #[test]
     fn payment_moves_the_amount_between_sender_and_receiver() {

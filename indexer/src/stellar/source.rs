@@ -219,11 +219,16 @@ impl StellarSource {
                     .client
                     .get_json("/operations?order=desc&limit=1")
                     .await?;
-                horizon::records(&page)
-                    .first()
-                    .and_then(|r| r.get("paging_token").and_then(Value::as_str))
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(0)
+                // An empty network starts at 0; a newest record without a position is not
+                // guessed at.
+                match horizon::records(&page).first() {
+                    None => 0,
+                    Some(r) => horizon::position_of(r).ok_or_else(|| {
+                        SourceError::Malformed(
+                            "the newest operation of /operations has no paging_token".into(),
+                        )
+                    })?,
+                }
             }
         };
         self.pairs = pairs;

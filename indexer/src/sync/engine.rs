@@ -296,6 +296,29 @@ fn count_quarantined(source: &str, n: u64) {
     }
 }
 
+/// Ends a step's transaction: the records it quarantined, then the cursor and heights that
+/// pass them, committed together; then logs and counts the quarantined records.
+async fn commit_step(
+    ctx: &SyncContext,
+    txn: sea_orm::DatabaseTransaction,
+    state: &RunState,
+    progress: &Progress,
+) -> Result<source::Model, SourceError> {
+    let quarantined = quarantine::store(&txn, &ctx.source.id, &progress.quarantined).await?;
+    let row = write_progress(
+        &txn,
+        &ctx.source.id,
+        progress,
+        state.backfill_from,
+        state_eta(state, progress),
+    )
+    .await?;
+    txn.commit().await?;
+    log_quarantined(&ctx.source.id, &progress.quarantined);
+    count_quarantined(&ctx.source.id, quarantined);
+    Ok(row)
+}
+
 /// Logs every record a step quarantined.
 fn log_quarantined(source: &str, records: &[Quarantined]) {
     for q in records {
@@ -494,19 +517,7 @@ async fn apply<B: Send + Sync + 'static>(
             // them commit together.
             backfill_fields(state, &mut progress);
             let txn = ctx.begin().await?;
-            let quarantined =
-                quarantine::store(&txn, &ctx.source.id, &progress.quarantined).await?;
-            let row = write_progress(
-                &txn,
-                &ctx.source.id,
-                &progress,
-                state.backfill_from,
-                state_eta(state, &progress),
-            )
-            .await?;
-            txn.commit().await?;
-            log_quarantined(&ctx.source.id, &progress.quarantined);
-            count_quarantined(&ctx.source.id, quarantined);
+            let row = commit_step(ctx, txn, state, &progress).await?;
             ctx.remember(&row);
             ctx.publish_source(&row).await;
             Ok(progress)
@@ -522,19 +533,7 @@ async fn apply<B: Send + Sync + 'static>(
             let written = writer.write(&txn, &batch).await?;
             let wrote = started.elapsed();
             progress.items.extend(written.items);
-            let quarantined =
-                quarantine::store(&txn, &ctx.source.id, &progress.quarantined).await?;
-            let row = write_progress(
-                &txn,
-                &ctx.source.id,
-                &progress,
-                state.backfill_from,
-                state_eta(state, &progress),
-            )
-            .await?;
-            txn.commit().await?;
-            log_quarantined(&ctx.source.id, &progress.quarantined);
-            count_quarantined(&ctx.source.id, quarantined);
+            let row = commit_step(ctx, txn, state, &progress).await?;
             tracing::debug!(
                 source = %ctx.source.id,
                 begin_ms = began.as_millis() as u64,
