@@ -106,11 +106,15 @@ pub fn apply_devnet_urls(config: &mut Config, urls: &DevnetUrls) {
     if config.stellar.horizon_url.is_none() {
         config.stellar.horizon_url = Some(urls.horizon.clone());
     }
-    // With no Stellar upstream configured the devnet's Horizon is followed: the RPC source
-    // does not index operations yet (`stellar.index_transactions`), which the status page and
-    // a first run show. `stellar.source = "rpc"` follows the devnet's Stellar RPC instead.
-    if stellar_unset && config.stellar.source.as_deref() == Some("rpc") {
+    // With no Stellar upstream configured the devnet's Stellar RPC is followed (Horizon is
+    // nearing end-of-life), transactions and operations included
+    // (`stellar.index_transactions`), so a first run shows balances, operations and DEX
+    // prices. `stellar.source = "horizon"` follows the devnet's Horizon instead.
+    if stellar_unset && config.stellar.source.as_deref() != Some("horizon") {
         config.stellar.rpc_urls = vec![urls.stellar_rpc.clone()];
+        if config.stellar.source.is_none() {
+            config.stellar.index_transactions = true;
+        }
     }
     if config.bitcoin.esplora_url.is_none() {
         config.bitcoin.esplora_url = Some(urls.esplora.clone());
@@ -224,6 +228,24 @@ pub async fn start(
         if stellar_on_devnet {
             let issuer = devnet.control().stellar_issuer();
             apply_devnet_stellar(&mut config.stellar, &asset_codes, &issuer);
+            // Over RPC, operations are indexed for watched accounts only (holders found in
+            // token events are not watched): on the devnet, watch its holders, as the
+            // Horizon source's holder discovery would.
+            if config.stellar.index_transactions
+                && config.stellar.accounts.is_empty()
+                && config.stellar.source_kind()
+                    == Ok(orrery_indexer::stellar::settings::SourceKind::Rpc)
+            {
+                let c = devnet.control();
+                config.stellar.accounts = c
+                    .stellar_accounts()
+                    .into_iter()
+                    .filter(|a| {
+                        c.balances(a)
+                            .is_ok_and(|b| b.iter().any(|(asset, _)| asset != "native"))
+                    })
+                    .collect();
+            }
             tracing::info!(
                 assets = ?config.stellar.assets,
                 dex_pairs = ?config.stellar.dex_pairs,

@@ -66,8 +66,8 @@ pub struct StellarSettings {
     pub source: Option<String>,
     /// `rpc_urls`: Stellar RPC endpoints (JSON-RPC), tried in order with failover. Env
     /// `ORRERY_STELLAR_RPC_URL` (one URL, or several separated by commas). Unset: the
-    /// devnet's RPC when devnet runs and `source = "rpc"` (with nothing configured the
-    /// devnet's Horizon is followed, which also indexes operations).
+    /// devnet's RPC when devnet runs and `source` is not `"horizon"` (with nothing
+    /// configured, transactions are indexed too, for the devnet's holders).
     pub rpc_urls: Vec<String>,
     /// `rpc_start_ledger`: first ledger read on the first run (later runs resume from the
     /// stored cursor). Unset: the node's oldest retained ledger. A ledger before the node's
