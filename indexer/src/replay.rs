@@ -325,6 +325,21 @@ mod tests {
             .id
     }
 
+    async fn load(db: &DatabaseConnection, id: i64) -> quarantine::Model {
+        quarantine::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    fn payment(id: &str, from: &str, to: &str, amount: &str) -> serde_json::Value {
+        json!({"id": id, "paging_token": id, "type": "payment",
+            "source_account": from, "from": from, "to": to, "asset_type": "native",
+            "amount": amount, "created_at": "2025-01-01T00:00:05Z",
+            "transaction_hash": "ab", "transaction_successful": true})
+    }
+
     fn transfer_log(block: u64, from: &str, to: &str, topic0: &str) -> serde_json::Value {
         json!({
             "address": "0x0000000000000000000000000000000000008004",
@@ -377,11 +392,7 @@ mod tests {
             ),
         )
         .await;
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         let applied = replay_one(&db, &record, false).await.unwrap();
         assert!(
             applied.summary.contains("Transfer at block 20"),
@@ -398,11 +409,7 @@ mod tests {
         // Folding the late transfer onto the stored row would have made B the owner.
         assert_eq!(agent.owner, C);
         assert_eq!(agent.uri.as_deref(), Some("ipfs://a"));
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         assert!(record.replayed_at.is_some());
         assert!(pending(&db, &Selection::default())
             .await
@@ -420,29 +427,17 @@ mod tests {
             Quarantined::new(LOG_KIND, "20:3", &bad, "unknown event"),
         )
         .await;
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         // A dry run writes nothing, not even the reason.
         assert!(matches!(
             replay_one(&db, &record, true).await,
             Err(ReplayError::Decode(_))
         ));
-        let after = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let after = load(&db, id).await;
         assert_eq!(after.replay_error, None);
         let err = replay_one(&db, &record, false).await.unwrap_err();
         assert!(matches!(err, ReplayError::Decode(_)), "{err}");
-        let after = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let after = load(&db, id).await;
         assert!(after.replayed_at.is_none());
         assert!(
             after
@@ -462,21 +457,14 @@ mod tests {
         stellar_store::ensure_accounts(&db, &[("GA".into(), "config".into())], true)
             .await
             .unwrap();
-        let op = json!({"id": "4294971393", "paging_token": "4294971393", "type": "payment",
-            "source_account": "GA", "from": "GA", "to": "GB", "asset_type": "native",
-            "amount": "12.5000000", "created_at": "2025-01-01T00:00:05Z",
-            "transaction_hash": "ab", "transaction_successful": true});
+        let op = payment("4294971393", "GA", "GB", "12.5000000");
         let id = quarantine_one(
             &db,
             "stellar",
             Quarantined::new(OPERATION_KIND, "4294971393", &op, "was missing a field"),
         )
         .await;
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         // Dry run: says what it would do, stores nothing.
         replay_one(&db, &record, true).await.unwrap();
         assert!(stellar_operation::Entity::find()
@@ -504,21 +492,14 @@ mod tests {
     #[tokio::test]
     async fn an_operation_of_no_watched_account_and_an_unknown_kind_are_refused() {
         let db = db().await;
-        let op = json!({"id": "5", "paging_token": "5", "type": "payment",
-            "source_account": "GX", "from": "GX", "to": "GY", "asset_type": "native",
-            "amount": "1", "created_at": "2025-01-01T00:00:05Z",
-            "transaction_hash": "ab", "transaction_successful": true});
+        let op = payment("5", "GX", "GY", "1");
         let id = quarantine_one(
             &db,
             "stellar",
             Quarantined::new(OPERATION_KIND, "5", &op, "x"),
         )
         .await;
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         let err = replay_one(&db, &record, false).await.unwrap_err();
         assert!(err.to_string().contains("no watched account"), "{err}");
         assert!(stellar_operation::Entity::find()
@@ -528,11 +509,7 @@ mod tests {
             .is_empty());
 
         let id = quarantine_one(&db, "x", Quarantined::new("x.thing", "1", &json!({}), "x")).await;
-        let record = quarantine::Entity::find_by_id(id)
-            .one(&db)
-            .await
-            .unwrap()
-            .unwrap();
+        let record = load(&db, id).await;
         let err = replay_one(&db, &record, false).await.unwrap_err();
         assert!(err.to_string().contains("no decoder"), "{err}");
         let sel = Selection {

@@ -150,6 +150,17 @@ struct Fold {
     validations_changed: BTreeSet<String>,
 }
 
+/// The agent an identity event (transfer, registration, URI, metadata) changes.
+fn identity_agent(e: &Erc8004Event) -> Option<&String> {
+    match e {
+        Erc8004Event::Transfer(t) => Some(&t.token_id),
+        Erc8004Event::Registered(r) => Some(&r.agent_id),
+        Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => Some(&u.agent_id),
+        Erc8004Event::MetadataSet(m) => Some(&m.agent_id),
+        _ => None,
+    }
+}
+
 /// What the batch must read before folding.
 fn touched(
     rows: &[EventRow],
@@ -162,19 +173,10 @@ fn touched(
     let mut requests = BTreeSet::new();
     let mut legacy = BTreeSet::new();
     for r in rows {
+        if let Some(id) = identity_agent(&r.event) {
+            agents.insert(id.clone());
+        }
         match &r.event {
-            Erc8004Event::Transfer(t) => {
-                agents.insert(t.token_id.clone());
-            }
-            Erc8004Event::Registered(x) => {
-                agents.insert(x.agent_id.clone());
-            }
-            Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
-                agents.insert(u.agent_id.clone());
-            }
-            Erc8004Event::MetadataSet(m) => {
-                agents.insert(m.agent_id.clone());
-            }
             Erc8004Event::NewFeedback(f) if f.feedback_index.is_none() => {
                 legacy.insert((f.agent_id.clone(), f.client_address.clone()));
             }
@@ -653,19 +655,10 @@ pub fn order_dependent_keys(rows: &[EventRow]) -> (BTreeSet<String>, BTreeSet<St
     let mut agents = BTreeSet::new();
     let mut requests = BTreeSet::new();
     for r in rows {
+        if let Some(id) = identity_agent(&r.event) {
+            agents.insert(id.clone());
+        }
         match &r.event {
-            Erc8004Event::Transfer(t) => {
-                agents.insert(t.token_id.clone());
-            }
-            Erc8004Event::Registered(x) => {
-                agents.insert(x.agent_id.clone());
-            }
-            Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => {
-                agents.insert(u.agent_id.clone());
-            }
-            Erc8004Event::MetadataSet(x) => {
-                agents.insert(x.agent_id.clone());
-            }
             Erc8004Event::ValidationRequest(v) => {
                 requests.insert(v.request_hash.clone());
             }
@@ -704,16 +697,7 @@ pub async fn rebuild_agents<C: ConnectionTrait>(
         let replay: Vec<EventRow> = history
             .iter()
             .filter_map(stored)
-            .filter(|row| {
-                let id = match &row.event {
-                    Erc8004Event::Transfer(t) => &t.token_id,
-                    Erc8004Event::Registered(r) => &r.agent_id,
-                    Erc8004Event::UriUpdated(u) | Erc8004Event::LegacyUriUpdated(u) => &u.agent_id,
-                    Erc8004Event::MetadataSet(x) => &x.agent_id,
-                    _ => return false,
-                };
-                agents.contains(id)
-            })
+            .filter(|row| identity_agent(&row.event).is_some_and(|id| agents.contains(id)))
             .collect();
         project_batch(db, chain, &replay, Utc::now()).await?;
     }
