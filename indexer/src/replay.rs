@@ -29,9 +29,10 @@ use crate::evm::decode::{decode_log, Registry};
 use crate::evm::rpc::decode_logs;
 use crate::evm::source::LOG_KIND;
 use crate::evm::store::{self as evm_store, EventRow};
+use crate::stellar::admin;
 use crate::stellar::horizon;
 use crate::stellar::horizon::{OPERATION_KIND, TRANSACTION_KIND};
-use crate::stellar::resync::{ResyncMode, REQUESTED};
+use crate::stellar::resync::ResyncMode;
 use crate::stellar::rpc::source::EVENT_KIND;
 use crate::stellar::store as stellar_store;
 
@@ -160,9 +161,16 @@ async fn replay_operation<C: sea_orm::ConnectionTrait>(
         )));
     }
     stellar_store::upsert_operations(db, &[&op]).await?;
+    let links: Vec<(&str, &horizon::DecodedOp)> =
+        watched.iter().map(|a| (a.as_str(), &op)).collect();
+    stellar_store::insert_account_links(db, &links).await?;
     for account in &watched {
-        stellar_store::insert_links(db, account, &[&op]).await?;
-        request_full_resync(db, account).await?;
+        admin::request_resync(db, account, ResyncMode::Full)
+            .await
+            .map_err(|e| match e {
+                admin::AdminError::Db(e) => ReplayError::Db(e),
+                other => ReplayError::NotApplicable(format!("resync of {account}: {other}")),
+            })?;
     }
     Ok(Applied {
         summary: format!(
@@ -181,30 +189,12 @@ async fn replay_transaction<C: sea_orm::ConnectionTrait>(
     let row =
         horizon::decode_transaction(payload).map_err(|e| ReplayError::Decode(e.to_string()))?;
     let hash = row.hash.clone();
-    orrery_entity::stellar_transaction::Entity::insert(row.into_active_model())
-        .on_conflict_do_nothing()
-        .exec_without_returning(db)
-        .await?;
+    stellar_store::insert_transaction(db, row).await?;
     Ok(Applied {
         summary: format!(
             "transaction {hash} stored (its memo is matched on the next distribution check)"
         ),
     })
-}
-
-async fn request_full_resync<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    account: &str,
-) -> Result<(), DbErr> {
-    use orrery_entity::stellar_sync_state as s;
-    if let Some(state) = s::Entity::find_by_id(account.to_string()).one(db).await? {
-        let mut a = state.into_active_model();
-        a.status = Set(REQUESTED.into());
-        a.mode = Set(ResyncMode::Full.as_mode());
-        a.updated_at = Set(Utc::now());
-        a.update(db).await?;
-    }
-    Ok(())
 }
 
 async fn replay_log<C: sea_orm::ConnectionTrait>(
@@ -281,12 +271,15 @@ fn replay_rpc_event(payload: &serde_json::Value) -> Result<Applied, ReplayError>
 mod tests {
     use super::*;
     use crate::evm::decode::{Erc8004Event, RegisteredArgs, TransferArgs};
+    use crate::stellar::resync::REQUESTED;
     use crate::sync::quarantine::{store, Quarantined};
     use orrery_entity::{erc8004_agent, evm_event, stellar_operation, stellar_sync_state};
     use orrery_migration::{Migrator, MigratorTrait};
     use sea_orm::Database;
     use serde_json::json;
 
+    /// A valid account id (admin checks the strkey).
+    const WATCHED: &str = "GA2OH7EBMM4IWHWMILQZZV2PZLNXYC7P4CJOIDYLLC5LTFFAJVUDM6YI";
     const A: &str = "0x1111111111111111111111111111111111111111";
     const B: &str = "0x2222222222222222222222222222222222222222";
     const C: &str = "0x3333333333333333333333333333333333333333";
@@ -454,10 +447,10 @@ mod tests {
     #[tokio::test]
     async fn a_stellar_operation_is_stored_and_its_watched_accounts_resynced() {
         let db = db().await;
-        stellar_store::ensure_accounts(&db, &[("GA".into(), "config".into())], true)
+        stellar_store::ensure_accounts(&db, &[(WATCHED.into(), "config".into())], true)
             .await
             .unwrap();
-        let op = payment("4294971393", "GA", "GB", "12.5000000");
+        let op = payment("4294971393", WATCHED, "GB", "12.5000000");
         let id = quarantine_one(
             &db,
             "stellar",
@@ -474,11 +467,11 @@ mod tests {
             .is_empty());
 
         let applied = replay_one(&db, &record, false).await.unwrap();
-        assert!(applied.summary.contains("GA"), "{applied:?}");
+        assert!(applied.summary.contains(WATCHED), "{applied:?}");
         let stored = stellar_operation::Entity::find().all(&db).await.unwrap();
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].amount_stroops, Some(125_000_000));
-        let state = stellar_sync_state::Entity::find_by_id("GA".to_string())
+        let state = stellar_sync_state::Entity::find_by_id(WATCHED.to_string())
             .one(&db)
             .await
             .unwrap()

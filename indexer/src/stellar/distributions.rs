@@ -161,10 +161,7 @@ async fn memo_of(
         }
     };
     let memo = row.memo.clone();
-    stellar_transaction::Entity::insert(row.into_active_model())
-        .on_conflict_do_nothing()
-        .exec_without_returning(&ctx.db)
-        .await?;
+    super::store::insert_transaction(&ctx.db, row).await?;
     Ok(Some(memo))
 }
 

@@ -164,6 +164,19 @@ pub async fn upsert_operations<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Stores a decoded Horizon transaction record (a stored one is kept).
+pub async fn insert_transaction<C: ConnectionTrait>(
+    db: &C,
+    row: orrery_entity::stellar_transaction::Model,
+) -> Result<(), DbErr> {
+    use sea_orm::IntoActiveModel;
+    orrery_entity::stellar_transaction::Entity::insert(row.into_active_model())
+        .on_conflict_do_nothing()
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 /// Inserts `account`'s links to `ops` (existing links are kept).
 pub async fn insert_links<C: ConnectionTrait>(
     db: &C,
