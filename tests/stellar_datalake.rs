@@ -21,10 +21,15 @@ use std::time::{Duration, Instant};
 use common::{base_env, run_cli, Server, TestDb};
 use orrery_devnet::stellar::datalake::LakeConfig;
 use orrery_devnet::{Devnet, DevnetConfig};
-use orrery_entity::{source, stellar_account, stellar_balance, stellar_balance_history};
-use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use orrery_entity::{
+    price_point, source, stellar_account, stellar_account_operation, stellar_balance,
+    stellar_balance_history, stellar_operation, stellar_transaction,
+};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder};
 
 const SOURCE: &str = "stellar:rpc";
+/// The transactions stream (`stellar.index_transactions`).
+const TX_SOURCE: &str = "stellar:rpc:tx";
 
 fn unique_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
@@ -89,7 +94,11 @@ fn env_for(db: &TestDb, d: &Devnet, extra: &str) -> Vec<(String, String)> {
 }
 
 async fn source_row(db: &DatabaseConnection) -> Option<source::Model> {
-    source::Entity::find_by_id(SOURCE.to_string())
+    source_row_of(db, SOURCE).await
+}
+
+async fn source_row_of(db: &DatabaseConnection, id: &str) -> Option<source::Model> {
+    source::Entity::find_by_id(id.to_string())
         .one(db)
         .await
         .unwrap()
@@ -168,6 +177,61 @@ async fn rows(db: &DatabaseConnection) -> Rows {
     }
 }
 
+/// Every row the transactions stream writes, table by table (price point ids left out).
+#[derive(Debug, PartialEq)]
+struct TxRows {
+    operations: Vec<stellar_operation::Model>,
+    links: Vec<stellar_account_operation::Model>,
+    transactions: Vec<stellar_transaction::Model>,
+    prices: Vec<price_point::Model>,
+}
+
+async fn tx_rows(db: &DatabaseConnection) -> TxRows {
+    let operations = stellar_operation::Entity::find()
+        .order_by_asc(stellar_operation::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    let mut links = stellar_account_operation::Entity::find()
+        .all(db)
+        .await
+        .unwrap();
+    links.sort_by(|a, b| (&a.account_id, a.operation_id).cmp(&(&b.account_id, b.operation_id)));
+    let transactions = stellar_transaction::Entity::find()
+        .order_by_asc(stellar_transaction::Column::Hash)
+        .all(db)
+        .await
+        .unwrap();
+    let mut prices = price_point::Entity::find().all(db).await.unwrap();
+    for p in &mut prices {
+        p.id = 0;
+    }
+    prices.sort_by(|a, b| (&a.pair, &a.source, a.at).cmp(&(&b.pair, &b.source, b.at)));
+    TxRows {
+        operations,
+        links,
+        transactions,
+        prices,
+    }
+}
+
+/// `[stellar]` lines that index the transactions of `watched` devnet accounts and price
+/// XLM/UBEC from the trades.
+fn tx_settings(d: &Devnet, watched: usize) -> String {
+    let accounts: Vec<String> = d
+        .control()
+        .stellar_accounts()
+        .into_iter()
+        .take(watched)
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    format!(
+        "index_transactions = true\naccounts = [{}]\ndex_pairs = [\"XLM/UBEC\"]\n\
+         dex_resolution_ms = 60000\n",
+        accounts.join(", ")
+    )
+}
+
 /// `(account, code, issuer) -> stroops` of devnet's ledger entries (zero balances and the
 /// genesis root, whose starting lumens predate every event, left out).
 fn expected(d: &Devnet) -> BTreeMap<(String, String, String), i64> {
@@ -219,9 +283,20 @@ fn tail(logs: &str) -> String {
 
 /// Waits until the source has indexed `ledger`.
 async fn wait_indexed(db: &DatabaseConnection, ledger: u32, server: &Server, limit: Duration) {
+    wait_source(db, SOURCE, ledger, server, limit).await
+}
+
+/// Waits until source `id` has indexed `ledger`.
+async fn wait_source(
+    db: &DatabaseConnection,
+    id: &str,
+    ledger: u32,
+    server: &Server,
+    limit: Duration,
+) {
     let start = Instant::now();
     loop {
-        let row = source_row(db).await;
+        let row = source_row_of(db, id).await;
         if row.as_ref().and_then(|r| r.indexed_height) >= Some(i64::from(ledger)) {
             return;
         }
@@ -276,15 +351,25 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
     assert!(dir.join(".config.json").exists());
 
     // The RPC path over every ledger.
+    // Transactions too: the operations of 20 watched accounts and the XLM/UBEC prices.
+    let txs = tx_settings(&d, 20);
     let rpc_db = TestDb::new().await;
     let rpc_conn = rpc_db.connect().await;
     let env = env_for(
         &rpc_db,
         &d,
-        &format!("rpc_urls = [\"{}\"]\n", d.urls().stellar_rpc),
+        &format!("rpc_urls = [\"{}\"]\n{txs}", d.urls().stellar_rpc),
     );
     let mut server = Server::start(&env);
     wait_indexed(&rpc_conn, latest, &server, Duration::from_secs(600)).await;
+    wait_source(
+        &rpc_conn,
+        TX_SOURCE,
+        latest,
+        &server,
+        Duration::from_secs(600),
+    )
+    .await;
     server.terminate(Duration::from_secs(10));
 
     // The data lake over the same ledgers, through the operator's CLI.
@@ -294,7 +379,7 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
         &lake_db,
         &d,
         &format!(
-            "datalake_url = \"{}\"\ndatalake_concurrency = 8\n",
+            "datalake_url = \"{}\"\ndatalake_concurrency = 8\n{txs}",
             lake_url(&dir)
         ),
     );
@@ -338,6 +423,32 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
         "stellar_balance_history row count"
     );
     assert_eq!(a.history, b.history, "stellar_balance_history differs");
+    let tx_row = source_row_of(&lake_conn, TX_SOURCE).await.unwrap();
+    assert_eq!(
+        tx_row.cursor.as_deref(),
+        Some(format!("datalake:{latest}").as_str())
+    );
+    let (a, b) = (tx_rows(&rpc_conn).await, tx_rows(&lake_conn).await);
+    assert!(!a.operations.is_empty() && !a.links.is_empty() && !a.prices.is_empty());
+    for (what, x, y) in [
+        ("stellar_operation", a.operations.len(), b.operations.len()),
+        ("stellar_account_operation", a.links.len(), b.links.len()),
+        (
+            "stellar_transaction",
+            a.transactions.len(),
+            b.transactions.len(),
+        ),
+        ("price_point", a.prices.len(), b.prices.len()),
+    ] {
+        assert_eq!(x, y, "{what} row count");
+    }
+    assert_eq!(a.operations, b.operations, "stellar_operation differs");
+    assert_eq!(a.links, b.links, "stellar_account_operation differs");
+    assert_eq!(
+        a.transactions, b.transactions,
+        "stellar_transaction differs"
+    );
+    assert_eq!(a.prices, b.prices, "price_point differs");
 
     // Run again over the same range: nothing to do, nothing doubled.
     let (code, out, _) = run_cli(
@@ -502,12 +613,14 @@ async fn handoff_to_rpc_while_the_window_moves() {
         &d,
         &format!(
             "rpc_urls = [\"{}\"]\ndatalake_url = \"{}\"\ndatalake_concurrency = 4\n\
-             datalake_start_ledger = 1\nreconcile = false\n",
+             datalake_start_ledger = 1\nreconcile = false\n{}",
             d.urls().stellar_rpc,
             // Over HTTP this time: devnet serves the directory.
             d.urls()
                 .stellar_datalake
-                .expect("devnet serves its data lake")
+                .expect("devnet serves its data lake"),
+            // The transactions stream hands over too.
+            tx_settings(&d, 20),
         ),
     );
     let c = d.control();
@@ -534,5 +647,51 @@ async fn handoff_to_rpc_while_the_window_moves() {
     );
     let logs = server.logs();
     assert!(logs.contains("following RPC"), "{}", tail(&logs));
+
+    // Transactions: every operation of each watched account, from the lake then from RPC,
+    // none missing and none twice across the switch.
+    let latest = c.latest_ledger();
+    wait_source(&conn, TX_SOURCE, latest, &server, Duration::from_secs(300)).await;
+    let tx_cursor = source_row_of(&conn, TX_SOURCE)
+        .await
+        .and_then(|r| r.cursor)
+        .unwrap_or_default();
+    assert!(
+        !tx_cursor.is_empty() && !tx_cursor.starts_with("datalake:"),
+        "transactions still on the data lake: {tx_cursor:?}\n{}",
+        tail(&server.logs())
+    );
+    let ops: std::collections::HashMap<i64, String> = stellar_operation::Entity::find()
+        .all(&conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.id, o.op_type))
+        .collect();
+    let links = stellar_account_operation::Entity::find()
+        .all(&conn)
+        .await
+        .unwrap();
+    let mut compared = 0;
+    for a in c.stellar_accounts().into_iter().take(20) {
+        let want: Vec<i64> = c
+            .operations(Some(&a))
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.ledger <= latest)
+            .map(|o| o.id)
+            .collect();
+        let mut got: Vec<i64> = links
+            .iter()
+            .filter(|l| l.account_id == a)
+            .map(|l| l.operation_id)
+            // DEX trades are transactions of their own, not among devnet's operations.
+            .filter(|id| ops.get(id).is_some_and(|t| t != "manage_sell_offer"))
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "operations of {a}");
+        compared += want.len();
+    }
+    assert!(compared > 100, "only {compared} operations compared");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -16,16 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use stellar_xdr::{
-    GeneralizedTransactionSet, Hash, LedgerCloseMeta, LedgerCloseMetaBatch, LedgerCloseMetaExt,
-    LedgerCloseMetaV2, LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, Limits, ReadXdr,
-    TransactionEnvelope, TransactionMeta, TransactionPhase, TransactionResult,
-    TransactionResultMetaV1, TransactionResultPair, TransactionSetV1, TxSetComponent,
-    TxSetComponentTxsMaybeDiscountedFee, WriteXdr,
-};
+use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, Limits, WriteXdr};
 
 use super::model::StellarChain;
-use super::rpc::{ledger_header, transaction_json, RpcState, PASSPHRASE};
+use super::rpc::{RpcState, PASSPHRASE};
 use crate::control::Shared;
 
 /// Where and how the devnet writes its data lake.
@@ -96,79 +90,17 @@ impl LakeConfig {
     }
 }
 
-fn decode<T: ReadXdr>(v: &serde_json::Value, field: &str) -> std::io::Result<T> {
-    let s = v
-        .get(field)
-        .and_then(|x| x.as_str())
-        .ok_or_else(|| std::io::Error::other(format!("transaction record lacks {field}")))?;
-    T::from_xdr_base64(s, Limits::none()).map_err(std::io::Error::other)
-}
-
-/// The close meta of `ledger`.
+/// The close meta of `ledger`: the very one `getLedgers` serves (the same transactions,
+/// DEX trades included, with their true envelope hashes).
 pub fn close_meta(
     state: &RpcState,
     chain: &StellarChain,
     ledger: u32,
 ) -> std::io::Result<LedgerCloseMeta> {
-    let l = chain
-        .ledgers
-        .get(ledger as usize - 1)
-        .ok_or_else(|| std::io::Error::other(format!("no ledger {ledger}")))?;
-    let mut envelopes = Vec::new();
-    let mut processing = Vec::new();
-    for i in l.first_op as usize..(l.first_op + l.op_count) as usize {
-        let op = &chain.ops[i];
-        let record = transaction_json(state, chain, i, op);
-        let envelope: TransactionEnvelope = decode(&record, "envelopeXdr")?;
-        let result: TransactionResult = decode(&record, "resultXdr")?;
-        let meta: TransactionMeta = decode(&record, "resultMetaXdr")?;
-        envelopes.push(envelope);
-        processing.push(TransactionResultMetaV1 {
-            ext: stellar_xdr::ExtensionPoint::V0,
-            result: TransactionResultPair {
-                transaction_hash: Hash(chain.tx_hash(op)),
-                result,
-            },
-            fee_processing: Default::default(),
-            tx_apply_processing: meta,
-            post_tx_apply_fee_processing: Default::default(),
-        });
+    if ledger == 0 || chain.ledgers.get(ledger as usize - 1).is_none() {
+        return Err(std::io::Error::other(format!("no ledger {ledger}")));
     }
-    let too_many = |_| std::io::Error::other(format!("ledger {ledger}: too many transactions"));
-    let previous = if ledger > 1 {
-        chain.ledger_hash(ledger - 1)
-    } else {
-        [0; 32]
-    };
-    let tx_set = GeneralizedTransactionSet::V1(TransactionSetV1 {
-        previous_ledger_hash: Hash(previous),
-        phases: vec![TransactionPhase::V0(
-            vec![TxSetComponent::TxsetCompTxsMaybeDiscountedFee(
-                TxSetComponentTxsMaybeDiscountedFee {
-                    base_fee: None,
-                    txs: envelopes.try_into().map_err(too_many)?,
-                },
-            )]
-            .try_into()
-            .map_err(too_many)?,
-        )]
-        .try_into()
-        .map_err(too_many)?,
-    });
-    Ok(LedgerCloseMeta::V2(LedgerCloseMetaV2 {
-        ext: LedgerCloseMetaExt::V0,
-        ledger_header: LedgerHeaderHistoryEntry {
-            hash: Hash(chain.ledger_hash(ledger)),
-            header: ledger_header(chain, ledger),
-            ext: LedgerHeaderHistoryEntryExt::V0,
-        },
-        tx_set,
-        tx_processing: processing.try_into().map_err(too_many)?,
-        upgrades_processing: Default::default(),
-        scp_info: Default::default(),
-        total_byte_size_of_live_soroban_state: 0,
-        evicted_keys: Default::default(),
-    }))
+    Ok(super::rpc::close_meta(state, chain, ledger))
 }
 
 /// The compressed object starting at `start` (`ledgers_per_batch` ledgers).

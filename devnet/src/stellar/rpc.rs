@@ -38,6 +38,7 @@ use stellar_xdr::{
 };
 
 mod ledgers;
+pub use ledgers::close_meta;
 
 use super::model::{OpKind, Operation, StellarChain, ISSUER};
 use crate::control::Shared;

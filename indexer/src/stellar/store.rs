@@ -8,7 +8,7 @@ use orrery_entity::{
     stellar_account, stellar_account_operation, stellar_balance, stellar_balance_history,
     stellar_operation, stellar_sync_state,
 };
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter, QueryOrder, Set,
@@ -24,7 +24,7 @@ const CHUNK: usize = 200;
 pub type Running = BTreeMap<AssetKey, i64>;
 
 /// Inserts accounts `(id, discovered_via)` with `watched` and their sync state (existing
-/// rows are left alone). The Horizon source and the admin API insert watched accounts; the
+/// rows are left alone, except that an unwatched account becomes watched). The Horizon source and the admin API insert watched accounts; the
 /// RPC token-event source inserts the holders it finds with `watched = false` (their
 /// operations are not indexed unless an operator watches them).
 pub async fn ensure_accounts<C: ConnectionTrait>(
@@ -45,8 +45,27 @@ pub async fn ensure_accounts<C: ConnectionTrait>(
             created_at: Set(now),
             updated_at: Set(now),
         });
+        // An account to watch may have been stored first as an unwatched holder (found in
+        // token events): it becomes watched, named by how it came to be watched, whichever
+        // source wrote first. Watched rows are left alone.
+        let on_conflict = if watched {
+            OnConflict::column(stellar_account::Column::AccountId)
+                .update_columns([
+                    stellar_account::Column::Watched,
+                    stellar_account::Column::DiscoveredVia,
+                ])
+                .action_and_where(
+                    Expr::col((stellar_account::Entity, stellar_account::Column::Watched))
+                        .eq(false),
+                )
+                .to_owned()
+        } else {
+            OnConflict::column(stellar_account::Column::AccountId)
+                .do_nothing()
+                .to_owned()
+        };
         stellar_account::Entity::insert_many(rows)
-            .on_conflict_do_nothing_on([stellar_account::Column::AccountId])
+            .on_conflict(on_conflict)
             .exec_without_returning(db)
             .await?;
         let states = chunk.iter().map(|(id, _)| stellar_sync_state::ActiveModel {

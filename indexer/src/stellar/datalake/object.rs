@@ -14,10 +14,13 @@ use std::io::Read;
 
 use chrono::{DateTime, Utc};
 use stellar_xdr::{
-    ContractEvent, ContractEventType, LedgerCloseMeta, LedgerCloseMetaBatch, Limits, ReadXdr,
-    TransactionEventStage, TransactionMeta, TransactionResultPair, TransactionResultResult,
+    ContractEvent, ContractEventType, GeneralizedTransactionSet, LedgerCloseMeta,
+    LedgerCloseMetaBatch, Limits, ReadXdr, TransactionEnvelope, TransactionEventStage,
+    TransactionMeta, TransactionPhase, TransactionResultPair, TransactionResultResult,
+    TxSetComponent,
 };
 
+use crate::stellar::rpc::decode::DecodedTx;
 use crate::stellar::rpc::types::RpcEvent;
 use crate::stellar::rpc::xdr::{contract_strkey, encode, MAX_DEPTH};
 
@@ -74,6 +77,21 @@ pub struct LedgerEvents {
     pub transactions: u64,
     /// Operations of those transactions.
     pub operations: u64,
+    /// The transactions themselves, in application order; read only when asked for
+    /// ([`decode_object`]'s `network`), empty otherwise.
+    pub txs: Vec<LedgerTx>,
+}
+
+/// One transaction of a ledger: its envelope (found in the ledger's transaction set by
+/// hash), result and meta, as a `getTransactions` record would carry them.
+#[derive(Debug, Clone)]
+pub struct LedgerTx {
+    /// 1-based position in the ledger.
+    pub application_order: u32,
+    /// Whether it succeeded.
+    pub successful: bool,
+    /// Envelope, result and meta, with the hash.
+    pub tx: DecodedTx,
 }
 
 /// One object, reduced.
@@ -157,19 +175,28 @@ pub fn decode_batch(
     Ok(batch)
 }
 
-/// Decompresses, decodes, checks and reduces object `key` expected to hold `start..=end`.
+/// Decompresses, decodes, checks and reduces object `key` expected to hold `start..=end`;
+/// with `network` (the network id), each ledger's transactions are kept too
+/// ([`LedgerEvents::txs`]).
 pub fn decode_object(
     key: &str,
     compressed: &[u8],
     start: u32,
     end: u32,
+    network: Option<[u8; 32]>,
 ) -> Result<DecodedObject, ObjectError> {
     let xdr = decompress(key, compressed)?;
     let batch = decode_batch(key, &xdr, start, end)?;
     let ledgers = batch
         .ledger_close_metas
         .iter()
-        .map(|m| ledger_events(key, m))
+        .map(|m| {
+            let mut l = ledger_events(key, m)?;
+            if let Some(n) = network {
+                l.txs = ledger_txs(key, m, n)?;
+            }
+            Ok(l)
+        })
         .collect::<Result<_, _>>()?;
     Ok(DecodedObject {
         key: key.to_string(),
@@ -238,6 +265,79 @@ fn inner_ops(r: &stellar_xdr::InnerTransactionResultResult) -> u64 {
         | stellar_xdr::InnerTransactionResultResult::TxFailed(ops) => ops.len() as u64,
         _ => 0,
     }
+}
+
+/// Every envelope of a ledger's transaction set (any phase, sequential or parallel).
+fn envelopes(m: &LedgerCloseMeta) -> Vec<&TransactionEnvelope> {
+    let set = match m {
+        LedgerCloseMeta::V0(m) => return m.tx_set.txs.iter().collect(),
+        LedgerCloseMeta::V1(m) => &m.tx_set,
+        LedgerCloseMeta::V2(m) => &m.tx_set,
+    };
+    let GeneralizedTransactionSet::V1(set) = set;
+    let mut out = Vec::new();
+    for phase in set.phases.iter() {
+        match phase {
+            TransactionPhase::V0(components) => {
+                for c in components.iter() {
+                    let TxSetComponent::TxsetCompTxsMaybeDiscountedFee(c) = c;
+                    out.extend(c.txs.iter());
+                }
+            }
+            TransactionPhase::V1(p) => {
+                for stage in p.execution_stages.iter() {
+                    for cluster in stage.0.iter() {
+                        out.extend(cluster.0.iter());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The transactions of one ledger (of object `key`) on network `network`, in application
+/// order: each result is paired with the envelope of its hash; a result whose envelope is
+/// not in the transaction set makes the object corrupt.
+pub fn ledger_txs(
+    key: &str,
+    m: &LedgerCloseMeta,
+    network: [u8; 32],
+) -> Result<Vec<LedgerTx>, ObjectError> {
+    let seq = sequence(m);
+    let bounds = |what: String| ObjectError::Bounds {
+        key: key.to_string(),
+        what: format!("ledger {seq}: {what}"),
+    };
+    let mut by_hash = std::collections::HashMap::new();
+    for e in envelopes(m) {
+        let h = e
+            .hash(network)
+            .map_err(|err| bounds(format!("hashing an envelope: {err}")))?;
+        by_hash.insert(h, e);
+    }
+    let txs = transactions(m);
+    let mut out = Vec::with_capacity(txs.len());
+    for (i, (r, meta)) in txs.into_iter().enumerate() {
+        let order = u32::try_from(i + 1).map_err(|_| bounds("too many transactions".into()))?;
+        let Some(envelope) = by_hash.get(&r.transaction_hash.0) else {
+            return Err(bounds(format!(
+                "transaction {} has no envelope in the transaction set (another network?)",
+                hex::encode(r.transaction_hash.0)
+            )));
+        };
+        out.push(LedgerTx {
+            application_order: order,
+            successful: outcome(r).0,
+            tx: DecodedTx {
+                hash: hex::encode(r.transaction_hash.0),
+                envelope: (*envelope).clone(),
+                result: r.result.clone(),
+                meta: meta.clone(),
+            },
+        });
+    }
+    Ok(out)
 }
 
 /// Transaction order of events before all transactions.
@@ -371,6 +471,7 @@ pub fn ledger_events(key: &str, m: &LedgerCloseMeta) -> Result<LedgerEvents, Obj
         events: out.into_iter().map(|x| x.2).collect(),
         transactions: txs.len() as u64,
         operations,
+        txs: Vec::new(),
     })
 }
 
@@ -412,14 +513,14 @@ mod tests {
 
     #[test]
     fn reads_a_batch_and_refuses_corrupt_objects_by_key() {
-        let ok = decode_object("k", &object(4, 5, &[4, 5]), 4, 5).unwrap();
+        let ok = decode_object("k", &object(4, 5, &[4, 5]), 4, 5, None).unwrap();
         assert_eq!(
             ok.ledgers.iter().map(|l| l.sequence).collect::<Vec<_>>(),
             vec![4, 5]
         );
         assert_eq!(ok.ledgers[0].closed_at.timestamp(), 1_735_689_600);
         // Bad zstd.
-        let err = decode_object("p/a.xdr.zst", b"not zstd at all", 4, 5).unwrap_err();
+        let err = decode_object("p/a.xdr.zst", b"not zstd at all", 4, 5, None).unwrap_err();
         assert!(
             matches!(err, ObjectError::Zstd { .. }) && err.to_string().starts_with("p/a.xdr.zst"),
             "{err}"
@@ -427,21 +528,22 @@ mod tests {
         // Truncated XDR inside a valid zstd frame.
         let xdr = decompress("k", &object(4, 5, &[4, 5])).unwrap();
         let cut = zstd::encode_all(&xdr[..xdr.len() - 7], 3).unwrap();
-        let err = decode_object("p/b.xdr.zst", &cut, 4, 5).unwrap_err();
+        let err = decode_object("p/b.xdr.zst", &cut, 4, 5, None).unwrap_err();
         assert!(
             matches!(err, ObjectError::Xdr { .. }) && err.to_string().contains("p/b.xdr.zst"),
             "{err}"
         );
         // A truncated zstd frame.
         let z = object(4, 5, &[4, 5]);
-        let err = decode_object("p/c.xdr.zst", &z[..z.len() / 2], 4, 5).unwrap_err();
+        let err = decode_object("p/c.xdr.zst", &z[..z.len() / 2], 4, 5, None).unwrap_err();
         assert!(
             matches!(err, ObjectError::Zstd { .. } | ObjectError::Xdr { .. }),
             "{err}"
         );
         // Wrong bounds: header, count, sequence.
         for (start, end, seqs) in [(4, 6, vec![4, 5, 6]), (4, 5, vec![4]), (4, 5, vec![4, 7])] {
-            let err = decode_object("p/d.xdr.zst", &object(start, end, &seqs), 4, 5).unwrap_err();
+            let err =
+                decode_object("p/d.xdr.zst", &object(start, end, &seqs), 4, 5, None).unwrap_err();
             assert!(
                 matches!(err, ObjectError::Bounds { .. })
                     && err.to_string().contains("p/d.xdr.zst"),

@@ -54,11 +54,13 @@ impl Drop for Pipeline {
     }
 }
 
-/// Fetches and decodes object `start` (ledgers `start..=schema.batch_end(start)`).
+/// Fetches and decodes object `start` (ledgers `start..=schema.batch_end(start)`); with
+/// `network`, its transactions too (see [`decode_object`]).
 pub async fn read_object(
     store: &LakeStore,
     schema: &Schema,
     start: u32,
+    network: Option<[u8; 32]>,
 ) -> Result<DecodedObject, ReadError> {
     let key = schema.object_key(start);
     let end = schema.batch_end(start);
@@ -67,7 +69,7 @@ pub async fn read_object(
     };
     let full_key = format!("{}/{key}", store.url());
     let k = full_key.clone();
-    tokio::task::spawn_blocking(move || decode_object(&k, &bytes, start, end))
+    tokio::task::spawn_blocking(move || decode_object(&k, &bytes, start, end, network))
         .await
         .map_err(|e| ReadError::Task {
             key: full_key,
@@ -78,13 +80,14 @@ pub async fn read_object(
 
 impl Pipeline {
     /// Starts reading the objects holding ledgers `from..=to` (`to = None`: until one is
-    /// missing), `concurrency` at a time.
+    /// missing), `concurrency` at a time; with `network`, transactions are kept too.
     pub fn start(
         store: Arc<LakeStore>,
         schema: Schema,
         from: u32,
         to: Option<u32>,
         concurrency: usize,
+        network: Option<[u8; 32]>,
     ) -> Self {
         let concurrency = concurrency.max(1);
         let (tx, rx) = mpsc::channel(concurrency);
@@ -96,7 +99,7 @@ impl Pipeline {
             let schema = &schema;
             let store = &store;
             let mut objects = futures::stream::iter(starts)
-                .map(|s| read_object(store, schema, s))
+                .map(|s| read_object(store, schema, s, network))
                 .buffered(concurrency);
             while let Some(r) = objects.next().await {
                 let stop = r.is_err();

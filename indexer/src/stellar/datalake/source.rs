@@ -9,7 +9,7 @@
 //! yet (caught up); a corrupt one fails the step with its key, recorded on the source's
 //! status and retried, so the cursor never passes it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,16 +18,16 @@ use async_trait::async_trait;
 use orrery_entity::{source, stellar_account, stellar_balance};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
-use super::layout::Schema;
+use super::handoff::LakeHalf;
 use super::object::LedgerEvents;
-use super::pipeline::{Pipeline, ReadError};
+use super::reader::LedgerReader;
 use super::store::LakeStore;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::rpc::batch::{Ledgerbook, RpcBatch};
 use crate::stellar::rpc::events::{decode_event, EventError, Movement, TokenEvent};
 use crate::stellar::rpc::sac::SacAsset;
-use crate::stellar::rpc::source::{source_error, DISCOVERED_VIA};
-use crate::stellar::rpc::{RpcClient, RpcSource, RpcWriter};
+use crate::stellar::rpc::source::DISCOVERED_VIA;
+use crate::stellar::rpc::RpcWriter;
 use crate::stellar::settings::StellarSettings;
 use crate::sync::{
     BatchWriter, Fetched, Progress, Source, SourceDescriptor, SourceError, SyncContext,
@@ -39,11 +39,6 @@ pub const SOURCE_ID: &str = crate::stellar::rpc::source::SOURCE_ID;
 
 /// Prefix of the cursors this source stores.
 pub const CURSOR_PREFIX: &str = "datalake:";
-
-/// Most ledgers one batch commits.
-const MAX_LEDGERS_PER_BATCH: usize = 1_000;
-/// A batch is closed once it holds this many token events.
-const MAX_EVENTS_PER_BATCH: usize = 10_000;
 
 /// Its descriptor.
 pub fn descriptor() -> SourceDescriptor {
@@ -84,27 +79,17 @@ pub struct LakeStats {
 
 /// Reads ledgers from a SEP-54 data lake.
 pub struct LakeSource {
-    store: Arc<LakeStore>,
     settings: StellarSettings,
-    concurrency: usize,
     writer: Arc<RpcWriter>,
-    schema: Option<Schema>,
+    /// Ledgers in order (next to derive, end of the range in force).
+    reader: LedgerReader,
     assets: Vec<SacAsset>,
     sep11: Vec<String>,
     by_contract: HashMap<String, usize>,
-    /// Next ledger to derive.
-    next: u32,
-    /// Last ledger to derive (inclusive), when bounded.
-    end: Option<u32>,
-    /// Last ledger to read (`stellar.datalake_end_ledger`); `end` may stop short of it.
-    read_to: Option<u32>,
     /// Upstream head to report (the RPC node's latest during a handoff).
     head: Option<u32>,
     /// Events at or before this id were already applied (after a switch back from RPC).
     after_event: Option<String>,
-    pipeline: Option<Pipeline>,
-    /// Ledgers read ahead, not derived yet.
-    pending: VecDeque<LedgerEvents>,
     book: Ledgerbook,
     start_height: Option<i64>,
     stats: Arc<LakeStats>,
@@ -114,25 +99,26 @@ impl LakeSource {
     /// A source reading `store`, `concurrency` objects at a time, from
     /// `settings.datalake_start_ledger` (or ledger 2) on the first run.
     pub fn new(store: Arc<LakeStore>, settings: StellarSettings) -> Self {
-        let concurrency = settings.datalake_concurrency.max(1);
-        Self {
+        let stats: Arc<LakeStats> = Arc::default();
+        let reader = LedgerReader::new(
             store,
-            concurrency,
+            settings.datalake_concurrency,
+            settings.datalake_start_ledger.unwrap_or(2).max(1),
+            settings.datalake_end_ledger,
+            false,
+            stats.clone(),
+        );
+        Self {
             writer: Arc::new(RpcWriter),
-            schema: None,
+            reader,
             assets: Vec::new(),
             sep11: Vec::new(),
             by_contract: HashMap::new(),
-            next: settings.datalake_start_ledger.unwrap_or(2).max(1),
-            end: settings.datalake_end_ledger,
-            read_to: settings.datalake_end_ledger,
             head: None,
             after_event: None,
-            pipeline: None,
-            pending: VecDeque::new(),
             book: Ledgerbook::default(),
             start_height: None,
-            stats: Arc::default(),
+            stats,
             settings,
         }
     }
@@ -144,12 +130,12 @@ impl LakeSource {
 
     /// Next ledger it derives.
     pub fn next_ledger(&self) -> u32 {
-        self.next
+        self.reader.next_ledger()
     }
 
     /// Bounds the ledgers derived (inclusive); reading goes on ahead of it.
     pub fn set_end(&mut self, end: Option<u32>) {
-        self.end = end;
+        self.reader.set_end(end);
     }
 
     /// Reads the store's config and resolves the assets on its network.
@@ -159,11 +145,8 @@ impl LakeSource {
                 "stellar.assets: name the assets to follow (XLM or CODE:ISSUER)".into(),
             ));
         }
-        let schema = self
-            .store
-            .schema()
-            .await
-            .map_err(|e| SourceError::Malformed(e.to_string()))?;
+        let url = self.reader.store().url().to_string();
+        let schema = self.reader.schema().await?.clone();
         let mut assets: Vec<SacAsset> = Vec::new();
         for a in &self.settings.assets {
             let asset = SacAsset::parse(a, &schema.network_passphrase)
@@ -179,35 +162,34 @@ impl LakeSource {
             .collect();
         self.sep11 = assets.iter().map(SacAsset::sep11).collect();
         self.assets = assets;
-        tracing::info!(url = %self.store.url(), network = %schema.network_passphrase,
+        tracing::info!(url = %url, network = %schema.network_passphrase,
             ledgers_per_batch = schema.ledgers_per_batch,
             batches_per_partition = schema.batches_per_partition,
             "stellar data lake: reading");
-        self.schema = Some(schema);
         Ok(())
     }
 
     /// Resumes after the stored cursor: a data-lake cursor, or (`rpc_cursor`) the RPC
     /// cursor of a stream the lake takes over again.
     fn position(&mut self, stored: Option<&str>) {
-        self.pipeline = None;
-        self.pending.clear();
+        self.reader.stop();
         self.book.clear();
         self.after_event = None;
         match stored {
             Some(c) => match parse_cursor(c) {
-                Some(l) => self.next = l.saturating_add(1),
+                Some(l) => self.reader.seek(l.saturating_add(1)),
                 None => {
                     // `<TOID>-<index>`: the ledger it is in, events up to it done.
                     if let Some(toid) = c.split_once('-').and_then(|(t, _)| t.parse::<i64>().ok()) {
-                        self.next = (toid >> 32) as u32;
+                        self.reader.seek((toid >> 32) as u32);
                         self.after_event = Some(c.to_string());
                     }
                 }
             },
             None => {
-                self.next = self.settings.datalake_start_ledger.unwrap_or(2).max(1);
-                self.start_height = Some(i64::from(self.next));
+                let first = self.settings.datalake_start_ledger.unwrap_or(2).max(1);
+                self.reader.seek(first);
+                self.start_height = Some(i64::from(first));
             }
         }
     }
@@ -250,103 +232,6 @@ impl LakeSource {
             );
         }
         Ok(new)
-    }
-
-    /// Takes the next ledgers (at least one, waiting for it) from the reader.
-    /// `Ok(None)`: nothing to read now (the next object is missing, or the range is done).
-    async fn take_ledgers(&mut self) -> Result<Option<Vec<LedgerEvents>>, SourceError> {
-        let Some(schema) = self.schema.clone() else {
-            return Err(SourceError::Malformed("data lake: not initialised".into()));
-        };
-        if self.end.is_some_and(|e| self.next > e) {
-            return Ok(None);
-        }
-        if self.pipeline.is_none() {
-            self.pending.clear();
-            self.pipeline = Some(Pipeline::start(
-                self.store.clone(),
-                schema,
-                self.next,
-                self.read_to,
-                self.concurrency,
-            ));
-        }
-        let mut out: Vec<LedgerEvents> = Vec::new();
-        let mut events = 0usize;
-        let mut expect = self.next;
-        let some = |out: Vec<LedgerEvents>| if out.is_empty() { None } else { Some(out) };
-        loop {
-            while let Some(l) = self.pending.pop_front() {
-                if l.sequence < expect {
-                    continue;
-                }
-                if self.end.is_some_and(|e| l.sequence > e) {
-                    // Read ahead of the range in force: kept for when it grows.
-                    self.pending.push_front(l);
-                    return Ok(some(out));
-                }
-                if l.sequence != expect {
-                    self.pipeline = None;
-                    self.pending.clear();
-                    return Err(SourceError::Malformed(format!(
-                        "stellar data lake: ledger {} follows {}: ledgers missing",
-                        l.sequence,
-                        expect - 1
-                    )));
-                }
-                events += l.events.len();
-                expect = l.sequence + 1;
-                out.push(l);
-                if out.len() >= MAX_LEDGERS_PER_BATCH || events >= MAX_EVENTS_PER_BATCH {
-                    return Ok(Some(out));
-                }
-            }
-            let Some(p) = self.pipeline.as_mut() else {
-                break;
-            };
-            let next = if out.is_empty() {
-                p.next().await
-            } else {
-                match p.try_next() {
-                    Some(r) => Some(r),
-                    None => break,
-                }
-            };
-            match next {
-                Some(Ok(obj)) => {
-                    self.stats.objects.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .bytes
-                        .fetch_add(obj.compressed_bytes as u64, Ordering::Relaxed);
-                    self.pending.extend(obj.ledgers);
-                }
-                Some(Err(ReadError::Missing { key, .. })) => {
-                    self.pipeline = None;
-                    if out.is_empty() {
-                        tracing::debug!(key = %key, "stellar data lake: no more objects yet");
-                        return Ok(None);
-                    }
-                    break;
-                }
-                Some(Err(e)) => {
-                    self.pipeline = None;
-                    self.pending.clear();
-                    if out.is_empty() {
-                        return Err(SourceError::Malformed(format!("stellar data lake: {e}")));
-                    }
-                    // Commit what was read before it; the failure comes back next fetch.
-                    break;
-                }
-                None => {
-                    self.pipeline = None;
-                    if out.is_empty() {
-                        return Ok(None);
-                    }
-                    break;
-                }
-            }
-        }
-        Ok(some(out))
     }
 
     /// Derives the balances of `ledgers` into a batch.
@@ -426,10 +311,10 @@ impl LakeSource {
         let indexed = match (indexed, &self.after_event) {
             (Some(l), _) => Some(l),
             (None, Some(_)) => None,
-            (None, None) => self.next.checked_sub(1),
+            (None, None) => self.reader.next_ledger().checked_sub(1),
         };
         Progress {
-            head_height: self.head.or(self.end).or(indexed).map(i64::from),
+            head_height: self.head.or(self.reader.end()).or(indexed).map(i64::from),
             indexed_height: indexed.map(i64::from),
             cursor: indexed.map(cursor_of),
             start_height: self.start_height,
@@ -459,27 +344,30 @@ impl Source for LakeSource {
     }
 
     async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<RpcBatch>, SourceError> {
-        if self.schema.is_none() {
+        if self.assets.is_empty() {
             self.init().await?;
         }
-        let Some(ledgers) = self.take_ledgers().await? else {
+        let Some(ledgers) = self.reader.take().await? else {
             return Ok(Fetched::Idle(self.progress(None, true)));
         };
         let batch = self.derive(ctx, &ledgers).await?;
-        let last = ledgers.last().map_or(self.next, |l| l.sequence);
+        let last = ledgers
+            .last()
+            .map_or(self.reader.next_ledger(), |l| l.sequence);
         let (mut txs, mut ops) = (0, 0);
         for l in &ledgers {
             txs += l.transactions;
             ops += l.operations;
         }
-        self.next = last + 1;
+        self.reader.passed(last);
         self.after_event = None;
         let s = &self.stats;
         s.ledgers.fetch_add(ledgers.len() as u64, Ordering::Relaxed);
         s.transactions.fetch_add(txs, Ordering::Relaxed);
         s.operations.fetch_add(ops, Ordering::Relaxed);
         s.events.fetch_add(batch.applied, Ordering::Relaxed);
-        let mut progress = self.progress(Some(last), self.end.is_some_and(|e| last >= e));
+        let done = self.reader.end().is_some_and(|e| last >= e);
+        let mut progress = self.progress(Some(last), done);
         progress.newest_item_at = ledgers.last().map(|l| l.closed_at);
         progress.items = vec![("ledger", ledgers.len() as u64), ("operation", ops)];
         Ok(Fetched::Batch { batch, progress })
@@ -494,162 +382,37 @@ impl Source for LakeSource {
     }
 }
 
-/// Which half of the stream a [`HandoffSource`] is in.
-enum Phase {
-    /// Backfilling from the data lake up to the RPC node's oldest ledger.
-    Lake,
-    /// Following RPC.
-    Rpc(Box<RpcSource>),
-}
-
-/// Backfills from the data lake to the RPC node's oldest retained ledger, then follows RPC
-/// from the next ledger: one cursor, so no gap and no duplicate. When the node's window
-/// moves past the handoff ledger during the switch (the RPC source's first start is refused
-/// as outside retention), the lake reads on to the new oldest ledger and switches again.
-pub struct HandoffSource {
-    lake: LakeSource,
-    rpc: RpcClient,
-    settings: StellarSettings,
-    phase: Phase,
-    /// The row last resumed from (the RPC half resumes from it).
-    stored: Option<source::Model>,
-}
-
-impl HandoffSource {
-    /// A source reading `store`, then `rpc`.
-    pub fn new(store: Arc<LakeStore>, rpc: RpcClient, settings: StellarSettings) -> Self {
-        Self {
-            lake: LakeSource::new(store, settings.clone()),
-            rpc,
-            settings,
-            phase: Phase::Lake,
-            stored: None,
-        }
+impl LakeHalf for LakeSource {
+    fn next_ledger(&self) -> u32 {
+        self.reader.next_ledger()
     }
 
-    /// Its data-lake half's counters.
-    pub fn stats(&self) -> Arc<LakeStats> {
-        self.lake.stats()
+    fn set_head(&mut self, head: u32) {
+        self.head = Some(head);
     }
 
-    /// The RPC half, starting at `ledger`.
-    fn rpc_from(&self, ledger: u32) -> RpcSource {
-        let mut s = self.settings.clone();
-        s.rpc_start_ledger = Some(ledger);
-        RpcSource::new(self.rpc.clone(), s)
-    }
-}
-
-#[async_trait]
-impl Source for HandoffSource {
-    type Batch = RpcBatch;
-
-    fn descriptor(&self) -> SourceDescriptor {
-        descriptor()
+    fn set_end(&mut self, end: Option<u32>) {
+        self.reader.set_end(end);
     }
 
-    async fn resume(
-        &mut self,
-        ctx: &SyncContext,
-        stored: &source::Model,
-    ) -> Result<(), SourceError> {
-        self.stored = Some(stored.clone());
-        match stored.cursor.as_deref() {
-            Some(c) if parse_cursor(c).is_none() => {
-                let mut rpc = self.rpc_from(1);
-                rpc.resume(ctx, stored).await?;
-                self.phase = Phase::Rpc(Box::new(rpc));
-            }
-            c => {
-                self.lake.position(c);
-                self.phase = Phase::Lake;
-            }
-        }
-        Ok(())
+    fn position(&mut self, cursor: Option<&str>) {
+        LakeSource::position(self, cursor);
     }
 
-    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<RpcBatch>, SourceError> {
-        if let Phase::Rpc(rpc) = &mut self.phase {
-            return match rpc.fetch(ctx).await {
-                Err(SourceError::Config(msg)) => {
-                    // The window may have moved past where RPC starts: back to the lake.
-                    let health = self.rpc.get_health().await.map_err(source_error)?;
-                    let stored = ctx.last_row().or_else(|| self.stored.clone());
-                    let cursor = stored.as_ref().and_then(|r| r.cursor.clone());
-                    let resume_at = match cursor.as_deref() {
-                        Some(c) => parse_cursor(c).map(|l| l + 1).or_else(|| {
-                            c.split_once('-')
-                                .and_then(|(t, _)| t.parse::<i64>().ok())
-                                .map(|t| (t >> 32) as u32 + 1)
-                        }),
-                        None => None,
-                    };
-                    match resume_at {
-                        Some(n) if n < health.oldest_ledger => {
-                            tracing::warn!(next = n, oldest = health.oldest_ledger, "stellar: the RPC window moved past the handoff ledger; reading on from the data lake");
-                            self.lake.position(cursor.as_deref());
-                            self.phase = Phase::Lake;
-                            Ok(Fetched::Idle(self.lake.progress(None, false)))
-                        }
-                        _ => Err(SourceError::Config(msg)),
-                    }
-                }
-                r => r,
-            };
-        }
-        let health = self.rpc.get_health().await.map_err(source_error)?;
-        let next = self.lake.next_ledger();
-        if next >= health.oldest_ledger && next <= health.latest_ledger.saturating_add(1) {
-            tracing::info!(
-                ledger = next,
-                oldest = health.oldest_ledger,
-                "stellar: data lake backfill done; following RPC"
-            );
-            let mut rpc = self.rpc_from(next);
-            let mut row = self
-                .stored
-                .clone()
-                .or_else(|| ctx.last_row())
-                .ok_or_else(|| {
-                    SourceError::Malformed("handoff: no source row to resume RPC from".into())
-                })?;
-            // Inside a ledger the RPC half had begun: its events up to that cursor are done.
-            row.cursor = self.lake.after_event.clone();
-            rpc.resume(ctx, &row).await?;
-            self.lake.pipeline = None;
-            self.phase = Phase::Rpc(Box::new(rpc));
-            return Ok(Fetched::Idle(self.lake.progress(None, false)));
-        }
-        self.lake.head = Some(health.latest_ledger);
-        self.lake.set_end(Some(
-            health
-                .oldest_ledger
-                .saturating_sub(1)
-                .max(next.saturating_sub(1)),
-        ));
-        match self.lake.fetch(ctx).await? {
-            // The lake is done up to the window: not caught up, switch on the next fetch.
-            Fetched::Idle(mut p) => {
-                p.caught_up = self.lake.next_ledger() < health.oldest_ledger;
-                Ok(Fetched::Idle(p))
-            }
-            Fetched::Batch {
-                batch,
-                mut progress,
-            } => {
-                progress.caught_up = false;
-                Ok(Fetched::Batch { batch, progress })
-            }
-            other => Ok(other),
-        }
+    fn stop(&mut self) {
+        self.reader.stop();
     }
 
-    fn writer(&self) -> Arc<dyn BatchWriter<RpcBatch>> {
-        Arc::new(RpcWriter)
+    fn rpc_cursor(&self) -> Option<String> {
+        self.after_event.clone()
     }
 
-    fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.settings.poll_interval_ms.max(1))
+    fn idle(&self, caught_up: bool) -> Progress {
+        self.progress(None, caught_up)
+    }
+
+    fn stats(&self) -> Arc<LakeStats> {
+        self.stats.clone()
     }
 }
 

@@ -25,8 +25,9 @@ use stellar_xdr::{
 
 use super::decode::DecodedTx;
 use super::events::{decode_event, Movement};
+use super::operations::TxPlace;
 use super::sac::{asset_key_of, SacAsset};
-use super::types::{RpcEvent, TxInfo};
+use super::types::RpcEvent;
 use super::xdr::{account_strkey, contract_strkey, encode};
 use crate::stellar::horizon::AssetKey;
 
@@ -96,6 +97,9 @@ pub enum MetaError {
     /// A sum overflowed.
     #[error("balance change of {0} overflows")]
     Overflow(String),
+    /// The record's status is neither `SUCCESS` nor `FAILED`.
+    #[error("transaction {0}")]
+    Status(String),
 }
 
 fn ed25519(k: &PublicKey) -> String {
@@ -243,7 +247,7 @@ fn meta_events(meta: &TransactionMeta) -> Vec<&ContractEvent> {
 
 /// The balance changes of one decoded transaction in `assets`.
 pub fn tx_changes(
-    info: &TxInfo,
+    info: &TxPlace<'_>,
     tx: &DecodedTx,
     toid: i64,
     assets: &[SacAsset],
@@ -326,7 +330,7 @@ pub fn tx_changes(
             operation_index: None,
             transaction_index: None,
             tx_hash: tx.hash.clone(),
-            in_successful_contract_call: info.status == "SUCCESS",
+            in_successful_contract_call: info.successful,
             topic: body.topics.iter().filter_map(|t| encode(t).ok()).collect(),
             value: encode(&body.data).unwrap_or_default(),
         };
@@ -335,7 +339,7 @@ pub fn tx_changes(
             continue;
         };
         let fee = matches!(t.movement, Movement::Fee { .. });
-        if info.status != "SUCCESS" && !fee {
+        if !info.successful && !fee {
             continue;
         }
         any = true;

@@ -25,6 +25,7 @@ mod tx_fixture_tests;
 
 pub use client::{EventFilter, RpcClient, RpcError, Start};
 pub use source::RpcSource;
+pub use transactions::RpcTxSource;
 pub use writer::RpcWriter;
 
 use sea_orm::DatabaseConnection;

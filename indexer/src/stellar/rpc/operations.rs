@@ -99,6 +99,41 @@ pub enum OpError {
     },
 }
 
+/// Where a transaction sits and how it ended: what a `getTransactions` record says beside
+/// its XDR, and what a ledger's close meta gives for each of its transactions (the data
+/// lake path).
+#[derive(Debug, Clone, Copy)]
+pub struct TxPlace<'a> {
+    /// Ledger sequence.
+    pub ledger: u32,
+    /// 1-based position in the ledger.
+    pub application_order: u32,
+    /// Close time (Unix seconds).
+    pub created_at: i64,
+    /// Whether it succeeded.
+    pub successful: bool,
+    /// The record's own event lists (RPC v23+), if any; otherwise events come from meta.
+    pub events: Option<&'a super::types::TxEvents>,
+}
+
+impl TxInfo {
+    /// Its place; a status other than `SUCCESS`/`FAILED` is refused, naming it.
+    pub fn place(&self) -> Result<TxPlace<'_>, String> {
+        let successful = match self.status.as_str() {
+            "SUCCESS" => true,
+            "FAILED" => false,
+            other => return Err(format!("status {other:?}")),
+        };
+        Ok(TxPlace {
+            ledger: self.ledger,
+            application_order: self.application_order,
+            created_at: self.created_at,
+            successful,
+            events: self.events.as_ref(),
+        })
+    }
+}
+
 /// Horizon's TOID of operation `index` (0-based) of the transaction at `order` (1-based).
 pub fn operation_toid(ledger: u32, order: u32, index: usize) -> i64 {
     (i64::from(ledger) << 32) | (i64::from(order) << 12) | (index as i64 + 1)
@@ -258,8 +293,8 @@ fn claim_parts(c: &ClaimAtom) -> (&stellar_xdr::Asset, i64, &stellar_xdr::Asset,
 
 /// The contract events of operation `i`: from the record's `events` (RPC v23+), else from
 /// meta V4 (V3 carries Soroban events of its single operation).
-fn op_events(t: &TxInfo, meta: &TransactionMeta, i: usize) -> Vec<String> {
-    if let Some(ev) = &t.events {
+fn op_events(t: &TxPlace<'_>, meta: &TransactionMeta, i: usize) -> Vec<String> {
+    if let Some(ev) = t.events {
         if let Some(list) = ev.contract_events_xdr.get(i) {
             return list.clone();
         }
@@ -342,17 +377,22 @@ pub fn decode_record(t: &TxInfo, passphrase: &str) -> Result<RpcTx, OpError> {
 
 /// Rows of an already decoded record.
 pub fn rows_of(t: &TxInfo, d: &DecodedTx) -> Result<RpcTx, OpError> {
+    let place = t.place().map_err(|error| OpError::Row {
+        hash: d.hash.clone(),
+        error,
+    })?;
+    rows_at(&place, d)
+}
+
+/// Rows of the decoded transaction `d` at `t`.
+pub fn rows_at(t: &TxPlace<'_>, d: &DecodedTx) -> Result<RpcTx, OpError> {
     let row_err = |error: String| OpError::Row {
         hash: d.hash.clone(),
         error,
     };
     let at = DateTime::<Utc>::from_timestamp(t.created_at, 0)
         .ok_or_else(|| row_err(format!("createdAt {} is not a time", t.created_at)))?;
-    let successful = match t.status.as_str() {
-        "SUCCESS" => true,
-        "FAILED" => false,
-        other => return Err(row_err(format!("status {other:?}"))),
-    };
+    let successful = t.successful;
     let (source, memo, ops) = parts(&d.envelope);
     let (fee_charged, op_results) = results(&d.result);
     let (memo_type, memo) = memo_of(memo);

@@ -332,7 +332,8 @@ impl RpcSource {
                     continue;
                 };
                 let toid = tx_toid(t.ledger, t.application_order);
-                let Ok(c) = tx_changes(t, &tx, toid, &self.assets) else {
+                let Ok(place) = t.place() else { continue };
+                let Ok(c) = tx_changes(&place, &tx, toid, &self.assets) else {
                     continue;
                 };
                 if let Some(emitted) = c.classic_signal() {
@@ -392,7 +393,11 @@ impl RpcSource {
                     continue;
                 }
             };
-            match tx_changes(t, &tx, toid, &self.assets) {
+            let changes = t
+                .place()
+                .map_err(super::meta::MetaError::Status)
+                .and_then(|place| tx_changes(&place, &tx, toid, &self.assets));
+            match changes {
                 Ok(c) => {
                     if c.bad_events > 0 {
                         *batch.skipped.entry("unknown_shape").or_default() += c.bad_events;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orrery_entity::{price_point, source, stellar_account, stellar_transaction};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -23,7 +24,7 @@ use sea_orm::{
 
 use super::client::{RpcClient, RpcError, Start, MAX_PAGE_LIMIT};
 use super::dex::{Aggregator, Bucket};
-use super::operations::{decode_record, TxRow};
+use super::operations::{decode_record, OpError, RpcTx, TxRow};
 use super::source::source_error;
 use crate::bus::payload::OperationIndexed;
 use crate::bus::BusEvent;
@@ -172,15 +173,13 @@ async fn upsert_prices(
     Ok(())
 }
 
-/// The RPC transactions source.
-pub struct RpcTxSource {
-    rpc: RpcClient,
+/// What both transaction sources (RPC `getTransactions`, the data lake) do with decoded
+/// transactions: keep the operations of watched accounts with their links and
+/// transactions, and aggregate the DEX fills of `stellar.dex_pairs` into price buckets
+/// continuing the newest stored ones.
+pub struct TxDeriver {
     settings: StellarSettings,
-    writer: Arc<TxWriter>,
-    /// Network passphrase (hashes are checked against it), read on the first fetch.
-    passphrase: Option<String>,
     pairs: Vec<Pair>,
-    cursor: Option<String>,
     agg: Aggregator,
     /// The newest stored bucket of each pair must be reloaded before aggregating.
     reload: bool,
@@ -190,36 +189,16 @@ pub struct RpcTxSource {
     skipped: u64,
 }
 
-impl RpcTxSource {
-    /// A source for `settings` talking through `rpc`.
-    pub fn new(rpc: RpcClient, settings: StellarSettings) -> Self {
-        Self {
-            rpc,
-            settings,
-            writer: Arc::new(TxWriter),
-            passphrase: None,
-            pairs: Vec::new(),
-            cursor: None,
-            agg: Aggregator::default(),
-            reload: true,
-            ensured: false,
-            skipped: 0,
-        }
-    }
-
-    async fn init(&mut self) -> Result<String, SourceError> {
-        if let Some(p) = &self.passphrase {
-            return Ok(p.clone());
-        }
-        let network = self.rpc.get_network().await.map_err(source_error)?;
-        let known: Vec<AssetKey> = self
-            .settings
+impl TxDeriver {
+    /// A deriver for `settings`; `stellar.dex_pairs` is checked against `stellar.assets`.
+    pub fn new(settings: StellarSettings) -> Result<Self, SourceError> {
+        let known: Vec<AssetKey> = settings
             .assets
             .iter()
             .filter_map(|a| AssetKey::parse(a))
             .collect();
         let mut pairs = Vec::new();
-        for p in &self.settings.dex_pairs {
+        for p in &settings.dex_pairs {
             let pair = horizon_dex::parse_pair(p, &known).ok_or_else(|| {
                 SourceError::Config(format!(
                     "stellar.dex_pairs: {p:?} is not BASE/COUNTER of XLM, CODE:ISSUER or a code of stellar.assets"
@@ -227,9 +206,20 @@ impl RpcTxSource {
             })?;
             pairs.push(pair);
         }
-        self.pairs = pairs;
-        self.passphrase = Some(network.passphrase.clone());
-        Ok(network.passphrase)
+        Ok(Self {
+            settings,
+            pairs,
+            agg: Aggregator::default(),
+            reload: true,
+            ensured: false,
+            skipped: 0,
+        })
+    }
+
+    /// After a restart from the stored row: buckets are reloaded, accounts ensured again.
+    pub fn reset(&mut self) {
+        self.reload = true;
+        self.ensured = false;
     }
 
     /// Loads the newest stored bucket of every pair.
@@ -267,64 +257,13 @@ impl RpcTxSource {
         Ok(out)
     }
 
-    /// First ledger of the first run; a ledger outside the retention window is refused.
-    async fn start_ledger(&self) -> Result<u32, SourceError> {
-        let health = self.rpc.get_health().await.map_err(source_error)?;
-        let start = self
-            .settings
-            .rpc_start_ledger
-            .unwrap_or(health.oldest_ledger);
-        if start < health.oldest_ledger || start > health.latest_ledger.saturating_add(1) {
-            return Err(source_error(RpcError::OutsideRetention {
-                method: "getTransactions",
-                start,
-                oldest: health.oldest_ledger,
-                latest: health.latest_ledger,
-            }));
-        }
-        Ok(start.max(1))
-    }
-}
-
-impl RpcTxSource {
-    /// Whether the token-event source (`stellar:rpc`) has indexed through `ledger`.
-    async fn events_caught_up(&self, ctx: &SyncContext, ledger: i64) -> Result<bool, SourceError> {
-        let row = source::Entity::find_by_id(super::source::SOURCE_ID.to_string())
-            .one(&ctx.db)
-            .await?;
-        Ok(row
-            .and_then(|r| r.indexed_height)
-            .is_some_and(|h| h >= ledger))
-    }
-}
-
-/// The ledger a `getTransactions` cursor (a TOID) has reached.
-fn cursor_ledger(cursor: &str) -> Option<i64> {
-    let toid: i64 = cursor.parse().ok()?;
-    Some(toid >> 32)
-}
-
-#[async_trait]
-impl Source for RpcTxSource {
-    type Batch = TxBatch;
-
-    fn descriptor(&self) -> SourceDescriptor {
-        descriptor()
-    }
-
-    async fn resume(
+    /// The batch of `txs` (decoded in order; a failure is logged and skipped), and the
+    /// close time of the newest.
+    pub async fn derive(
         &mut self,
-        _ctx: &SyncContext,
-        stored: &source::Model,
-    ) -> Result<(), SourceError> {
-        self.cursor = stored.cursor.clone();
-        self.reload = true;
-        self.ensured = false;
-        Ok(())
-    }
-
-    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<TxBatch>, SourceError> {
-        let passphrase = self.init().await?;
+        ctx: &SyncContext,
+        txs: impl IntoIterator<Item = (TxRef, Result<RpcTx, OpError>)>,
+    ) -> Result<(TxBatch, Option<DateTime<Utc>>), SourceError> {
         if self.reload {
             self.reload_buckets(ctx).await?;
         }
@@ -338,29 +277,20 @@ impl Source for RpcTxSource {
                 .collect();
         }
         let watched = self.watched(ctx).await?;
-        let start = match &self.cursor {
-            Some(c) => Start::Cursor(c.clone()),
-            None => Start::Ledger(self.start_ledger().await?),
-        };
-        let page = self
-            .rpc
-            .get_transactions(&start, MAX_PAGE_LIMIT)
-            .await
-            .map_err(source_error)?;
         let mut fills = Vec::new();
         let mut newest_at = None;
         let mut skipped = 0u64;
-        for t in &page.transactions {
-            let tx = match decode_record(t, &passphrase) {
+        for (at, tx) in txs {
+            let tx = match tx {
                 Ok(tx) => tx,
                 Err(e) => {
-                    tracing::warn!(ledger = t.ledger, order = t.application_order, error = %e, "stellar rpc: transaction skipped");
+                    tracing::warn!(ledger = at.ledger, order = at.application_order, error = %e, "stellar: transaction skipped");
                     skipped += 1;
                     continue;
                 }
             };
             for d in &tx.disagreements {
-                tracing::warn!(tx = %tx.row.hash, "stellar rpc: {d}; the event's amount is stored");
+                tracing::warn!(tx = %tx.row.hash, "stellar: {d}; the event's amount is stored");
             }
             newest_at = Some(tx.row.created_at);
             fills.extend(tx.fills);
@@ -390,12 +320,152 @@ impl Source for RpcTxSource {
             tracing::info!(
                 skipped,
                 total = self.skipped,
-                "stellar rpc: undecodable transactions skipped"
+                "stellar: undecodable transactions skipped"
             );
         }
         batch.prices = self
             .agg
             .add(&self.pairs, &fills, self.settings.dex_resolution_ms);
+        Ok((batch, newest_at))
+    }
+
+    /// Marks the configured accounts stored (call once a batch of [`Self::derive`] is
+    /// handed to the engine).
+    pub fn ensured(&mut self) {
+        self.ensured = true;
+    }
+
+    /// Whether `batch` has nothing to write.
+    pub fn is_empty(batch: &TxBatch) -> bool {
+        batch.ops.is_empty() && batch.prices.is_empty() && batch.accounts.is_empty()
+    }
+}
+
+/// Where a transaction sits (for the message when it does not decode).
+#[derive(Debug, Clone, Copy)]
+pub struct TxRef {
+    /// Ledger.
+    pub ledger: u32,
+    /// 1-based position in the ledger.
+    pub application_order: u32,
+}
+
+/// The RPC transactions source.
+pub struct RpcTxSource {
+    rpc: RpcClient,
+    settings: StellarSettings,
+    writer: Arc<TxWriter>,
+    /// Network passphrase (hashes are checked against it), read on the first fetch.
+    passphrase: Option<String>,
+    /// Rows from the decoded transactions (made on the first fetch).
+    deriver: Option<TxDeriver>,
+    cursor: Option<String>,
+}
+
+impl RpcTxSource {
+    /// A source for `settings` talking through `rpc`.
+    pub fn new(rpc: RpcClient, settings: StellarSettings) -> Self {
+        Self {
+            rpc,
+            settings,
+            writer: Arc::new(TxWriter),
+            passphrase: None,
+            deriver: None,
+            cursor: None,
+        }
+    }
+
+    async fn init(&mut self) -> Result<String, SourceError> {
+        if let Some(p) = &self.passphrase {
+            return Ok(p.clone());
+        }
+        let network = self.rpc.get_network().await.map_err(source_error)?;
+        if self.deriver.is_none() {
+            self.deriver = Some(TxDeriver::new(self.settings.clone())?);
+        }
+        self.passphrase = Some(network.passphrase.clone());
+        Ok(network.passphrase)
+    }
+
+    /// First ledger of the first run; a ledger outside the retention window is refused.
+    async fn start_ledger(&self) -> Result<u32, SourceError> {
+        let health = self.rpc.get_health().await.map_err(source_error)?;
+        let start = self
+            .settings
+            .rpc_start_ledger
+            .unwrap_or(health.oldest_ledger);
+        if start < health.oldest_ledger || start > health.latest_ledger.saturating_add(1) {
+            return Err(source_error(RpcError::OutsideRetention {
+                method: "getTransactions",
+                start,
+                oldest: health.oldest_ledger,
+                latest: health.latest_ledger,
+            }));
+        }
+        Ok(start.max(1))
+    }
+}
+
+/// Whether the token-event source (`stellar:rpc`) has indexed through `ledger`: payouts
+/// are matched against the balances it builds, so distributions wait for it.
+pub async fn events_caught_up(ctx: &SyncContext, ledger: i64) -> Result<bool, SourceError> {
+    let row = source::Entity::find_by_id(super::source::SOURCE_ID.to_string())
+        .one(&ctx.db)
+        .await?;
+    Ok(row
+        .and_then(|r| r.indexed_height)
+        .is_some_and(|h| h >= ledger))
+}
+
+/// The ledger a `getTransactions` cursor (a TOID) has reached.
+fn cursor_ledger(cursor: &str) -> Option<i64> {
+    let toid: i64 = cursor.parse().ok()?;
+    Some(toid >> 32)
+}
+
+#[async_trait]
+impl Source for RpcTxSource {
+    type Batch = TxBatch;
+
+    fn descriptor(&self) -> SourceDescriptor {
+        descriptor()
+    }
+
+    async fn resume(
+        &mut self,
+        _ctx: &SyncContext,
+        stored: &source::Model,
+    ) -> Result<(), SourceError> {
+        self.cursor = stored.cursor.clone();
+        if let Some(d) = self.deriver.as_mut() {
+            d.reset();
+        }
+        Ok(())
+    }
+
+    async fn fetch(&mut self, ctx: &SyncContext) -> Result<Fetched<TxBatch>, SourceError> {
+        let passphrase = self.init().await?;
+        let start = match &self.cursor {
+            Some(c) => Start::Cursor(c.clone()),
+            None => Start::Ledger(self.start_ledger().await?),
+        };
+        let page = self
+            .rpc
+            .get_transactions(&start, MAX_PAGE_LIMIT)
+            .await
+            .map_err(source_error)?;
+        let deriver = self
+            .deriver
+            .as_mut()
+            .ok_or_else(|| SourceError::Malformed("stellar rpc: not initialised".into()))?;
+        let txs = page.transactions.iter().map(|t| {
+            let at = TxRef {
+                ledger: t.ledger,
+                application_order: t.application_order,
+            };
+            (at, decode_record(t, &passphrase))
+        });
+        let (batch, newest_at) = deriver.derive(ctx, txs).await?;
 
         let latest = i64::from(page.latest_ledger);
         let caught_up = page.transactions.len() < MAX_PAGE_LIMIT as usize;
@@ -406,7 +476,7 @@ impl Source for RpcTxSource {
                 .or_else(|| page.transactions.last().map(|t| i64::from(t.ledger)))
                 .unwrap_or(latest)
         };
-        if caught_up && self.events_caught_up(ctx, latest).await? {
+        if caught_up && events_caught_up(ctx, latest).await? {
             // Payouts are matched against what earlier pages committed; the rules read the
             // balances the token-event source builds, so it must have reached the head.
             distributions::reconcile(ctx, None, &self.settings).await?;
@@ -426,8 +496,10 @@ impl Source for RpcTxSource {
             quarantined: Vec::new(),
         };
         self.cursor = Some(page.cursor);
-        let empty = batch.ops.is_empty() && batch.prices.is_empty() && batch.accounts.is_empty();
-        self.ensured = true;
+        let empty = TxDeriver::is_empty(&batch);
+        if let Some(d) = self.deriver.as_mut() {
+            d.ensured();
+        }
         if !moved && empty {
             return Ok(Fetched::Idle(progress));
         }
