@@ -53,7 +53,18 @@ fn ledgers_wanted() -> usize {
 
 /// A devnet of about `ledgers` ledgers (fees charged) whose data lake is written to `lake`.
 async fn devnet(ledgers: usize, lake: LakeConfig, retention: Option<u32>) -> Devnet {
+    devnet_with(ledgers, lake, retention, true).await
+}
+
+/// [`devnet`], with or without CAP-67 events for classic movements in its meta.
+async fn devnet_with(
+    ledgers: usize,
+    lake: LakeConfig,
+    retention: Option<u32>,
+    classic_events: bool,
+) -> Devnet {
     let mut c = DevnetConfig::default();
+    c.stellar.rpc_classic_events = classic_events;
     c.stellar.accounts = 200;
     c.stellar.ops_per_ledger = 4;
     c.stellar.initial_operations = ledgers * 4;
@@ -397,6 +408,9 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
     );
     assert_eq!(code, 0, "stdout {out}\nstderr {}", tail(&err));
     assert!(out.contains(&format!("{latest} ledgers")), "{out}");
+    // Events on every ledger; their entry changes agree with them.
+    assert!(out.contains(" 0 ledgers from entry changes"), "{out}");
+    assert!(!err.contains("balance disagreement"), "{}", tail(&err));
     assert!(
         out.contains("ledgers/s") && out.contains("operations/s"),
         "{out}"
@@ -480,6 +494,48 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
     );
     assert_ne!(code, 0);
     assert!(err.contains("gap"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Ledgers written without CAP-67 events for classic movements (before Protocol 23, or by
+/// a Core without `EMIT_CLASSIC_EVENTS`): balances come from the account and trustline
+/// entry changes in the transaction meta, exact to the ledger's own entries, fees included.
+#[tokio::test]
+async fn datalake_without_classic_events_derives_from_entry_changes() {
+    let dir = unique_dir("entries");
+    let d = devnet_with(1_000, LakeConfig::in_dir(&dir), None, false).await;
+    let latest = d.control().latest_ledger();
+    let db = TestDb::new().await;
+    let conn = db.connect().await;
+    let env = env_for(&db, &d, &format!("datalake_url = \"{}\"\n", lake_url(&dir)));
+    let (code, out, err) = run_cli(
+        &env,
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            "1",
+            "--to",
+            &latest.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "stdout {out}\nstderr {}", tail(&err));
+    // Every ledger but the genesis one, which has no transaction.
+    assert!(
+        out.contains(&format!("{} ledgers from entry changes", latest - 1)),
+        "{out}"
+    );
+    let want = expected(&d);
+    assert!(want.len() > 100, "{} balances", want.len());
+    assert_eq!(stored(&conn, &d).await, want, "balances from entry changes");
+    assert!(
+        stellar_balance_history::Entity::find()
+            .count(&conn)
+            .await
+            .unwrap()
+            > 1_000
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -204,10 +204,12 @@ async fn backfill(
     let ops = stats.operations.load(Ordering::Relaxed);
     let summary = format!(
         "{ledgers} ledgers ({start}..={}), {} transactions, {ops} operations, {} token events applied, \
+         {} ledgers from entry changes (no classic events), \
          {} objects ({:.1} MiB) in {secs:.1}s: {:.0} ledgers/s, {:.0} operations/s",
         start + (ledgers as u32).saturating_sub(1),
         stats.transactions.load(Ordering::Relaxed),
         stats.events.load(Ordering::Relaxed),
+        stats.entry_ledgers.load(Ordering::Relaxed),
         stats.objects.load(Ordering::Relaxed),
         stats.bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
         ledgers as f64 / secs,

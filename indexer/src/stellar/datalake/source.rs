@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orrery_entity::{source, stellar_account, stellar_balance};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
@@ -25,6 +26,8 @@ use super::store::LakeStore;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::rpc::batch::{Ledgerbook, RpcBatch};
 use crate::stellar::rpc::events::{decode_event, EventError, Movement, TokenEvent};
+use crate::stellar::rpc::meta::{tx_changes, tx_toid, TxChanges};
+use crate::stellar::rpc::operations::TxPlace;
 use crate::stellar::rpc::sac::SacAsset;
 use crate::stellar::rpc::source::DISCOVERED_VIA;
 use crate::stellar::rpc::RpcWriter;
@@ -75,6 +78,9 @@ pub struct LakeStats {
     pub objects: AtomicU64,
     /// Compressed bytes read.
     pub bytes: AtomicU64,
+    /// Ledgers whose balances came from entry changes (no CAP-67 events for the followed
+    /// assets in them).
+    pub entry_ledgers: AtomicU64,
 }
 
 /// Reads ledgers from a SEP-54 data lake.
@@ -105,7 +111,7 @@ impl LakeSource {
             settings.datalake_concurrency,
             settings.datalake_start_ledger.unwrap_or(2).max(1),
             settings.datalake_end_ledger,
-            false,
+            true,
             stats.clone(),
         );
         Self {
@@ -234,61 +240,52 @@ impl LakeSource {
         Ok(new)
     }
 
-    /// Derives the balances of `ledgers` into a batch.
+    /// Derives the balances of `ledgers` into a batch. A ledger whose transactions carry
+    /// CAP-67 events for the followed assets is derived from those events (as the RPC
+    /// source does), each transaction's account and trustline entry changes checked
+    /// against them (a disagreement is stored as a balance check and logged, never
+    /// averaged); a ledger without them (before Protocol 23, or written by a Core without
+    /// `EMIT_CLASSIC_EVENTS`) is derived from the entry changes, which every protocol has.
     async fn derive(
         &mut self,
         ctx: &SyncContext,
         ledgers: &[LedgerEvents],
     ) -> Result<RpcBatch, SourceError> {
         let mut batch = RpcBatch::default();
-        let mut decoded: Vec<(TokenEvent, usize, chrono::DateTime<chrono::Utc>)> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         for l in ledgers {
-            for e in &l.events {
-                if let Some(after) = &self.after_event {
-                    if e.id.len() == after.len() && e.id.as_str() <= after.as_str() {
-                        *batch.skipped.entry("duplicate").or_default() += 1;
-                        continue;
+            let changes = self.entry_changes(l, &mut batch);
+            let from_entries = !changes.is_empty()
+                && changes.iter().any(|c| c.1.classic_signal() == Some(false))
+                && !changes.iter().any(|c| c.1.classic_signal() == Some(true));
+            if from_entries {
+                self.stats.entry_ledgers.fetch_add(1, Ordering::Relaxed);
+                for (toid, c) in &changes {
+                    let deltas = c.applied();
+                    if !deltas.is_empty() {
+                        batch.applied += 1;
                     }
+                    steps.extend(
+                        deltas
+                            .into_iter()
+                            .map(|((holder, asset), delta)| Step::Delta {
+                                holder,
+                                asset,
+                                toid: *toid,
+                                ledger: l.sequence,
+                                at: l.closed_at,
+                                delta,
+                            }),
+                    );
                 }
-                match decode_event(e) {
-                    Ok(t) => {
-                        if !e.in_successful_contract_call
-                            && !matches!(t.movement, Movement::Fee { .. })
-                        {
-                            *batch.skipped.entry("failed_call").or_default() += 1;
-                            continue;
-                        }
-                        let Some(&i) = self.by_contract.get(&t.contract_id) else {
-                            *batch.skipped.entry("other_contract").or_default() += 1;
-                            continue;
-                        };
-                        if t.asset.as_ref().is_some_and(|a| *a != self.sep11[i]) {
-                            tracing::warn!(event = %t.id, expected = %self.sep11[i], "stellar data lake: asset topic does not match the SAC; skipped");
-                            *batch.skipped.entry("asset_mismatch").or_default() += 1;
-                            continue;
-                        }
-                        decoded.push((t, i, l.closed_at));
-                    }
-                    Err(err) => {
-                        let reason = match &err {
-                            EventError::UnknownTopic { .. } => "unknown_topic",
-                            EventError::Xdr { .. } => "malformed_xdr",
-                            EventError::Shape { .. } => "unknown_shape",
-                            EventError::Id(_) => "bad_id",
-                        };
-                        if !err.is_unknown_topic() {
-                            tracing::warn!(error = %err, "stellar data lake: event skipped");
-                        }
-                        *batch.skipped.entry(reason).or_default() += 1;
-                    }
-                }
+                continue;
             }
+            for (_, c) in &changes {
+                report_disagreements(l.sequence, c, &mut batch);
+            }
+            self.decode_events(l, &mut steps, &mut batch);
         }
-        let holders = self.book.missing(
-            decoded
-                .iter()
-                .flat_map(|(t, _, _)| t.movement.addresses().into_iter()),
-        );
+        let holders = self.book.missing(steps.iter().flat_map(Step::holders));
         if !holders.is_empty() {
             let new = self.load_holders(ctx, holders).await?;
             batch.accounts = new
@@ -296,14 +293,117 @@ impl LakeSource {
                 .map(|h| (h, DISCOVERED_VIA.to_string()))
                 .collect();
         }
-        for (t, i, at) in &decoded {
-            let key = self.assets[*i].key.clone();
-            self.book
-                .apply(t, &key, *at, &mut batch)
-                .map_err(|e| SourceError::Malformed(format!("event {}: {e}", t.id)))?;
+        for step in &steps {
+            match step {
+                Step::Event(t, i, at) => {
+                    let key = self.assets[*i].key.clone();
+                    self.book
+                        .apply(t, &key, *at, &mut batch)
+                        .map_err(|e| SourceError::Malformed(format!("event {}: {e}", t.id)))?;
+                }
+                Step::Delta {
+                    holder,
+                    asset,
+                    toid,
+                    ledger,
+                    at,
+                    delta,
+                } => self
+                    .book
+                    .apply_delta(
+                        holder,
+                        asset,
+                        *toid,
+                        i64::from(*ledger),
+                        *at,
+                        *delta,
+                        &mut batch,
+                    )
+                    .map_err(|e| {
+                        SourceError::Malformed(format!("ledger {ledger} transaction {toid}: {e}"))
+                    })?,
+            }
         }
         self.book.finish(&mut batch);
         Ok(batch)
+    }
+
+    /// The entry changes (and token events) of each transaction of `l` in the followed
+    /// assets, by TOID; a transaction whose meta cannot be read is counted and skipped.
+    fn entry_changes(&self, l: &LedgerEvents, batch: &mut RpcBatch) -> Vec<(i64, TxChanges)> {
+        // After a switch back from RPC inside a ledger: the transactions before the one
+        // its cursor is in are done (that one's events are deduplicated by id).
+        let after_tx = self
+            .after_event
+            .as_deref()
+            .and_then(|c| c.split_once('-'))
+            .and_then(|(t, _)| t.parse::<i64>().ok())
+            .map(|t| t & !0xfff);
+        let mut out = Vec::with_capacity(l.txs.len());
+        for t in &l.txs {
+            let toid = tx_toid(l.sequence, t.application_order);
+            if after_tx.is_some_and(|after| toid < after) {
+                continue;
+            }
+            let place = TxPlace {
+                ledger: l.sequence,
+                application_order: t.application_order,
+                created_at: l.closed_at.timestamp(),
+                successful: t.successful,
+                events: None,
+            };
+            match tx_changes(&place, &t.tx, toid, &self.assets) {
+                Ok(c) => out.push((toid, c)),
+                Err(e) => {
+                    tracing::warn!(tx = %t.tx.hash, error = %e, "stellar data lake: transaction meta skipped");
+                    *batch.skipped.entry("bad_meta").or_default() += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The followed token events of `l`, in id order, as steps.
+    fn decode_events(&self, l: &LedgerEvents, steps: &mut Vec<Step>, batch: &mut RpcBatch) {
+        for e in &l.events {
+            if let Some(after) = &self.after_event {
+                if e.id.len() == after.len() && e.id.as_str() <= after.as_str() {
+                    *batch.skipped.entry("duplicate").or_default() += 1;
+                    continue;
+                }
+            }
+            match decode_event(e) {
+                Ok(t) => {
+                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. })
+                    {
+                        *batch.skipped.entry("failed_call").or_default() += 1;
+                        continue;
+                    }
+                    let Some(&i) = self.by_contract.get(&t.contract_id) else {
+                        *batch.skipped.entry("other_contract").or_default() += 1;
+                        continue;
+                    };
+                    if t.asset.as_ref().is_some_and(|a| *a != self.sep11[i]) {
+                        tracing::warn!(event = %t.id, expected = %self.sep11[i], "stellar data lake: asset topic does not match the SAC; skipped");
+                        *batch.skipped.entry("asset_mismatch").or_default() += 1;
+                        continue;
+                    }
+                    steps.push(Step::Event(t, i, l.closed_at));
+                }
+                Err(err) => {
+                    let reason = match &err {
+                        EventError::UnknownTopic { .. } => "unknown_topic",
+                        EventError::Xdr { .. } => "malformed_xdr",
+                        EventError::Shape { .. } => "unknown_shape",
+                        EventError::Id(_) => "bad_id",
+                    };
+                    if !err.is_unknown_topic() {
+                        tracing::warn!(error = %err, "stellar data lake: event skipped");
+                    }
+                    *batch.skipped.entry(reason).or_default() += 1;
+                }
+            }
+        }
     }
 
     fn progress(&self, indexed: Option<u32>, caught_up: bool) -> Progress {
@@ -323,6 +423,51 @@ impl LakeSource {
             newest_item_at: None,
             quarantined: Vec::new(),
         }
+    }
+}
+
+/// One balance movement to apply, in ledger order.
+enum Step {
+    /// A followed token event (asset index), at the ledger's close.
+    Event(TokenEvent, usize, DateTime<Utc>),
+    /// An entry change of one transaction.
+    Delta {
+        holder: String,
+        asset: AssetKey,
+        toid: i64,
+        ledger: u32,
+        at: DateTime<Utc>,
+        delta: i64,
+    },
+}
+
+impl Step {
+    fn holders(&self) -> Vec<&str> {
+        match self {
+            Step::Event(t, _, _) => t.movement.addresses(),
+            Step::Delta { holder, .. } => vec![holder.as_str()],
+        }
+    }
+}
+
+/// Stores (and logs) where a transaction's entry changes and its token events disagree.
+fn report_disagreements(ledger: u32, c: &TxChanges, batch: &mut RpcBatch) {
+    for d in c.disagreements() {
+        tracing::warn!(
+            account = %d.account,
+            "balance disagreement in the data lake (ledger {ledger}): {} ledger entry changes {} but token events {}; the events are applied",
+            d.asset.canonical(),
+            crate::stellar::amount::format_stroops(d.entries),
+            crate::stellar::amount::format_stroops(d.events),
+        );
+        batch.reconciled.push((
+            d.account,
+            vec![crate::stellar::reconciliation::BalanceCheck {
+                asset: d.asset,
+                expected: d.entries,
+                actual: d.events,
+            }],
+        ));
     }
 }
 

@@ -23,7 +23,7 @@ use super::decode::decode_tx;
 use super::events::{decode_event, EventError, Movement};
 use super::meta::{tx_changes, tx_toid, BalanceFeed, META_CURSOR};
 use super::sac::SacAsset;
-use super::types::RpcEvent;
+use super::types::{EventsPage, RpcEvent};
 use super::writer::RpcWriter;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::settings::StellarSettings;
@@ -92,6 +92,20 @@ pub struct RpcSource {
     feed: BalanceFeed,
     /// The node's network passphrase (hashes transactions).
     passphrase: String,
+    /// The next `getEvents` page, requested while the previous one is being committed.
+    prefetch: Option<Prefetch>,
+}
+
+/// A `getEvents` page in flight, and the cursor it starts after.
+struct Prefetch {
+    after: String,
+    task: tokio::task::JoinHandle<Result<EventsPage, RpcError>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// `getTransactions` pages sampled to decide whether the node emits classic events.
@@ -118,7 +132,37 @@ impl RpcSource {
             last_round: None,
             feed: BalanceFeed::Unknown,
             passphrase: String::new(),
+            prefetch: None,
         }
+    }
+
+    /// The page after `start`: the one prefetched for it, or a fresh request.
+    async fn events_page(&mut self, start: &Start, limit: u32) -> Result<EventsPage, RpcError> {
+        if let (Some(p), Start::Cursor(c)) = (self.prefetch.take(), start) {
+            if p.after == *c {
+                let mut p = p;
+                match (&mut p.task).await {
+                    Ok(r) => return r,
+                    // Aborted or panicked: ask again.
+                    Err(e) => tracing::debug!(error = %e, "stellar rpc: prefetch lost"),
+                }
+            }
+        }
+        self.rpc.get_events(start, &self.filters, limit).await
+    }
+
+    /// Requests the page after `cursor` in the background, so it downloads and parses
+    /// while the engine commits the current one.
+    fn prefetch_after(&mut self, cursor: &str, limit: u32) {
+        let (rpc, filters, start) = (
+            self.rpc.clone(),
+            self.filters.clone(),
+            Start::Cursor(cursor.to_string()),
+        );
+        self.prefetch = Some(Prefetch {
+            after: cursor.to_string(),
+            task: tokio::spawn(async move { rpc.get_events(&start, &filters, limit).await }),
+        });
     }
 
     /// Resolves the assets' SAC ids on the node's network and builds the filters.
@@ -542,6 +586,7 @@ impl Source for RpcSource {
     ) -> Result<(), SourceError> {
         self.cursor = stored.cursor.clone();
         self.feed = BalanceFeed::of_cursor(self.cursor.as_deref());
+        self.prefetch = None;
         self.book.clear();
         self.reconcile_queue.clear();
         self.last_round = None;
@@ -568,8 +613,7 @@ impl Source for RpcSource {
             .rpc_events_limit
             .clamp(1, super::client::MAX_EVENTS_LIMIT);
         let page = self
-            .rpc
-            .get_events(&start, &self.filters, limit)
+            .events_page(&start, limit)
             .await
             .map_err(source_error)?;
 
@@ -665,6 +709,10 @@ impl Source for RpcSource {
             .unwrap_or(i64::from(page.latest_ledger));
         let latest = i64::from(page.latest_ledger);
         let caught_up = scanned >= latest && page.events.len() < limit as usize;
+        if !caught_up {
+            // Backfilling: the next page is needed at once.
+            self.prefetch_after(&page.cursor, limit);
+        }
         if caught_up && self.settings.reconcile {
             self.reconcile(ctx, scanned.min(latest), &mut batch).await?;
         }
