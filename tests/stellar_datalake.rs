@@ -287,6 +287,23 @@ async fn stored(db: &DatabaseConnection, d: &Devnet) -> BTreeMap<(String, String
         .collect()
 }
 
+/// `orrery stellar backfill --from from --to to`: exit code, stdout, stderr.
+fn backfill(env: &[(String, String)], from: u32, to: u32) -> (i32, String, String) {
+    let (from, to) = (from.to_string(), to.to_string());
+    run_cli(
+        env,
+        &[
+            "--no-progress",
+            "stellar",
+            "backfill",
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ],
+    )
+}
+
 fn tail(logs: &str) -> String {
     let lines: Vec<&str> = logs.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -394,18 +411,7 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
             lake_url(&dir)
         ),
     );
-    let (code, out, err) = run_cli(
-        &env,
-        &[
-            "--no-progress",
-            "stellar",
-            "backfill",
-            "--from",
-            "1",
-            "--to",
-            &latest.to_string(),
-        ],
-    );
+    let (code, out, err) = backfill(&env, 1, latest);
     assert_eq!(code, 0, "stdout {out}\nstderr {}", tail(&err));
     assert!(out.contains(&format!("{latest} ledgers")), "{out}");
     // Events on every ledger; their entry changes agree with them.
@@ -465,33 +471,11 @@ async fn datalake_backfill_gives_the_rows_of_the_rpc_path() {
     assert_eq!(a.prices, b.prices, "price_point differs");
 
     // Run again over the same range: nothing to do, nothing doubled.
-    let (code, out, _) = run_cli(
-        &env,
-        &[
-            "--no-progress",
-            "stellar",
-            "backfill",
-            "--from",
-            "1",
-            "--to",
-            &latest.to_string(),
-        ],
-    );
+    let (code, out, _) = backfill(&env, 1, latest);
     assert_eq!(code, 0);
     assert!(out.contains("nothing to do"), "{out}");
     // A later start would leave a gap: refused.
-    let (code, _, err) = run_cli(
-        &env,
-        &[
-            "--no-progress",
-            "stellar",
-            "backfill",
-            "--from",
-            &(latest + 5).to_string(),
-            "--to",
-            &(latest + 9).to_string(),
-        ],
-    );
+    let (code, _, err) = backfill(&env, latest + 5, latest + 9);
     assert_ne!(code, 0);
     assert!(err.contains("gap"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
@@ -508,18 +492,7 @@ async fn datalake_without_classic_events_derives_from_entry_changes() {
     let db = TestDb::new().await;
     let conn = db.connect().await;
     let env = env_for(&db, &d, &format!("datalake_url = \"{}\"\n", lake_url(&dir)));
-    let (code, out, err) = run_cli(
-        &env,
-        &[
-            "--no-progress",
-            "stellar",
-            "backfill",
-            "--from",
-            "1",
-            "--to",
-            &latest.to_string(),
-        ],
-    );
+    let (code, out, err) = backfill(&env, 1, latest);
     assert_eq!(code, 0, "stdout {out}\nstderr {}", tail(&err));
     // Every ledger but the genesis one, which has no transaction.
     assert!(

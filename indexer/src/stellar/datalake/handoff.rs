@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orrery_entity::source;
 
+use super::reader::LedgerReader;
 use super::source::{parse_cursor, LakeSource, LakeStats};
 use super::store::LakeStore;
 use super::transactions::LakeTxSource;
@@ -25,24 +26,36 @@ use crate::sync::{
 
 /// The data-lake half of a handoff.
 pub trait LakeHalf: Source {
+    /// Its ordered ledger reader.
+    fn reader(&self) -> &LedgerReader;
+    /// The same, to move.
+    fn reader_mut(&mut self) -> &mut LedgerReader;
     /// The next ledger it would read.
-    fn next_ledger(&self) -> u32;
+    fn next_ledger(&self) -> u32 {
+        self.reader().next_ledger()
+    }
     /// The upstream head to report.
     fn set_head(&mut self, head: u32);
     /// The last ledger to read (inclusive).
-    fn set_end(&mut self, end: Option<u32>);
+    fn set_end(&mut self, end: Option<u32>) {
+        self.reader_mut().set_end(end);
+    }
     /// Moves to just after `cursor` (its own, or the RPC half's), dropping what was read
     /// ahead.
     fn position(&mut self, cursor: Option<&str>);
     /// Stops reading ahead (the RPC half takes over).
-    fn stop(&mut self);
+    fn stop(&mut self) {
+        self.reader_mut().stop();
+    }
     /// The RPC half's cursor to start from when the lake stopped inside a ledger the RPC
     /// half had begun (after a switch back), else `None` (start at the next ledger).
     fn rpc_cursor(&self) -> Option<String>;
     /// Progress of a step that read nothing.
     fn idle(&self, caught_up: bool) -> Progress;
     /// Its counters.
-    fn stats(&self) -> Arc<LakeStats>;
+    fn stats(&self) -> Arc<LakeStats> {
+        self.reader().stats()
+    }
 }
 
 /// The RPC half of a handoff.
@@ -232,9 +245,8 @@ impl RpcHalf for RpcSource {
 
     /// `<TOID>-<index>`: the ledger the event is in, plus one.
     fn ledger_after(cursor: &str) -> Option<u32> {
-        let (toid, _) = cursor.split_once('-')?;
-        let toid: i64 = toid.parse().ok()?;
-        u32::try_from(toid >> 32).ok()?.checked_add(1)
+        let ledger = crate::stellar::rpc::source::cursor_ledger(cursor)?;
+        u32::try_from(ledger).ok()?.checked_add(1)
     }
 }
 
@@ -246,8 +258,8 @@ impl RpcHalf for RpcTxSource {
 
     /// A `getTransactions` cursor is a TOID: its ledger, plus one.
     fn ledger_after(cursor: &str) -> Option<u32> {
-        let toid: i64 = cursor.parse().ok()?;
-        u32::try_from(toid >> 32).ok()?.checked_add(1)
+        let ledger = crate::stellar::rpc::transactions::cursor_ledger(cursor)?;
+        u32::try_from(ledger).ok()?.checked_add(1)
     }
 }
 

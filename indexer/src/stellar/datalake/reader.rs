@@ -10,10 +10,10 @@ use std::sync::Arc;
 use super::layout::Schema;
 use super::object::LedgerEvents;
 use super::pipeline::{Pipeline, ReadError};
-use super::source::LakeStats;
+use super::source::{cursor_of, LakeStats};
 use super::store::LakeStore;
 use crate::stellar::rpc::sac::network_id;
-use crate::sync::SourceError;
+use crate::sync::{Progress, SourceError};
 
 /// Ledgers per batch at most.
 const MAX_LEDGERS_PER_BATCH: usize = 1_000;
@@ -115,6 +115,39 @@ impl LedgerReader {
     pub fn stop(&mut self) {
         self.pipeline = None;
         self.pending.clear();
+    }
+
+    /// A step's progress: through `indexed` (`None`: nothing new this step, so the ledger
+    /// before the next, unless `inside` a ledger another source had begun, which is not
+    /// done until it commits), `head` reported when known.
+    pub fn progress(
+        &self,
+        indexed: Option<u32>,
+        inside: bool,
+        head: Option<u32>,
+        start_height: Option<i64>,
+        caught_up: bool,
+    ) -> Progress {
+        let indexed = match (indexed, inside) {
+            (Some(l), _) => Some(l),
+            (None, true) => None,
+            (None, false) => self.next.checked_sub(1),
+        };
+        Progress {
+            head_height: head.or(self.end).or(indexed).map(i64::from),
+            indexed_height: indexed.map(i64::from),
+            cursor: indexed.map(cursor_of),
+            start_height,
+            items: Vec::new(),
+            caught_up,
+            newest_item_at: None,
+            quarantined: Vec::new(),
+        }
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> Arc<LakeStats> {
+        self.stats.clone()
     }
 
     /// Marks everything through `last` handed over.

@@ -25,7 +25,7 @@ use super::reader::LedgerReader;
 use super::store::LakeStore;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::rpc::batch::{Ledgerbook, RpcBatch};
-use crate::stellar::rpc::events::{decode_event, EventError, Movement, TokenEvent};
+use crate::stellar::rpc::events::{classify, TokenEvent, Verdict};
 use crate::stellar::rpc::meta::{tx_changes, tx_toid, TxChanges};
 use crate::stellar::rpc::operations::TxPlace;
 use crate::stellar::rpc::sac::SacAsset;
@@ -372,35 +372,14 @@ impl LakeSource {
                     continue;
                 }
             }
-            match decode_event(e) {
-                Ok(t) => {
-                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. })
-                    {
-                        *batch.skipped.entry("failed_call").or_default() += 1;
-                        continue;
-                    }
-                    let Some(&i) = self.by_contract.get(&t.contract_id) else {
-                        *batch.skipped.entry("other_contract").or_default() += 1;
-                        continue;
-                    };
-                    if t.asset.as_ref().is_some_and(|a| *a != self.sep11[i]) {
-                        tracing::warn!(event = %t.id, expected = %self.sep11[i], "stellar data lake: asset topic does not match the SAC; skipped");
-                        *batch.skipped.entry("asset_mismatch").or_default() += 1;
-                        continue;
-                    }
-                    steps.push(Step::Event(t, i, l.closed_at));
-                }
-                Err(err) => {
-                    let reason = match &err {
-                        EventError::UnknownTopic { .. } => "unknown_topic",
-                        EventError::Xdr { .. } => "malformed_xdr",
-                        EventError::Shape { .. } => "unknown_shape",
-                        EventError::Id(_) => "bad_id",
-                    };
+            match classify(e, &self.by_contract, &self.sep11) {
+                Verdict::Apply(t, i) => steps.push(Step::Event(t, i, l.closed_at)),
+                Verdict::Skip(reason) => *batch.skipped.entry(reason).or_default() += 1,
+                Verdict::Fail(err) => {
                     if !err.is_unknown_topic() {
                         tracing::warn!(error = %err, "stellar data lake: event skipped");
                     }
-                    *batch.skipped.entry(reason).or_default() += 1;
+                    *batch.skipped.entry(err.reason()).or_default() += 1;
                 }
             }
         }
@@ -408,21 +387,9 @@ impl LakeSource {
 
     fn progress(&self, indexed: Option<u32>, caught_up: bool) -> Progress {
         // Taken over from an RPC cursor inside a ledger: nothing to store until it commits.
-        let indexed = match (indexed, &self.after_event) {
-            (Some(l), _) => Some(l),
-            (None, Some(_)) => None,
-            (None, None) => self.reader.next_ledger().checked_sub(1),
-        };
-        Progress {
-            head_height: self.head.or(self.reader.end()).or(indexed).map(i64::from),
-            indexed_height: indexed.map(i64::from),
-            cursor: indexed.map(cursor_of),
-            start_height: self.start_height,
-            items: Vec::new(),
-            caught_up,
-            newest_item_at: None,
-            quarantined: Vec::new(),
-        }
+        let inside = self.after_event.is_some();
+        self.reader
+            .progress(indexed, inside, self.head, self.start_height, caught_up)
     }
 }
 
@@ -528,24 +495,20 @@ impl Source for LakeSource {
 }
 
 impl LakeHalf for LakeSource {
-    fn next_ledger(&self) -> u32 {
-        self.reader.next_ledger()
+    fn reader(&self) -> &LedgerReader {
+        &self.reader
+    }
+
+    fn reader_mut(&mut self) -> &mut LedgerReader {
+        &mut self.reader
     }
 
     fn set_head(&mut self, head: u32) {
         self.head = Some(head);
     }
 
-    fn set_end(&mut self, end: Option<u32>) {
-        self.reader.set_end(end);
-    }
-
     fn position(&mut self, cursor: Option<&str>) {
         LakeSource::position(self, cursor);
-    }
-
-    fn stop(&mut self) {
-        self.reader.stop();
     }
 
     fn rpc_cursor(&self) -> Option<String> {
@@ -554,10 +517,6 @@ impl LakeHalf for LakeSource {
 
     fn idle(&self, caught_up: bool) -> Progress {
         self.progress(None, caught_up)
-    }
-
-    fn stats(&self) -> Arc<LakeStats> {
-        self.stats.clone()
     }
 }
 

@@ -19,7 +19,7 @@ use orrery_entity::source;
 use super::handoff::LakeHalf;
 use super::object::LedgerEvents;
 use super::reader::LedgerReader;
-use super::source::{cursor_of, parse_cursor, LakeStats};
+use super::source::{parse_cursor, LakeStats};
 use super::store::LakeStore;
 use crate::stellar::distributions;
 use crate::stellar::rpc::operations::{rows_at, TxPlace};
@@ -80,21 +80,9 @@ impl LakeTxSource {
     }
 
     fn progress(&self, indexed: Option<u32>, caught_up: bool) -> Progress {
-        let indexed = match (indexed, self.after_tx) {
-            (Some(l), _) => Some(l),
-            (None, Some(_)) => None,
-            (None, None) => self.reader.next_ledger().checked_sub(1),
-        };
-        Progress {
-            head_height: self.head.or(self.reader.end()).or(indexed).map(i64::from),
-            indexed_height: indexed.map(i64::from),
-            cursor: indexed.map(cursor_of),
-            start_height: self.start_height,
-            items: Vec::new(),
-            caught_up,
-            newest_item_at: None,
-            quarantined: Vec::new(),
-        }
+        let inside = self.after_tx.is_some();
+        self.reader
+            .progress(indexed, inside, self.head, self.start_height, caught_up)
     }
 
     /// Distribution payouts are matched once the balances have reached `ledger`.
@@ -213,16 +201,16 @@ impl Source for LakeTxSource {
 }
 
 impl LakeHalf for LakeTxSource {
-    fn next_ledger(&self) -> u32 {
-        self.reader.next_ledger()
+    fn reader(&self) -> &LedgerReader {
+        &self.reader
+    }
+
+    fn reader_mut(&mut self) -> &mut LedgerReader {
+        &mut self.reader
     }
 
     fn set_head(&mut self, head: u32) {
         self.head = Some(head);
-    }
-
-    fn set_end(&mut self, end: Option<u32>) {
-        self.reader.set_end(end);
     }
 
     /// A data-lake cursor resumes after its ledger; a `getTransactions` cursor (a TOID)
@@ -251,19 +239,11 @@ impl LakeHalf for LakeTxSource {
         }
     }
 
-    fn stop(&mut self) {
-        self.reader.stop();
-    }
-
     fn rpc_cursor(&self) -> Option<String> {
         self.after_tx.map(|t| t.to_string())
     }
 
     fn idle(&self, caught_up: bool) -> Progress {
         self.progress(None, caught_up)
-    }
-
-    fn stats(&self) -> Arc<LakeStats> {
-        self.stats.clone()
     }
 }

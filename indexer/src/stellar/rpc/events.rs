@@ -13,6 +13,8 @@
 //! An issuer never holds its own asset: a transfer from or to the issuer moves only the
 //! other side (CAP-67 already reports those as `mint`/`burn`).
 
+use std::collections::HashMap;
+
 use stellar_xdr::{ScAddress, ScVal};
 
 use super::types::RpcEvent;
@@ -175,6 +177,51 @@ impl EventError {
     pub fn is_unknown_topic(&self) -> bool {
         matches!(self, EventError::UnknownTopic { .. })
     }
+
+    /// The skip counter it is counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EventError::UnknownTopic { .. } => "unknown_topic",
+            EventError::Xdr { .. } => "malformed_xdr",
+            EventError::Shape { .. } => "unknown_shape",
+            EventError::Id(_) => "bad_id",
+        }
+    }
+}
+
+/// What becomes of one event of the followed assets' contracts.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Applied to the balances of followed asset `usize`.
+    Apply(TokenEvent, usize),
+    /// Left out, counted under this reason (a failed call's transfer, another contract, an
+    /// asset topic that is not the contract's).
+    Skip(&'static str),
+    /// It does not decode.
+    Fail(EventError),
+}
+
+/// Decodes `e` and decides what it does to the assets whose SAC ids index `by_contract`
+/// (`sep11[i]`: asset `i`'s SEP-11 name, which an asset topic must equal).
+pub fn classify(e: &RpcEvent, by_contract: &HashMap<String, usize>, sep11: &[String]) -> Verdict {
+    let t = match decode_event(e) {
+        Ok(t) => t,
+        Err(err) => return Verdict::Fail(err),
+    };
+    // Contract events of a failed call never changed a balance; fees did.
+    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. }) {
+        return Verdict::Skip("failed_call");
+    }
+    let Some(&i) = by_contract.get(&t.contract_id) else {
+        return Verdict::Skip("other_contract");
+    };
+    if let Some(a) = &t.asset {
+        if sep11.get(i) != Some(a) {
+            tracing::warn!(event = %t.id, topic = %a, expected = ?sep11.get(i), "stellar: asset topic does not match the SAC; skipped");
+            return Verdict::Skip("asset_mismatch");
+        }
+    }
+    Verdict::Apply(t, i)
 }
 
 /// Splits `<TOID>-<index>` into its parts.

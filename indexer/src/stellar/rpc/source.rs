@@ -20,7 +20,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use super::batch::{Ledgerbook, RpcBatch};
 use super::client::{EventFilter, RpcClient, RpcError, Start, MAX_CONTRACT_IDS, MAX_EVENT_FILTERS};
 use super::decode::decode_tx;
-use super::events::{decode_event, EventError, Movement};
+use super::events::{classify, Verdict};
 use super::meta::{tx_changes, tx_toid, BalanceFeed, META_CURSOR};
 use super::sac::SacAsset;
 use super::types::{EventsPage, RpcEvent};
@@ -566,7 +566,7 @@ fn comparable(a: &str, b: &str) -> bool {
 }
 
 /// The ledger a `<TOID>-<index>` cursor has fully scanned.
-fn cursor_ledger(cursor: &str) -> Option<i64> {
+pub(crate) fn cursor_ledger(cursor: &str) -> Option<i64> {
     let toid: i64 = cursor.split_once('-')?.0.parse().ok()?;
     Some(toid >> 32)
 }
@@ -628,40 +628,16 @@ impl Source for RpcSource {
                     continue;
                 }
             }
-            match decode_event(e) {
-                Ok(t) => {
-                    // Contract events of a failed call never changed a balance; fees did.
-                    if !e.in_successful_contract_call && !matches!(t.movement, Movement::Fee { .. })
-                    {
-                        *batch.skipped.entry("failed_call").or_default() += 1;
-                        continue;
-                    }
-                    let Some(&i) = self.by_contract.get(&t.contract_id) else {
-                        *batch.skipped.entry("other_contract").or_default() += 1;
-                        continue;
-                    };
-                    if let Some(a) = &t.asset {
-                        if *a != self.sep11[i] {
-                            tracing::warn!(event = %t.id, topic = %a, expected = %self.sep11[i], "stellar rpc: asset topic does not match the SAC; skipped");
-                            *batch.skipped.entry("asset_mismatch").or_default() += 1;
-                            continue;
-                        }
-                    }
-                    decoded.push((t, i));
-                }
-                Err(err) => {
-                    let reason = match &err {
-                        EventError::UnknownTopic { .. } => "unknown_topic",
-                        EventError::Xdr { .. } => "malformed_xdr",
-                        EventError::Shape { .. } => "unknown_shape",
-                        EventError::Id(_) => "bad_id",
-                    };
+            match classify(e, &self.by_contract, &self.sep11) {
+                Verdict::Apply(t, i) => decoded.push((t, i)),
+                Verdict::Skip(reason) => *batch.skipped.entry(reason).or_default() += 1,
+                Verdict::Fail(err) => {
                     if !err.is_unknown_topic() {
                         // A watched SAC's event that does not decode: a permanent data
                         // error on that record.
                         quarantined.push(quarantine_event(e, &err));
                     }
-                    *batch.skipped.entry(reason).or_default() += 1;
+                    *batch.skipped.entry(err.reason()).or_default() += 1;
                 }
             }
         }

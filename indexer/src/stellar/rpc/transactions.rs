@@ -418,7 +418,7 @@ pub async fn events_caught_up(ctx: &SyncContext, ledger: i64) -> Result<bool, So
 }
 
 /// The ledger a `getTransactions` cursor (a TOID) has reached.
-fn cursor_ledger(cursor: &str) -> Option<i64> {
+pub(crate) fn cursor_ledger(cursor: &str) -> Option<i64> {
     let toid: i64 = cursor.parse().ok()?;
     Some(toid >> 32)
 }
