@@ -14,10 +14,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::stellar_balances::{expected, stored};
 use common::{base_env, run_cli, Server, TestDb};
 use orrery_devnet::stellar::datalake::LakeConfig;
 use orrery_devnet::{Devnet, DevnetConfig};
@@ -241,50 +241,6 @@ fn tx_settings(d: &Devnet, watched: usize) -> String {
          dex_resolution_ms = 60000\n",
         accounts.join(", ")
     )
-}
-
-/// `(account, code, issuer) -> stroops` of devnet's ledger entries (zero balances and the
-/// genesis root, whose starting lumens predate every event, left out).
-fn expected(d: &Devnet) -> BTreeMap<(String, String, String), i64> {
-    let c = d.control();
-    let root = c.stellar_accounts().first().cloned();
-    let mut out = BTreeMap::new();
-    for a in c.stellar_accounts() {
-        if Some(&a) == root.as_ref() {
-            continue;
-        }
-        let Ok(balances) = c.balances(&a) else {
-            continue;
-        };
-        for (asset, stroops) in balances {
-            if stroops == 0 {
-                continue;
-            }
-            let (code, issuer) = match asset.split_once(':') {
-                Some((c, i)) => (c.to_string(), i.to_string()),
-                None => ("XLM".to_string(), String::new()),
-            };
-            out.insert((a.clone(), code, issuer), stroops);
-        }
-    }
-    out
-}
-
-async fn stored(db: &DatabaseConnection, d: &Devnet) -> BTreeMap<(String, String, String), i64> {
-    let root = d.control().stellar_accounts().first().cloned();
-    stellar_balance::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|b| b.balance_stroops != 0 && Some(&b.account_id) != root.as_ref())
-        .map(|b| {
-            (
-                (b.account_id, b.asset_code, b.asset_issuer),
-                b.balance_stroops,
-            )
-        })
-        .collect()
 }
 
 /// `orrery stellar backfill --from from --to to`: exit code, stdout, stderr.

@@ -6,13 +6,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::stellar_balances::{expected, stored};
 use common::{base_env, Server, TestDb};
 use orrery_devnet::faults::Fault;
 use orrery_devnet::{Devnet, DevnetConfig};
-use orrery_entity::{source, stellar_balance, stellar_balance_history};
+use orrery_entity::{source, stellar_balance_history};
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
 
@@ -62,50 +62,6 @@ fn env_for(db: &TestDb, d: &Devnet, extra: &str) -> Vec<(String, String)> {
     let mut env = base_env(db);
     env.push(("ORRERY_CONFIG".into(), path.display().to_string()));
     env
-}
-
-/// `(account, code, issuer) -> stroops` of devnet's ledger entries (zero balances left
-/// out). The genesis root account is left out: its starting lumens predate every event.
-fn expected(d: &Devnet) -> BTreeMap<(String, String, String), i64> {
-    let c = d.control();
-    let root = c.stellar_accounts().first().cloned();
-    let mut out = BTreeMap::new();
-    for a in c.stellar_accounts() {
-        if Some(&a) == root.as_ref() {
-            continue;
-        }
-        let Ok(balances) = c.balances(&a) else {
-            continue;
-        };
-        for (asset, stroops) in balances {
-            if stroops == 0 {
-                continue;
-            }
-            let (code, issuer) = match asset.split_once(':') {
-                Some((c, i)) => (c.to_string(), i.to_string()),
-                None => ("XLM".to_string(), String::new()),
-            };
-            out.insert((a.clone(), code, issuer), stroops);
-        }
-    }
-    out
-}
-
-async fn stored(db: &DatabaseConnection, d: &Devnet) -> BTreeMap<(String, String, String), i64> {
-    let root = d.control().stellar_accounts().first().cloned();
-    stellar_balance::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|b| b.balance_stroops != 0 && Some(&b.account_id) != root.as_ref())
-        .map(|b| {
-            (
-                (b.account_id, b.asset_code, b.asset_issuer),
-                b.balance_stroops,
-            )
-        })
-        .collect()
 }
 
 async fn source_row(db: &DatabaseConnection) -> Option<source::Model> {

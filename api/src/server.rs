@@ -226,8 +226,18 @@ async fn graphql_ws(
         Ok(data)
     };
     match &ctx.fanout {
-        Some(fanout) => crate::ws::respond(upgrade, fanout.clone(), protocol, limits, init),
-        None => crate::ws::respond(upgrade, ctx.schema.clone(), protocol, limits, init),
+        Some(fanout) => {
+            let shared: Arc<dyn crate::ws_fanout::Join> = Arc::new(fanout.clone());
+            crate::ws::respond(
+                upgrade,
+                fanout.clone(),
+                protocol,
+                limits,
+                Some(shared),
+                init,
+            )
+        }
+        None => crate::ws::respond(upgrade, ctx.schema.clone(), protocol, limits, None, init),
     }
 }
 

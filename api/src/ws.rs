@@ -28,6 +28,11 @@ use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use orrery_indexer::metrics::Metrics;
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::auth::Caller;
+use crate::ws_fanout::Join;
 
 /// Close code for a client closed because it reads too slowly (RFC 6455: policy violation).
 pub const SLOW_CLIENT_CLOSE_CODE: u16 = 1008;
@@ -146,10 +151,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One outgoing frame, and whether it carries a subscription response.
+/// One outgoing frame, and the commit time behind it when it carries a subscription
+/// response.
 struct Frame {
     message: Message,
-    is_data: bool,
+    stamp: Stamp,
+}
+
+/// Where a frame's commit time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    /// Not a subscription response.
+    None,
+    /// A response of async-graphql's protocol machine: the connection's clock has it.
+    Clock,
+    /// A pre-encoded response of a shared execution: known.
+    At(Option<DateTime<Utc>>),
 }
 
 fn frame(msg: WsMessage) -> Frame {
@@ -160,7 +177,7 @@ fn frame(msg: WsMessage) -> Frame {
                 text.starts_with(r#"{"type":"next""#) || text.starts_with(r#"{"type":"data""#);
             Frame {
                 message: Message::Text(text.into()),
-                is_data,
+                stamp: if is_data { Stamp::Clock } else { Stamp::None },
             }
         }
         WsMessage::Close(code, reason) => Frame {
@@ -168,69 +185,236 @@ fn frame(msg: WsMessage) -> Frame {
                 code,
                 reason: reason.into(),
             })),
-            is_data: false,
+            stamp: Stamp::None,
         },
     }
 }
 
+/// The bounded per-connection frame queue; the first frame that does not fit marks the
+/// client too slow (its writer then closes it with [`SLOW_CLIENT_CLOSE_CODE`]).
+struct FrameQueue {
+    tx: mpsc::Sender<Frame>,
+    slow: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    capacity: usize,
+}
+
+impl FrameQueue {
+    /// Queues `f`; false once the client is too slow or the socket is gone.
+    fn push(&self, f: Frame) -> bool {
+        match self.tx.try_send(f) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Some(s) = lock(&self.slow).take() {
+                    Metrics::global().subscription_slow_closes.inc();
+                    tracing::warn!(
+                        queued = self.capacity,
+                        "closing a subscription client that does not read its frames"
+                    );
+                    let _ = s.send(());
+                }
+                false
+            }
+            // The writer stopped: the socket is gone.
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Subscriptions of one graphql-transport-ws connection served from shared executions
+/// ([`crate::ws_fanout`]) without async-graphql's protocol machine: each response was
+/// serialized once for every client, and a client's frame is that text with its id around
+/// it, written by a task per subscription straight into the connection's queue.
+struct Direct {
+    join: Arc<dyn Join>,
+    queue: Arc<FrameQueue>,
+    /// Set once the connection is acknowledged (subscriptions before that go to the
+    /// protocol machine, which refuses them).
+    acked: std::sync::atomic::AtomicBool,
+    /// The connection's caller, from `connection_init`.
+    caller: Mutex<Option<Caller>>,
+    tasks: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Direct {
+    fn drop(&mut self) {
+        for (_, t) in lock(&self.tasks).drain() {
+            t.abort();
+        }
+    }
+}
+
+/// A client message this transport looks at (the rest goes to the protocol machine as is).
+#[derive(serde::Deserialize)]
+struct ClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<String>,
+    payload: Option<serde_json::Value>,
+}
+
+impl Direct {
+    /// Handles `text` if it subscribes to (or completes) a shared execution; returns it
+    /// otherwise.
+    fn intercept(&self, text: Vec<u8>) -> Option<Vec<u8>> {
+        use std::sync::atomic::Ordering;
+        if !self.acked.load(Ordering::Acquire) {
+            return Some(text);
+        }
+        let Ok(msg) = serde_json::from_slice::<ClientFrame>(&text) else {
+            return Some(text);
+        };
+        match (msg.kind.as_str(), msg.id) {
+            ("subscribe", Some(id)) => {
+                if lock(&self.tasks).contains_key(&id) {
+                    // The protocol machine answers a repeated id.
+                    return Some(text);
+                }
+                let Some(request) = msg
+                    .payload
+                    .and_then(|p| serde_json::from_value::<Request>(p).ok())
+                else {
+                    return Some(text);
+                };
+                let caller = lock(&self.caller).clone();
+                let Some(joined) = self.join.join(request, caller) else {
+                    return Some(text);
+                };
+                let task = tokio::spawn(forward(id.clone(), joined, self.queue.clone()));
+                lock(&self.tasks).insert(id, task);
+                None
+            }
+            ("complete", Some(id)) => match lock(&self.tasks).remove(&id) {
+                Some(t) => {
+                    t.abort();
+                    None
+                }
+                None => Some(text),
+            },
+            _ => Some(text),
+        }
+    }
+}
+
+/// Writes every response of `joined` as a `next` frame of subscription `id`, and
+/// `complete` when the execution ends.
+async fn forward(id: String, joined: crate::ws_fanout::Joined, queue: Arc<FrameQueue>) {
+    let id_json = serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".into());
+    let mut rx = crate::graphql::subscription::track(BroadcastStream::new(joined.rx));
+    while let Some(item) = rx.next().await {
+        let item = match item {
+            Ok(item) => item,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "subscriber lagged; events skipped");
+                continue;
+            }
+        };
+        let text = format!(
+            r#"{{"type":"next","id":{id_json},"payload":{}}}"#,
+            item.encoded
+        );
+        let f = Frame {
+            message: Message::Text(text.into()),
+            stamp: Stamp::At(item.at),
+        };
+        if !queue.push(f) {
+            return;
+        }
+    }
+    queue.push(Frame {
+        message: Message::Text(format!(r#"{{"type":"complete","id":{id_json}}}"#).into()),
+        stamp: Stamp::None,
+    });
+}
+
 /// Serves one connection until either side closes. `init` is the `connection_init` hook;
-/// its data, plus a [`DeliveryClock`], is every subscription's session data.
+/// its data, plus a [`DeliveryClock`], is every subscription's session data. With `shared`,
+/// graphql-transport-ws subscriptions that can share an execution are served from it with
+/// pre-encoded frames ([`Direct`]).
 pub async fn serve<E, F, Fut>(
     socket: WebSocket,
     executor: E,
     protocol: WebSocketProtocols,
     limits: WsLimits,
+    shared: Option<Arc<dyn Join>>,
     init: F,
 ) where
     E: Executor,
     F: FnOnce(serde_json::Value) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = async_graphql::Result<Data>> + Send + 'static,
 {
+    let capacity = limits.max_queued_frames.max(1);
+    let (tx, rx) = mpsc::channel::<Frame>(capacity);
+    let (slow_tx, slow_rx) = tokio::sync::oneshot::channel::<()>();
+    let queue = Arc::new(FrameQueue {
+        tx,
+        slow: Mutex::new(Some(slow_tx)),
+        capacity,
+    });
+    let direct = shared
+        .filter(|_| protocol == WebSocketProtocols::GraphQLWS)
+        .map(|join| {
+            Arc::new(Direct {
+                join,
+                queue: queue.clone(),
+                acked: Default::default(),
+                caller: Mutex::new(None),
+                tasks: Mutex::new(Default::default()),
+            })
+        });
+
     let (sink, stream) = socket.split();
+    let seen = direct.clone();
     let input = stream
         .take_while(|res| futures::future::ready(res.is_ok()))
-        .filter_map(|msg| {
-            futures::future::ready(match msg {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
+        .filter_map(move |msg| {
+            let data = match msg {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data().to_vec()),
                 _ => None,
-            })
+            };
+            let data = match (&seen, data) {
+                (Some(d), Some(text)) => d.intercept(text),
+                (_, data) => data,
+            };
+            futures::future::ready(data)
         });
     let clock = DeliveryClock::default();
     let mut connection = Data::default();
     connection.insert(clock.clone());
+    let keep = direct.clone();
+    let init = move |payload| async move {
+        let data = init(payload).await?;
+        if let Some(d) = &keep {
+            *lock(&d.caller) = data
+                .get(&std::any::TypeId::of::<Caller>())
+                .and_then(|c| c.downcast_ref::<Caller>())
+                .cloned();
+        }
+        Ok(data)
+    };
     let mut outgoing = Box::pin(
         async_graphql::http::WebSocket::new(executor, input, protocol)
             .connection_data(connection)
             .on_connection_init(init),
     );
 
-    let capacity = limits.max_queued_frames.max(1);
-    let (tx, rx) = mpsc::channel::<Frame>(capacity);
-    let (slow_tx, slow_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(write_frames(sink, rx, slow_rx, clock, capacity));
 
-    let mut slow_tx = Some(slow_tx);
     while let Some(msg) = outgoing.next().await {
-        match tx.try_send(frame(msg)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Metrics::global().subscription_slow_closes.inc();
-                tracing::warn!(
-                    queued = capacity,
-                    "closing a subscription client that does not read its frames"
-                );
-                if let Some(s) = slow_tx.take() {
-                    let _ = s.send(());
-                }
-                break;
+        let f = frame(msg);
+        let ack = matches!(&f.message, Message::Text(t) if t.as_str().starts_with(r#"{"type":"connection_ack""#));
+        if !queue.push(f) {
+            break;
+        }
+        if ack {
+            if let Some(d) = &direct {
+                d.acked.store(true, std::sync::atomic::Ordering::Release);
             }
-            // The writer stopped: the socket is gone.
-            Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
     // Ends the subscriptions (and their bus receivers) before waiting for the writer.
     drop(outgoing);
-    drop(tx);
+    drop(direct);
+    drop(queue);
     let _ = writer.await;
 }
 
@@ -271,11 +455,14 @@ async fn write_frames(
         if sent.is_err() {
             return;
         }
-        if f.is_data {
-            if let Some(at) = clock.pop_stamp() {
-                let secs = (Utc::now() - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
-                delivery.observe(secs);
-            }
+        let at = match f.stamp {
+            Stamp::None => None,
+            Stamp::Clock => clock.pop_stamp(),
+            Stamp::At(at) => at,
+        };
+        if let Some(at) = at {
+            let secs = (Utc::now() - at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            delivery.observe(secs);
         }
         if closing {
             return;
@@ -316,6 +503,7 @@ pub fn respond<E, F, Fut>(
     executor: E,
     protocol: WebSocketProtocols,
     limits: WsLimits,
+    shared: Option<Arc<dyn Join>>,
     init: F,
 ) -> axum::response::Response
 where
@@ -325,7 +513,7 @@ where
 {
     upgrade_config(upgrade, limits)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| serve(socket, executor, protocol, limits, init))
+        .on_upgrade(move |socket| serve(socket, executor, protocol, limits, shared, init))
 }
 
 #[cfg(test)]
@@ -341,10 +529,11 @@ mod tests {
             (r#"{"type":"complete","id":"1"}"#, false),
             (r#"{"type":"pong"}"#, false),
         ] {
-            assert_eq!(frame(WsMessage::Text(text.into())).is_data, data, "{text}");
+            let stamp = frame(WsMessage::Text(text.into())).stamp;
+            assert_eq!(stamp == Stamp::Clock, data, "{text}");
         }
         let close = frame(WsMessage::Close(4401, "Unauthorized".into()));
-        assert!(!close.is_data);
+        assert_eq!(close.stamp, Stamp::None);
         assert!(matches!(close.message, Message::Close(Some(f)) if f.code == 4401));
     }
 

@@ -37,10 +37,37 @@ const FANOUT_CAPACITY: usize = 1024;
 pub struct SharedExecution;
 
 type Key = (String, Option<String>, String);
-type Item = Arc<(Response, Option<DateTime<Utc>>)>;
+
+/// One response of a shared execution, as every client receives it.
+pub struct Shared {
+    /// The response (copied for clients served through async-graphql's protocol machine).
+    pub response: Response,
+    /// Commit time of the bus event behind it.
+    pub at: Option<DateTime<Utc>>,
+    /// The response serialized once, for clients whose frames are written directly
+    /// ([`crate::ws`]): each frame is this text with the client's id around it.
+    pub encoded: Arc<str>,
+}
+
+type Item = Arc<Shared>;
+
+/// A client's place in a shared execution: its responses, and the execution kept alive.
+pub struct Joined {
+    /// Responses from now on.
+    pub rx: broadcast::Receiver<Item>,
+    _hub: Arc<Hub>,
+}
+
+/// What the WebSocket transport needs of a [`Fanout`]: joining a shared execution.
+pub trait Join: Send + Sync {
+    /// The shared execution of `request` (started if none runs), when it is one that is
+    /// shared; `caller` authenticates the execution if it starts now.
+    fn join(&self, request: Request, caller: Option<crate::auth::Caller>) -> Option<Joined>;
+}
 
 struct Hub {
-    tx: broadcast::Sender<Item>,
+    /// Weak: the channel closes (and every client completes) when the execution ends.
+    tx: broadcast::WeakSender<Item>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -96,6 +123,52 @@ fn is_subscription(request: &Request) -> bool {
     ty == OperationType::Subscription
 }
 
+impl<E: Executor> Fanout<E> {
+    /// The running execution of `request`, or a new one (authenticated as `caller`).
+    fn hub(
+        &self,
+        request: Request,
+        caller: Option<crate::auth::Caller>,
+    ) -> (Arc<Hub>, broadcast::Receiver<Item>) {
+        let key: Key = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            serde_json::to_string(&request.variables).unwrap_or_default(),
+        );
+        let mut hubs = lock(&self.hubs);
+        hubs.retain(|_, h| h.strong_count() > 0);
+        if let Some(hub) = hubs.get(&key).and_then(Weak::upgrade) {
+            // An execution that ended (its stream finished) is not joined: a new one starts.
+            if let Some(tx) = hub.tx.upgrade() {
+                let rx = tx.subscribe();
+                return (hub, rx);
+            }
+        }
+        let (tx, rx) = broadcast::channel(FANOUT_CAPACITY);
+        let hub = Arc::new(Hub {
+            tx: tx.downgrade(),
+            task: tokio::spawn(run(self.inner.clone(), request, caller, tx)),
+        });
+        hubs.insert(key, Arc::downgrade(&hub));
+        (hub, rx)
+    }
+}
+
+/// Whether `request` can be served by a shared execution.
+fn shareable(request: &Request) -> bool {
+    request.data.is_empty() && request.uploads.is_empty() && is_subscription(request)
+}
+
+impl<E: Executor> Join for Fanout<E> {
+    fn join(&self, request: Request, caller: Option<crate::auth::Caller>) -> Option<Joined> {
+        if !shareable(&request) {
+            return None;
+        }
+        let (hub, rx) = self.hub(request, caller);
+        Some(Joined { rx, _hub: hub })
+    }
+}
+
 impl<E: Executor> Executor for Fanout<E> {
     async fn execute(&self, request: Request) -> Response {
         self.inner.execute(request).await
@@ -106,7 +179,7 @@ impl<E: Executor> Executor for Fanout<E> {
         request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        if !request.data.is_empty() || !request.uploads.is_empty() || !is_subscription(&request) {
+        if !shareable(&request) {
             return self.inner.execute_stream(request, session_data);
         }
         let clock = session_data
@@ -114,35 +187,12 @@ impl<E: Executor> Executor for Fanout<E> {
             .and_then(|d| d.get(&std::any::TypeId::of::<DeliveryClock>()))
             .and_then(|c| c.downcast_ref::<DeliveryClock>())
             .cloned();
-        let key: Key = (
-            request.query.clone(),
-            request.operation_name.clone(),
-            serde_json::to_string(&request.variables).unwrap_or_default(),
-        );
-        let (hub, rx) = {
-            let mut hubs = lock(&self.hubs);
-            hubs.retain(|_, h| h.strong_count() > 0);
-            match hubs.get(&key).and_then(Weak::upgrade) {
-                Some(hub) => {
-                    let rx = hub.tx.subscribe();
-                    (hub, rx)
-                }
-                None => {
-                    let (tx, rx) = broadcast::channel(FANOUT_CAPACITY);
-                    let hub = Arc::new(Hub {
-                        task: tokio::spawn(run(
-                            self.inner.clone(),
-                            request,
-                            session_data,
-                            tx.clone(),
-                        )),
-                        tx,
-                    });
-                    hubs.insert(key, Arc::downgrade(&hub));
-                    (hub, rx)
-                }
-            }
-        };
+        let caller = session_data
+            .as_ref()
+            .and_then(|d| d.get(&std::any::TypeId::of::<crate::auth::Caller>()))
+            .and_then(|c| c.downcast_ref::<crate::auth::Caller>())
+            .cloned();
+        let (hub, rx) = self.hub(request, caller);
         crate::graphql::subscription::track(Client {
             rx: BroadcastStream::new(rx),
             clock,
@@ -152,29 +202,37 @@ impl<E: Executor> Executor for Fanout<E> {
     }
 }
 
-/// Runs the one execution and publishes each response with its event's commit time.
+/// Runs the one execution and publishes each response, serialized once, with its event's
+/// commit time.
 async fn run<E: Executor>(
     inner: E,
     request: Request,
-    session_data: Option<Arc<Data>>,
+    caller: Option<crate::auth::Caller>,
     tx: broadcast::Sender<Item>,
 ) {
-    // The first client's connection data (its caller), with the execution's own clock.
+    // The first client's caller, with the execution's own clock.
     let clock = DeliveryClock::default();
     let mut data = Data::default();
     data.insert(clock.clone());
     data.insert(SharedExecution);
-    if let Some(session) = session_data {
-        if let Some(c) = session.get(&std::any::TypeId::of::<crate::auth::Caller>()) {
-            if let Some(c) = c.downcast_ref::<crate::auth::Caller>() {
-                data.insert(c.clone());
-            }
-        }
+    if let Some(c) = caller {
+        data.insert(c);
     }
     let mut stream = inner.execute_stream(request, Some(Arc::new(data)));
     while let Some(response) = stream.next().await {
         let at = clock.pop_stamp();
-        let _ = tx.send(Arc::new((response, at)));
+        let encoded: Arc<str> = match serde_json::to_string(&response) {
+            Ok(s) => s.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "a subscription response does not serialize; skipped");
+                continue;
+            }
+        };
+        let _ = tx.send(Arc::new(Shared {
+            response,
+            at,
+            encoded,
+        }));
     }
 }
 
@@ -193,9 +251,9 @@ impl Stream for Client {
             match Pin::new(&mut self.rx).poll_next(cx) {
                 Poll::Ready(Some(Ok(item))) => {
                     if let Some(c) = &self.clock {
-                        c.push_stamp(item.1);
+                        c.push_stamp(item.at);
                     }
-                    return Poll::Ready(Some(copy(&item.0)));
+                    return Poll::Ready(Some(copy(&item.response)));
                 }
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => {
                     tracing::warn!(skipped = n, "subscriber lagged; events skipped");

@@ -5,6 +5,7 @@
 
 pub mod fleet;
 pub mod services;
+pub mod stellar_balances;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
