@@ -520,6 +520,104 @@ where
 mod tests {
     use super::*;
 
+    mod direct {
+        use async_graphql::{EmptyMutation, Object, Schema, Subscription};
+        use futures::Stream;
+        use tokio::sync::broadcast;
+
+        use super::*;
+        use crate::ws_fanout::Fanout;
+
+        struct Q;
+
+        #[Object]
+        impl Q {
+            async fn ok(&self) -> bool {
+                true
+            }
+        }
+
+        struct S;
+
+        #[Subscription]
+        impl S {
+            async fn ticks(&self, ctx: &async_graphql::Context<'_>) -> impl Stream<Item = i32> {
+                let rx = ctx.data_unchecked::<broadcast::Sender<i32>>().subscribe();
+                BroadcastStream::new(rx).filter_map(|v| async move { v.ok() })
+            }
+        }
+
+        fn direct(tx: broadcast::Sender<i32>) -> (Direct, mpsc::Receiver<Frame>) {
+            let schema = Schema::build(Q, EmptyMutation, S).data(tx).finish();
+            let (ftx, frx) = mpsc::channel(16);
+            let queue = Arc::new(FrameQueue {
+                tx: ftx,
+                slow: Mutex::new(None),
+                capacity: 16,
+            });
+            let d = Direct {
+                join: Arc::new(Fanout::new(schema)),
+                queue,
+                acked: Default::default(),
+                caller: Mutex::new(None),
+                tasks: Mutex::new(Default::default()),
+            };
+            (d, frx)
+        }
+
+        fn text(f: &Frame) -> String {
+            match &f.message {
+                Message::Text(t) => t.to_string(),
+                other => panic!("not text: {other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn shared_subscriptions_get_pre_encoded_frames_after_the_ack() {
+            let (tx, _) = broadcast::channel(16);
+            let (d, mut frames) = direct(tx.clone());
+            let sub = |id: &str, q: &str| {
+                serde_json::to_vec(
+                    &serde_json::json!({"type": "subscribe", "id": id, "payload": {"query": q}}),
+                )
+                .unwrap()
+            };
+            // Before the ack, everything goes to the protocol machine.
+            assert!(d.intercept(sub("1", "subscription { ticks }")).is_some());
+            d.acked.store(true, std::sync::atomic::Ordering::Release);
+            // Queries and unparsable text too.
+            assert!(d.intercept(sub("2", "{ ok }")).is_some());
+            assert!(d.intercept(b"not json".to_vec()).is_some());
+            // A subscription is served here.
+            assert!(d.intercept(sub("7", "subscription { ticks }")).is_none());
+            // A repeated id is left to the machine.
+            assert!(d.intercept(sub("7", "subscription { ticks }")).is_some());
+            while tx.receiver_count() == 0 {
+                tokio::task::yield_now().await;
+            }
+            tx.send(5).unwrap();
+            let f = frames.recv().await.unwrap();
+            assert_eq!(
+                text(&f),
+                r#"{"type":"next","id":"7","payload":{"data":{"ticks":5}}}"#
+            );
+            assert!(matches!(f.stamp, Stamp::At(_)), "{:?}", f.stamp);
+            // `complete` stops it: nothing more is written for it.
+            let done =
+                serde_json::to_vec(&serde_json::json!({"type": "complete", "id": "7"})).unwrap();
+            assert!(d.intercept(done.clone()).is_none());
+            assert!(d.intercept(done).is_some(), "unknown id: the machine's");
+            tokio::task::yield_now().await;
+            let _ = tx.send(6);
+            let more = tokio::time::timeout(Duration::from_millis(200), frames.recv()).await;
+            assert!(
+                more.is_err(),
+                "a frame after complete: {:?}",
+                more.map(|f| f.map(|f| text(&f)))
+            );
+        }
+    }
+
     #[test]
     fn only_subscription_responses_count_as_data_frames() {
         for (text, data) in [
