@@ -26,7 +26,7 @@ use super::store::LakeStore;
 use crate::stellar::horizon::AssetKey;
 use crate::stellar::rpc::batch::{Ledgerbook, RpcBatch};
 use crate::stellar::rpc::events::{classify, TokenEvent, Verdict};
-use crate::stellar::rpc::meta::{tx_changes, tx_toid, TxChanges};
+use crate::stellar::rpc::meta::{report_disagreements, tx_changes, tx_toid, TxChanges};
 use crate::stellar::rpc::operations::TxPlace;
 use crate::stellar::rpc::sac::SacAsset;
 use crate::stellar::rpc::source::DISCOVERED_VIA;
@@ -280,8 +280,9 @@ impl LakeSource {
                 }
                 continue;
             }
-            for (_, c) in &changes {
-                report_disagreements(l.sequence, c, &mut batch);
+            for (toid, c) in &changes {
+                let at = format!("data lake ledger {} transaction {toid}", l.sequence);
+                report_disagreements(c, &at, "events are", &mut batch);
             }
             self.decode_events(l, &mut steps, &mut batch);
         }
@@ -414,27 +415,6 @@ impl Step {
             Step::Event(t, _, _) => t.movement.addresses(),
             Step::Delta { holder, .. } => vec![holder.as_str()],
         }
-    }
-}
-
-/// Stores (and logs) where a transaction's entry changes and its token events disagree.
-fn report_disagreements(ledger: u32, c: &TxChanges, batch: &mut RpcBatch) {
-    for d in c.disagreements() {
-        tracing::warn!(
-            account = %d.account,
-            "balance disagreement in the data lake (ledger {ledger}): {} ledger entry changes {} but token events {}; the events are applied",
-            d.asset.canonical(),
-            crate::stellar::amount::format_stroops(d.entries),
-            crate::stellar::amount::format_stroops(d.events),
-        );
-        batch.reconciled.push((
-            d.account,
-            vec![crate::stellar::reconciliation::BalanceCheck {
-                asset: d.asset,
-                expected: d.entries,
-                actual: d.events,
-            }],
-        ));
     }
 }
 

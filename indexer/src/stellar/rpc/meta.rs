@@ -439,6 +439,34 @@ impl TxChanges {
     }
 }
 
+/// Stores in `batch` (as a balance check for each account) and logs where `c`'s entry
+/// changes and token events disagree: reported, never averaged. `at` names the
+/// transaction, `applied` the feed whose change was applied.
+pub fn report_disagreements(
+    c: &TxChanges,
+    at: &dyn std::fmt::Display,
+    applied: &str,
+    batch: &mut super::batch::RpcBatch,
+) {
+    for d in c.disagreements() {
+        tracing::warn!(
+            account = %d.account,
+            "balance disagreement: {at}: {} ledger entry changes {} but token events {}; the {applied} applied",
+            d.asset.canonical(),
+            crate::stellar::amount::format_stroops(d.entries),
+            crate::stellar::amount::format_stroops(d.events),
+        );
+        batch.reconciled.push((
+            d.account,
+            vec![crate::stellar::reconciliation::BalanceCheck {
+                asset: d.asset,
+                expected: d.entries,
+                actual: d.events,
+            }],
+        ));
+    }
+}
+
 /// The TOID of a transaction (`ledger << 32 | application order << 12`).
 pub fn tx_toid(ledger: u32, application_order: u32) -> i64 {
     (i64::from(ledger) << 32) | (i64::from(application_order & 0xfffff) << 12)

@@ -476,26 +476,10 @@ impl RpcSource {
                 ))
             })?;
             newest_at = Some(at);
-            for d in c.disagreements() {
-                // Reported, not averaged: the entry changes are applied, and the check stored
-                // for the account records both changes until the next reconciliation round.
-                tracing::warn!(
-                    account = %d.account,
-                    "balance disagreement: transaction {hash} (ledger {}): {} ledger entry changes {} but token events {}",
-                    t.ledger,
-                    d.asset.canonical(),
-                    crate::stellar::amount::format_stroops(d.entries),
-                    crate::stellar::amount::format_stroops(d.events),
-                );
-                batch.reconciled.push((
-                    d.account,
-                    vec![crate::stellar::reconciliation::BalanceCheck {
-                        asset: d.asset,
-                        expected: d.entries,
-                        actual: d.events,
-                    }],
-                ));
-            }
+            // Reported, not averaged: the entry changes are applied, and the check stored
+            // for the account records both changes until the next reconciliation round.
+            let which = format!("transaction {hash} (ledger {})", t.ledger);
+            super::meta::report_disagreements(c, &which, "entry changes are", &mut batch);
             for ((holder, asset), delta) in deltas {
                 self.book
                     .apply_delta(
