@@ -317,6 +317,14 @@ async fn main() {
         }
     }
     let server = Server::start(&env);
+    // The same server with the response cache off: what a miss costs, every time.
+    let cfg_dir = std::env::temp_dir().join(format!("orrery_qbench_nc_{}", std::process::id()));
+    std::fs::create_dir_all(&cfg_dir).expect("temp dir");
+    let no_cache_toml = cfg_dir.join("no-cache.toml");
+    std::fs::write(&no_cache_toml, "[graphql]\nresponse_cache_ms = 0\n").expect("config");
+    let mut env_nc = env.clone();
+    env_nc.push(("ORRERY_CONFIG".into(), no_cache_toml.display().to_string()));
+    let uncached = Server::start(&env_nc);
     let events: i64 = {
         let conn = db.connect().await;
         use sea_orm::{EntityTrait, PaginatorTrait};
@@ -377,6 +385,18 @@ async fn main() {
             &body(events_query),
         ),
         Target::new(
+            "agent(...), response cache off",
+            &uncached.base,
+            "/graphql",
+            &body(&point_query),
+        ),
+        Target::new(
+            "events(first: 50), response cache off",
+            &uncached.base,
+            "/graphql",
+            &body(events_query),
+        ),
+        Target::new(
             "health { status }",
             &server.base,
             "/graphql",
@@ -388,7 +408,11 @@ async fn main() {
     let only: Option<usize> = std::env::var("ORRERY_BENCH_ONLY")
         .ok()
         .and_then(|s| s.parse().ok());
-    eprintln!("server pid {}", server.pid().unwrap_or(0));
+    eprintln!(
+        "server pid {} (response cache off: {})",
+        server.pid().unwrap_or(0),
+        uncached.pid().unwrap_or(0)
+    );
     let mut results: Vec<Vec<Round>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
         for (i, t) in targets.iter().enumerate() {
@@ -420,6 +444,26 @@ async fn main() {
             .ok()
     });
 
+    let cache_counts = {
+        let text = reqwest::get(format!("{}/metrics", server.base))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        let count = |result: &str| -> f64 {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("orrery_graphql_response_cache_total")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .and_then(|l| l.split_whitespace().last()?.parse().ok())
+                .unwrap_or(0.0)
+        };
+        (count("hit"), count("miss"))
+    };
+    let _ = std::fs::remove_dir_all(&cfg_dir);
+
     let bare_rps = median(results[0].iter().map(|r| r.rps).collect());
     let mut block = format!(
         "{backend}, {events} events, {conns} connections, {rounds} rounds of {} s (medians; ratio = median of the per-round ratios to the bare endpoint in the same round); server peak RSS {} MB:\n\n\
@@ -445,7 +489,10 @@ async fn main() {
             rs.iter().map(|r| r.errors).sum::<u64>(),
         ));
     }
-    block.push_str(&format!("\nBare endpoint median: {bare_rps:.0} req/s.\n"));
+    block.push_str(&format!(
+        "\nBare endpoint median: {bare_rps:.0} req/s. Response cache (default server): {:.0} hits, {:.0} misses.\n",
+        cache_counts.0, cache_counts.1
+    ));
     println!("\n{block}");
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(

@@ -133,6 +133,9 @@ async fn metrics(server: &Server) -> String {
     server.get("/metrics").await.1
 }
 
+/// The length of the last `next` frame a client of the server got.
+static FRAME_LEN: AtomicU64 = AtomicU64::new(0);
+
 /// One client: connects, subscribes, counts `next` frames until the socket ends.
 async fn client(url: String, received: Arc<AtomicU64>, ready: Arc<AtomicU64>) {
     let mut req = url.into_client_request().expect("request");
@@ -163,10 +166,147 @@ async fn client(url: String, received: Arc<AtomicU64>, ready: Arc<AtomicU64>) {
     while let Some(Ok(m)) = ws.next().await {
         if let Message::Text(t) = m {
             if t.starts_with(r#"{"type":"next""#) || t.contains(r#""type":"next""#) {
+                FRAME_LEN.store(t.len() as u64, Ordering::Relaxed);
                 received.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The limit of the delivery path on this machine, measured in the same run: a bare axum
+/// WebSocket endpoint (its own 2-worker runtime, in a thread of this process, as the server
+/// has 2 cores too) writing each broadcast frame to every connected socket, one task per
+/// socket; `samples` holds each frame's delay from the broadcast to the written frame.
+struct Bare {
+    url: String,
+    tx: tokio::sync::broadcast::Sender<(Instant, Arc<str>)>,
+    connected: Arc<AtomicU64>,
+    samples: Arc<std::sync::Mutex<Vec<f64>>>,
+}
+
+fn start_bare() -> Bare {
+    use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+    let (tx, _) = tokio::sync::broadcast::channel::<(Instant, Arc<str>)>(16);
+    let connected = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (tx2, c2, s2) = (tx.clone(), connected.clone(), samples.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("bare runtime");
+        rt.block_on(async move {
+            async fn socket_task(
+                mut socket: WebSocket,
+                mut rx: tokio::sync::broadcast::Receiver<(Instant, Arc<str>)>,
+                samples: Arc<std::sync::Mutex<Vec<f64>>>,
+            ) {
+                while let Ok((at, text)) = rx.recv().await {
+                    let frame = AxMessage::Text(text.to_string().into());
+                    if socket.send(frame).await.is_err() {
+                        return;
+                    }
+                    let secs = at.elapsed().as_secs_f64();
+                    samples.lock().expect("samples").push(secs);
+                }
+            }
+            let app = axum::Router::new().route(
+                "/ws",
+                axum::routing::get(move |ws: WebSocketUpgrade| {
+                    let (tx, connected, samples) = (tx2.clone(), c2.clone(), s2.clone());
+                    async move {
+                        ws.on_upgrade(move |socket| {
+                            let rx = tx.subscribe();
+                            connected.fetch_add(1, Ordering::Relaxed);
+                            socket_task(socket, rx, samples)
+                        })
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            addr_tx
+                .send(listener.local_addr().expect("addr"))
+                .expect("addr");
+            axum::serve(listener, app).await.expect("bare server");
+        });
+    });
+    let addr = addr_rx.recv().expect("bare address");
+    Bare {
+        url: format!("ws://{addr}/ws"),
+        tx,
+        connected,
+        samples,
+    }
+}
+
+/// A client of the bare endpoint: counts the text frames until the socket ends.
+async fn bare_client(url: String, received: Arc<AtomicU64>) {
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Text(_) = m {
+            received.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Opens `clients` clients on the bare endpoint, broadcasts `events` frames like the
+/// server's (same size), each once every client has the previous; returns (p50, p99) of
+/// the delivery delay in seconds.
+async fn measure_bare(clients: u64, events: u64, frame_len: usize) -> (f64, f64) {
+    let bare = start_bare();
+    let received = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for _ in 0..clients {
+        let permit = gate.clone().acquire_owned().await.expect("semaphore");
+        let (url, received, connected) =
+            (bare.url.clone(), received.clone(), bare.connected.clone());
+        let before = connected.load(Ordering::Relaxed);
+        tokio::spawn(async move {
+            let c = tokio::spawn(bare_client(url, received));
+            while connected.load(Ordering::Relaxed) <= before && !c.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(permit);
+            let _ = c.await;
+        });
+    }
+    let opened = Instant::now();
+    while bare.connected.load(Ordering::Relaxed) < clients {
+        assert!(opened.elapsed() < Duration::from_secs(600), "bare clients");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let payload: Arc<str> = format!(
+        r#"{{"type":"next","id":"1","payload":{{"data":{{"blockIndexed":{{"x":"{}"}}}}}}}}"#,
+        "0".repeat(frame_len.saturating_sub(60))
+    )
+    .into();
+    for _ in 0..events {
+        let expect = received.load(Ordering::Relaxed) + clients;
+        let t = Instant::now();
+        let _ = bare.tx.send((Instant::now(), payload.clone()));
+        while received.load(Ordering::Relaxed) < expect {
+            assert!(t.elapsed() < Duration::from_secs(60), "bare frames");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut s = bare.samples.lock().expect("samples").clone();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1)));
+    (
+        at(0.50).copied().unwrap_or(f64::NAN),
+        at(0.99).copied().unwrap_or(f64::NAN),
+    )
 }
 
 fn write_benchmarks(block: &str) {
@@ -221,7 +361,7 @@ async fn run(fds: u64) {
     env.retain(|(k, _)| k != "REDIS_URL");
     env.push(("ORRERY_CONFIG".into(), toml.display().to_string()));
     env.push(("ORRERY_LOG".into(), "warn".into()));
-    let server = Server::start(&env);
+    let mut server = Server::start(&env);
     let pid = server.pid().expect("pid");
     let head = control.evm_head(&ep.name).expect("head");
     let id = format!("evm:{}", ep.name);
@@ -313,6 +453,11 @@ async fn run(fds: u64) {
     let (p99, _) = quantile(&before, &after, 0.99);
     let (p100, _) = quantile(&before, &after, 1.0);
     fanout_ms.sort_by(|a, b| a.total_cmp(b));
+    let delivered = received.load(Ordering::Relaxed);
+    // The server's clients end with it; then the same number on the bare endpoint.
+    server.terminate(Duration::from_secs(10));
+    let frame_len = FRAME_LEN.load(Ordering::Relaxed) as usize;
+    let (bare_p50, bare_p99) = measure_bare(clients, events, frame_len).await;
     let per_client = (rss_idle.saturating_sub(rss_before)) as f64 / clients as f64;
     let block = format!(
         "{clients} graphql-transport-ws clients on `blockIndexed`, {events} events (one devnet block each), \
@@ -320,7 +465,7 @@ async fn run(fds: u64) {
          | server RSS before | with clients (idle) | after the events | peak | per client | delivery p50 | delivery p99 | delivery max bucket | frames measured | block advanced to last client frame (median, client side) |\n\
          |---|---|---|---|---|---|---|---|---|---|\n\
          | {} MB | {} MB | {} MB | {} MB | {:.1} KB | {:.2} ms | {:.2} ms | {:.1} ms | {n:.0} | {:.0} ms |\n",
-        received.load(Ordering::Relaxed),
+        delivered,
         rss_before / 1024,
         rss_idle / 1024,
         rss_after / 1024,
@@ -330,6 +475,13 @@ async fn run(fds: u64) {
         p99 * 1000.0,
         p100 * 1000.0,
         fanout_ms.get(fanout_ms.len() / 2).copied().unwrap_or(f64::NAN),
+    ) + &format!(
+        "\nSame run, the limit of this machine: a bare axum WebSocket endpoint (2 worker threads, \
+         one task per socket, no GraphQL) writing a {frame_len}-byte frame to {clients} sockets, \
+         {events} broadcasts: delivery p50 {:.2} ms, p99 {:.2} ms (server p99 / bare p99 = {:.2}).\n",
+        bare_p50 * 1000.0,
+        bare_p99 * 1000.0,
+        p99 / bare_p99,
     );
     println!("\n{block}");
     let dir_t = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());

@@ -255,6 +255,16 @@ pub struct GraphqlConfig {
     pub persisted_queries_path: Option<PathBuf>,
     /// Serve GraphiQL on `GET /graphql`. Default true.
     pub graphiql: bool,
+    /// Milliseconds a successful query's response is served again, byte for byte, to the
+    /// same request (same text, operation, variables, extensions and `Authorization`);
+    /// every event on this replica's bus (a commit, a mutation) drops the whole cache at
+    /// once, so this bounds only the staleness of writes the bus does not carry (CLI tools,
+    /// another replica on an in-process bus) and of time-derived fields. 0 disables.
+    /// Default 1000.
+    pub response_cache_ms: u64,
+    /// Bytes of cached responses kept (keys included), least recently used dropped first;
+    /// a response over 1/16 of this is never cached. Default 33554432 (32 MiB).
+    pub response_cache_bytes: usize,
 }
 
 /// Subscription (WebSocket) settings.
@@ -364,6 +374,8 @@ impl Default for GraphqlConfig {
             persisted_only: false,
             persisted_queries_path: None,
             graphiql: true,
+            response_cache_ms: 1_000,
+            response_cache_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -712,6 +724,18 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "graphql.apq_cache_entries",
                 reason: "must be at least 1 while graphql.apq is on".into(),
+            });
+        }
+        if g.response_cache_ms > 0 && g.response_cache_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.response_cache_bytes",
+                reason: "must be at least 65536 while graphql.response_cache_ms is on".into(),
+            });
+        }
+        if g.response_cache_ms > 3_600_000 {
+            return Err(ConfigError::Invalid {
+                key: "graphql.response_cache_ms",
+                reason: "must be at most 3600000 (one hour); 0 disables the cache".into(),
             });
         }
         if let Err((key, reason)) = self.triggers.validate() {

@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, Caller, ClientAddr, Role};
 use crate::graphql::http::{self as graphql_http, HttpGet, Rejection};
+use crate::graphql::response_cache::{OperationKind, ResponseCache};
 use crate::graphql::OrrerySchema;
 use crate::health::{self, HealthStatus};
 use crate::state::AppState;
@@ -34,12 +35,19 @@ struct Ctx {
     /// Subscriptions over `/graphql/ws`: one execution per distinct subscription.
     fanout: Option<crate::ws_fanout::Fanout<OrrerySchema>>,
     auth: Arc<Authenticator>,
+    /// Whole responses of repeated queries (`graphql.response_cache_ms`).
+    responses: Option<Arc<ResponseCache>>,
 }
 
 /// Builds the router with every route and layer.
 pub fn router(state: AppState, schema: OrrerySchema, auth: Arc<Authenticator>) -> Router {
     let config = state.config.clone();
+    let responses = ResponseCache::new(&config.graphql);
+    if let Some(cache) = &responses {
+        cache.follow(&state.bus);
+    }
     let ctx = Ctx {
+        responses,
         state,
         schema: schema.clone(),
         fanout: config
@@ -148,7 +156,38 @@ async fn execute(
         return refused;
     }
     let batch = batch.data(caller).data(ClientAddr(Some(peer.ip())));
-    GraphQLResponse::from(ctx.schema.execute_batch(batch).await).into_response()
+    match (batch, &ctx.responses) {
+        (async_graphql::BatchRequest::Single(request), Some(cache)) => {
+            cached(&ctx.schema, cache, header, request).await
+        }
+        (batch, _) => GraphQLResponse::from(ctx.schema.execute_batch(batch).await).into_response(),
+    }
+}
+
+/// Runs one request through the response cache: a hit is answered from it, a miss runs and
+/// (when it is a successful query) is kept.
+async fn cached(
+    schema: &OrrerySchema,
+    cache: &ResponseCache,
+    authorization: Option<&str>,
+    request: async_graphql::Request,
+) -> Response {
+    let Some(key) = ResponseCache::key(authorization, &request) else {
+        return GraphQLResponse::from(schema.execute(request).await).into_response();
+    };
+    let m = Metrics::global();
+    if let Some(hit) = cache.get(&key) {
+        m.graphql_response_cache.with_label_values(&["hit"]).inc();
+        let name = request.operation_name.as_deref().unwrap_or("anonymous");
+        let name = crate::graphql::metrics_ext::label(name);
+        m.graphql_requests.with_label_values(&[name, "ok"]).inc();
+        return hit;
+    }
+    m.graphql_response_cache.with_label_values(&["miss"]).inc();
+    let generation = cache.generation();
+    let kind = Arc::new(OperationKind::new(request.operation_name.as_deref()));
+    let response = schema.execute(request.data(kind.clone())).await;
+    cache.answer(key, generation, &kind, response)
 }
 
 /// `GET /graphql`: a query in the URL (`?query=...` or a persisted query's

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub graphql_requests: IntCounterVec,
     /// `orrery_graphql_request_duration_seconds{operation}`.
     pub graphql_duration: HistogramVec,
+    /// `orrery_graphql_response_cache_total{result}` (result: hit|miss): single HTTP
+    /// requests looked up in the response cache.
+    pub graphql_response_cache: IntCounterVec,
     /// `orrery_subscriptions_open`: GraphQL subscriptions currently open.
     pub subscriptions_open: IntGauge,
     /// `orrery_subscription_delivery_seconds`: from an event's commit (its bus timestamp)
@@ -236,6 +239,12 @@ impl Metrics {
                 "orrery_graphql_requests_total",
                 "GraphQL operations executed.",
                 &["operation", "status"],
+            ),
+            graphql_response_cache: counter(
+                &r,
+                "orrery_graphql_response_cache_total",
+                "Single GraphQL HTTP requests looked up in the response cache, by result.",
+                &["result"],
             ),
             graphql_duration: histogram(
                 &r,

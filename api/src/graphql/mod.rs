@@ -14,6 +14,7 @@ pub mod pagination;
 pub mod persisted;
 pub mod prices;
 pub mod query;
+pub mod response_cache;
 pub mod stats;
 pub mod stellar;
 pub mod subscription;
