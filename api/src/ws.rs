@@ -28,8 +28,6 @@ use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt};
 use orrery_indexer::metrics::Metrics;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::Caller;
 use crate::ws_fanout::Join;
@@ -154,8 +152,42 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// One outgoing frame, and the commit time behind it when it carries a subscription
 /// response.
 struct Frame {
-    message: Message,
+    body: Body,
     stamp: Stamp,
+}
+
+/// What a frame holds: a message, or a shared execution's response not yet framed (the
+/// writer puts the subscription id around it, so the execution's task only queues it).
+enum Body {
+    Message(Message),
+    Next {
+        id_json: Arc<str>,
+        item: crate::ws_fanout::Item,
+    },
+}
+
+impl Body {
+    fn into_message(self) -> Message {
+        match self {
+            Body::Message(m) => m,
+            Body::Next { id_json, item } => Message::Text(
+                format!(
+                    r#"{{"type":"next","id":{id_json},"payload":{}}}"#,
+                    item.encoded
+                )
+                .into(),
+            ),
+        }
+    }
+}
+
+impl Frame {
+    fn text(text: String) -> Self {
+        Frame {
+            body: Body::Message(Message::Text(text.into())),
+            stamp: Stamp::None,
+        }
+    }
 }
 
 /// Where a frame's commit time comes from.
@@ -176,15 +208,15 @@ fn frame(msg: WsMessage) -> Frame {
             let is_data =
                 text.starts_with(r#"{"type":"next""#) || text.starts_with(r#"{"type":"data""#);
             Frame {
-                message: Message::Text(text.into()),
+                body: Body::Message(Message::Text(text.into())),
                 stamp: if is_data { Stamp::Clock } else { Stamp::None },
             }
         }
         WsMessage::Close(code, reason) => Frame {
-            message: Message::Close(Some(CloseFrame {
+            body: Body::Message(Message::Close(Some(CloseFrame {
                 code,
                 reason: reason.into(),
-            })),
+            }))),
             stamp: Stamp::None,
         },
     }
@@ -222,8 +254,8 @@ impl FrameQueue {
 
 /// Subscriptions of one graphql-transport-ws connection served from shared executions
 /// ([`crate::ws_fanout`]) without async-graphql's protocol machine: each response was
-/// serialized once for every client, and a client's frame is that text with its id around
-/// it, written by a task per subscription straight into the connection's queue.
+/// serialized once for every client; the execution queues it straight into the
+/// connection's frame queue, and the writer puts the subscription id around it.
 struct Direct {
     join: Arc<dyn Join>,
     queue: Arc<FrameQueue>,
@@ -232,13 +264,34 @@ struct Direct {
     acked: std::sync::atomic::AtomicBool,
     /// The connection's caller, from `connection_init`.
     caller: Mutex<Option<Caller>>,
-    tasks: Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Subscription id -> its place in a shared execution (dropping it detaches).
+    attached: Mutex<std::collections::HashMap<String, crate::ws_fanout::Attached>>,
 }
 
-impl Drop for Direct {
-    fn drop(&mut self) {
-        for (_, t) in lock(&self.tasks).drain() {
-            t.abort();
+/// One subscription of a connection, as a shared execution's direct subscriber.
+struct DirectSubscription {
+    id_json: Arc<str>,
+    /// Weak: a connection that is gone is detached at the next response.
+    queue: std::sync::Weak<FrameQueue>,
+}
+
+impl crate::ws_fanout::Subscriber for DirectSubscription {
+    fn deliver(&self, item: Option<&crate::ws_fanout::Item>) -> bool {
+        let Some(queue) = self.queue.upgrade() else {
+            return false;
+        };
+        match item {
+            Some(item) => queue.push(Frame {
+                body: Body::Next {
+                    id_json: self.id_json.clone(),
+                    item: item.clone(),
+                },
+                stamp: Stamp::At(item.at),
+            }),
+            None => queue.push(Frame::text(format!(
+                r#"{{"type":"complete","id":{}}}"#,
+                self.id_json
+            ))),
         }
     }
 }
@@ -265,7 +318,7 @@ impl Direct {
         };
         match (msg.kind.as_str(), msg.id) {
             ("subscribe", Some(id)) => {
-                if lock(&self.tasks).contains_key(&id) {
+                if lock(&self.attached).contains_key(&id) {
                     // The protocol machine answers a repeated id.
                     return Some(text);
                 }
@@ -276,54 +329,30 @@ impl Direct {
                     return Some(text);
                 };
                 let caller = lock(&self.caller).clone();
-                let Some(joined) = self.join.join(request, caller) else {
+                let Ok(id_json) = serde_json::to_string(&id) else {
                     return Some(text);
                 };
-                let task = tokio::spawn(forward(id.clone(), joined, self.queue.clone()));
-                lock(&self.tasks).insert(id, task);
+                let subscriber = Arc::new(DirectSubscription {
+                    id_json: id_json.into(),
+                    queue: Arc::downgrade(&self.queue),
+                });
+                let Some(attached) = self.join.attach(request, caller, subscriber) else {
+                    return Some(text);
+                };
+                lock(&self.attached).insert(id, attached);
                 None
             }
-            ("complete", Some(id)) => match lock(&self.tasks).remove(&id) {
-                Some(t) => {
-                    t.abort();
-                    None
+            ("complete", Some(id)) => {
+                // Dropping the place detaches it; nothing more is written for it.
+                let found = lock(&self.attached).remove(&id);
+                match found {
+                    Some(_) => None,
+                    None => Some(text),
                 }
-                None => Some(text),
-            },
+            }
             _ => Some(text),
         }
     }
-}
-
-/// Writes every response of `joined` as a `next` frame of subscription `id`, and
-/// `complete` when the execution ends.
-async fn forward(id: String, joined: crate::ws_fanout::Joined, queue: Arc<FrameQueue>) {
-    let id_json = serde_json::to_string(&id).unwrap_or_else(|_| "\"\"".into());
-    let mut rx = crate::graphql::subscription::track(BroadcastStream::new(joined.rx));
-    while let Some(item) = rx.next().await {
-        let item = match item {
-            Ok(item) => item,
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                tracing::warn!(skipped = n, "subscriber lagged; events skipped");
-                continue;
-            }
-        };
-        let text = format!(
-            r#"{{"type":"next","id":{id_json},"payload":{}}}"#,
-            item.encoded
-        );
-        let f = Frame {
-            message: Message::Text(text.into()),
-            stamp: Stamp::At(item.at),
-        };
-        if !queue.push(f) {
-            return;
-        }
-    }
-    queue.push(Frame {
-        message: Message::Text(format!(r#"{{"type":"complete","id":{id_json}}}"#).into()),
-        stamp: Stamp::None,
-    });
 }
 
 /// Serves one connection until either side closes. `init` is the `connection_init` hook;
@@ -358,7 +387,7 @@ pub async fn serve<E, F, Fut>(
                 queue: queue.clone(),
                 acked: Default::default(),
                 caller: Mutex::new(None),
-                tasks: Mutex::new(Default::default()),
+                attached: Mutex::new(Default::default()),
             })
         });
 
@@ -401,7 +430,7 @@ pub async fn serve<E, F, Fut>(
 
     while let Some(msg) = outgoing.next().await {
         let f = frame(msg);
-        let ack = matches!(&f.message, Message::Text(t) if t.as_str().starts_with(r#"{"type":"connection_ack""#));
+        let ack = matches!(&f.body, Body::Message(Message::Text(t)) if t.as_str().starts_with(r#"{"type":"connection_ack""#));
         if !queue.push(f) {
             break;
         }
@@ -443,14 +472,15 @@ async fn write_frames(
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
             return;
         };
-        let closing = matches!(f.message, Message::Close(_));
+        let message = f.body.into_message();
+        let closing = matches!(message, Message::Close(_));
         let sent = tokio::select! {
             biased;
             r = &mut slow => match r {
                 Ok(()) => break,
                 Err(_) => return,
             },
-            r = sink.send(f.message) => r,
+            r = sink.send(message) => r,
         };
         if sent.is_err() {
             return;
@@ -524,6 +554,7 @@ mod tests {
         use async_graphql::{EmptyMutation, Object, Schema, Subscription};
         use futures::Stream;
         use tokio::sync::broadcast;
+        use tokio_stream::wrappers::BroadcastStream;
 
         use super::*;
         use crate::ws_fanout::Fanout;
@@ -560,13 +591,13 @@ mod tests {
                 queue,
                 acked: Default::default(),
                 caller: Mutex::new(None),
-                tasks: Mutex::new(Default::default()),
+                attached: Mutex::new(Default::default()),
             };
             (d, frx)
         }
 
-        fn text(f: &Frame) -> String {
-            match &f.message {
+        fn text(f: Frame) -> String {
+            match f.body.into_message() {
                 Message::Text(t) => t.to_string(),
                 other => panic!("not text: {other:?}"),
             }
@@ -597,11 +628,11 @@ mod tests {
             }
             tx.send(5).unwrap();
             let f = frames.recv().await.unwrap();
+            assert!(matches!(f.stamp, Stamp::At(_)), "{:?}", f.stamp);
             assert_eq!(
-                text(&f),
+                text(f),
                 r#"{"type":"next","id":"7","payload":{"data":{"ticks":5}}}"#
             );
-            assert!(matches!(f.stamp, Stamp::At(_)), "{:?}", f.stamp);
             // `complete` stops it: nothing more is written for it.
             let done =
                 serde_json::to_vec(&serde_json::json!({"type": "complete", "id": "7"})).unwrap();
@@ -613,7 +644,7 @@ mod tests {
             assert!(
                 more.is_err(),
                 "a frame after complete: {:?}",
-                more.map(|f| f.map(|f| text(&f)))
+                more.map(|f| f.map(text))
             );
         }
     }
@@ -632,7 +663,7 @@ mod tests {
         }
         let close = frame(WsMessage::Close(4401, "Unauthorized".into()));
         assert_eq!(close.stamp, Stamp::None);
-        assert!(matches!(close.message, Message::Close(Some(f)) if f.code == 4401));
+        assert!(matches!(close.body, Body::Message(Message::Close(Some(f))) if f.code == 4401));
     }
 
     #[test]

@@ -26,6 +26,8 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
+use orrery_indexer::metrics::Metrics;
+
 use crate::ws::DeliveryClock;
 
 /// Responses one shared execution may be ahead of its slowest client before that client
@@ -49,25 +51,52 @@ pub struct Shared {
     pub encoded: Arc<str>,
 }
 
-type Item = Arc<Shared>;
+/// One response as the execution hands it out.
+pub type Item = Arc<Shared>;
 
-/// A client's place in a shared execution: its responses, and the execution kept alive.
-pub struct Joined {
-    /// Responses from now on.
-    pub rx: broadcast::Receiver<Item>,
-    _hub: Arc<Hub>,
+/// A client served without a task of its own: the execution hands it each response (and
+/// the end) directly, as the WebSocket transport's pre-encoded path does ([`crate::ws`]).
+pub trait Subscriber: Send + Sync {
+    /// Takes `item`, or the end of the execution when `None`; false once the client is
+    /// gone or too slow, which detaches it.
+    fn deliver(&self, item: Option<&Item>) -> bool;
 }
 
-/// What the WebSocket transport needs of a [`Fanout`]: joining a shared execution.
+/// The direct subscribers of one execution, by token.
+type Subscribers = Arc<Mutex<Vec<(u64, Arc<dyn Subscriber>)>>>;
+
+/// A [`Subscriber`]'s place in a shared execution: counted in `orrery_subscriptions_open`,
+/// keeping the execution alive; dropping it detaches the subscriber.
+pub struct Attached {
+    hub: Arc<Hub>,
+    token: u64,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        lock(&self.hub.direct).retain(|(t, _)| *t != self.token);
+        Metrics::global().subscriptions_open.dec();
+    }
+}
+
+/// What the WebSocket transport needs of a [`Fanout`]: attaching to a shared execution.
 pub trait Join: Send + Sync {
-    /// The shared execution of `request` (started if none runs), when it is one that is
-    /// shared; `caller` authenticates the execution if it starts now.
-    fn join(&self, request: Request, caller: Option<crate::auth::Caller>) -> Option<Joined>;
+    /// Attaches `subscriber` to the shared execution of `request` (started if none runs),
+    /// when it is one that is shared; `caller` authenticates the execution if it starts now.
+    fn attach(
+        &self,
+        request: Request,
+        caller: Option<crate::auth::Caller>,
+        subscriber: Arc<dyn Subscriber>,
+    ) -> Option<Attached>;
 }
 
 struct Hub {
     /// Weak: the channel closes (and every client completes) when the execution ends.
     tx: broadcast::WeakSender<Item>,
+    /// Clients handed each response directly, in the execution's task.
+    direct: Subscribers,
+    next_token: std::sync::atomic::AtomicU64,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -145,9 +174,12 @@ impl<E: Executor> Fanout<E> {
             }
         }
         let (tx, rx) = broadcast::channel(FANOUT_CAPACITY);
+        let direct: Subscribers = Arc::default();
         let hub = Arc::new(Hub {
             tx: tx.downgrade(),
-            task: tokio::spawn(run(self.inner.clone(), request, caller, tx)),
+            direct: direct.clone(),
+            next_token: Default::default(),
+            task: tokio::spawn(run(self.inner.clone(), request, caller, tx, direct)),
         });
         hubs.insert(key, Arc::downgrade(&hub));
         (hub, rx)
@@ -160,12 +192,23 @@ fn shareable(request: &Request) -> bool {
 }
 
 impl<E: Executor> Join for Fanout<E> {
-    fn join(&self, request: Request, caller: Option<crate::auth::Caller>) -> Option<Joined> {
+    fn attach(
+        &self,
+        request: Request,
+        caller: Option<crate::auth::Caller>,
+        subscriber: Arc<dyn Subscriber>,
+    ) -> Option<Attached> {
         if !shareable(&request) {
             return None;
         }
-        let (hub, rx) = self.hub(request, caller);
-        Some(Joined { rx, _hub: hub })
+        // The receiver is not needed: direct subscribers are handed each response.
+        let (hub, _rx) = self.hub(request, caller);
+        let token = hub
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&hub.direct).push((token, subscriber));
+        Metrics::global().subscriptions_open.inc();
+        Some(Attached { hub, token })
     }
 }
 
@@ -203,12 +246,13 @@ impl<E: Executor> Executor for Fanout<E> {
 }
 
 /// Runs the one execution and publishes each response, serialized once, with its event's
-/// commit time.
+/// commit time: to the direct subscribers in this task, and on the channel to the rest.
 async fn run<E: Executor>(
     inner: E,
     request: Request,
     caller: Option<crate::auth::Caller>,
     tx: broadcast::Sender<Item>,
+    direct: Subscribers,
 ) {
     // The first client's caller, with the execution's own clock.
     let clock = DeliveryClock::default();
@@ -228,11 +272,18 @@ async fn run<E: Executor>(
                 continue;
             }
         };
-        let _ = tx.send(Arc::new(Shared {
+        let item = Arc::new(Shared {
             response,
             at,
             encoded,
-        }));
+        });
+        lock(&direct).retain(|(_, s)| s.deliver(Some(&item)));
+        let _ = tx.send(item);
+    }
+    // The end: every direct subscriber completes (the channel's close ends the rest).
+    let ended: Vec<_> = lock(&direct).drain(..).collect();
+    for (_, s) in ended {
+        s.deliver(None);
     }
 }
 
