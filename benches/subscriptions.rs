@@ -174,48 +174,45 @@ async fn client(url: String, received: Arc<AtomicU64>, ready: Arc<AtomicU64>) {
 }
 
 /// The limit of the delivery path on this machine, measured in the same run: a bare axum
-/// WebSocket endpoint (its own 2-worker runtime, in a thread of this process, as the server
-/// has 2 cores too) writing each broadcast frame to every connected socket, one task per
-/// socket; `samples` holds each frame's delay from the broadcast to the written frame.
-struct Bare {
-    url: String,
-    tx: tokio::sync::broadcast::Sender<(Instant, Arc<str>)>,
-    connected: Arc<AtomicU64>,
-    samples: Arc<std::sync::Mutex<Vec<f64>>>,
-}
-
-fn start_bare() -> Bare {
+/// WebSocket endpoint (this binary again, as a child process with 2 worker threads, as the
+/// server has) writing each broadcast frame to every connected socket, one task per socket.
+/// `POST /send` broadcasts its body; `GET /connected` and `GET /samples` (each frame's
+/// delay from the broadcast to the written frame, in seconds) report. A process of its own,
+/// so its sockets do not count against this process's open-files limit.
+fn serve_bare() {
     use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
-    let (tx, _) = tokio::sync::broadcast::channel::<(Instant, Arc<str>)>(16);
-    let connected = Arc::new(AtomicU64::new(0));
-    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (tx2, c2, s2) = (tx.clone(), connected.clone(), samples.clone());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("bare runtime");
-        rt.block_on(async move {
-            async fn socket_task(
-                mut socket: WebSocket,
-                mut rx: tokio::sync::broadcast::Receiver<(Instant, Arc<str>)>,
-                samples: Arc<std::sync::Mutex<Vec<f64>>>,
-            ) {
-                while let Ok((at, text)) = rx.recv().await {
-                    let frame = AxMessage::Text(text.to_string().into());
-                    if socket.send(frame).await.is_err() {
-                        return;
-                    }
-                    let secs = at.elapsed().as_secs_f64();
-                    samples.lock().expect("samples").push(secs);
+    use axum::routing::{get, post};
+    type Tx = tokio::sync::broadcast::Sender<(Instant, Arc<str>)>;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("bare runtime");
+    rt.block_on(async move {
+        let (tx, _) = tokio::sync::broadcast::channel::<(Instant, Arc<str>)>(16);
+        let connected = Arc::new(AtomicU64::new(0));
+        let samples = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+        async fn socket_task(
+            mut socket: WebSocket,
+            mut rx: tokio::sync::broadcast::Receiver<(Instant, Arc<str>)>,
+            samples: Arc<std::sync::Mutex<Vec<f64>>>,
+        ) {
+            while let Ok((at, text)) = rx.recv().await {
+                let frame = AxMessage::Text(text.to_string().into());
+                if socket.send(frame).await.is_err() {
+                    return;
                 }
+                let secs = at.elapsed().as_secs_f64();
+                samples.lock().expect("samples").push(secs);
             }
-            let app = axum::Router::new().route(
+        }
+        let (t1, c1, s1) = (tx.clone(), connected.clone(), samples.clone());
+        let (t2, c2, s2) = (tx.clone(), connected.clone(), samples.clone());
+        let app = axum::Router::new()
+            .route(
                 "/ws",
-                axum::routing::get(move |ws: WebSocketUpgrade| {
-                    let (tx, connected, samples) = (tx2.clone(), c2.clone(), s2.clone());
+                get(move |ws: WebSocketUpgrade| {
+                    let (tx, connected, samples): (Tx, _, _) = (t1.clone(), c1.clone(), s1.clone());
                     async move {
                         ws.on_upgrade(move |socket| {
                             let rx = tx.subscribe();
@@ -224,23 +221,36 @@ fn start_bare() -> Bare {
                         })
                     }
                 }),
+            )
+            .route(
+                "/send",
+                post(move |body: String| {
+                    let tx: Tx = t2.clone();
+                    async move {
+                        let _ = tx.send((Instant::now(), body.into()));
+                    }
+                }),
+            )
+            .route(
+                "/connected",
+                get(move || {
+                    let c = c2.clone();
+                    async move { c.load(Ordering::Relaxed).to_string() }
+                }),
+            )
+            .route(
+                "/samples",
+                get(move || {
+                    let s = s2.clone();
+                    async move { serde_json::to_string(&*s.lock().expect("samples")).expect("json") }
+                }),
             );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            addr_tx
-                .send(listener.local_addr().expect("addr"))
-                .expect("addr");
-            axum::serve(listener, app).await.expect("bare server");
-        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        println!("bare listening on {}", listener.local_addr().expect("addr"));
+        axum::serve(listener, app).await.expect("bare server");
     });
-    let addr = addr_rx.recv().expect("bare address");
-    Bare {
-        url: format!("ws://{addr}/ws"),
-        tx,
-        connected,
-        samples,
-    }
 }
 
 /// A client of the bare endpoint: counts the text frames until the socket ends.
@@ -258,49 +268,92 @@ async fn bare_client(url: String, received: Arc<AtomicU64>) {
     }
 }
 
-/// Opens `clients` clients on the bare endpoint, broadcasts `events` frames like the
-/// server's (same size), each once every client has the previous; returns (p50, p99) of
-/// the delivery delay in seconds.
+/// Starts the bare endpoint, opens `clients` clients on it, broadcasts `events` frames of
+/// `frame_len` bytes (like the server's), each once every client has the previous; returns
+/// (p50, p99) of the delivery delay in seconds.
 async fn measure_bare(clients: u64, events: u64, frame_len: usize) -> (f64, f64) {
-    let bare = start_bare();
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .env("ORRERY_BENCH_BARE_SERVER", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("bare endpoint");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("bare address");
+    let addr = line
+        .trim()
+        .strip_prefix("bare listening on ")
+        .unwrap_or_else(|| panic!("bare endpoint said {line:?}"))
+        .to_string();
+    let http = reqwest::Client::new();
+    let connected = || {
+        let (http, addr) = (http.clone(), addr.clone());
+        async move {
+            http.get(format!("http://{addr}/connected"))
+                .send()
+                .await
+                .expect("connected")
+                .text()
+                .await
+                .expect("connected")
+                .parse::<u64>()
+                .expect("a count")
+        }
+    };
+    let url = format!("ws://{addr}/ws");
     let received = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let opened = Instant::now();
     for _ in 0..clients {
         let permit = gate.clone().acquire_owned().await.expect("semaphore");
-        let (url, received, connected) =
-            (bare.url.clone(), received.clone(), bare.connected.clone());
-        let before = connected.load(Ordering::Relaxed);
+        let (url, received) = (url.clone(), received.clone());
         tokio::spawn(async move {
             let c = tokio::spawn(bare_client(url, received));
-            while connected.load(Ordering::Relaxed) <= before && !c.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            // The upgrade takes one round trip; a short hold paces the connects.
+            tokio::time::sleep(Duration::from_millis(5)).await;
             drop(permit);
             let _ = c.await;
         });
     }
-    let opened = Instant::now();
-    while bare.connected.load(Ordering::Relaxed) < clients {
-        assert!(opened.elapsed() < Duration::from_secs(600), "bare clients");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while connected().await < clients {
+        assert!(
+            opened.elapsed() < Duration::from_secs(600),
+            "bare clients: {} of {clients}",
+            connected().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let payload: Arc<str> = format!(
+    let payload = format!(
         r#"{{"type":"next","id":"1","payload":{{"data":{{"blockIndexed":{{"x":"{}"}}}}}}}}"#,
         "0".repeat(frame_len.saturating_sub(60))
-    )
-    .into();
+    );
     for _ in 0..events {
         let expect = received.load(Ordering::Relaxed) + clients;
         let t = Instant::now();
-        let _ = bare.tx.send((Instant::now(), payload.clone()));
+        http.post(format!("http://{addr}/send"))
+            .body(payload.clone())
+            .send()
+            .await
+            .expect("send");
         while received.load(Ordering::Relaxed) < expect {
             assert!(t.elapsed() < Duration::from_secs(60), "bare frames");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut s = bare.samples.lock().expect("samples").clone();
+    let mut s: Vec<f64> = http
+        .get(format!("http://{addr}/samples"))
+        .send()
+        .await
+        .expect("samples")
+        .json()
+        .await
+        .expect("samples");
+    let _ = child.kill();
+    let _ = child.wait();
     s.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| s.get(((s.len() as f64 * q) as usize).min(s.len().saturating_sub(1)));
     (
@@ -328,6 +381,10 @@ fn write_benchmarks(block: &str) {
 
 fn main() {
     let fds = raise_fd_limit();
+    if std::env::var_os("ORRERY_BENCH_BARE_SERVER").is_some() {
+        serve_bare();
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -454,6 +511,11 @@ async fn run(fds: u64) {
     let (p100, _) = quantile(&before, &after, 1.0);
     fanout_ms.sort_by(|a, b| a.total_cmp(b));
     let delivered = received.load(Ordering::Relaxed);
+    eprintln!(
+        "server: {delivered} frames; delivery p50 {:.2} ms, p99 {:.2} ms",
+        p50 * 1000.0,
+        p99 * 1000.0
+    );
     // The server's clients end with it; then the same number on the bare endpoint.
     server.terminate(Duration::from_secs(10));
     let frame_len = FRAME_LEN.load(Ordering::Relaxed) as usize;
