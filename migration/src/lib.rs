@@ -29,6 +29,7 @@ mod m20261202_000012_leases;
 mod m20261203_000014_reconciliation;
 mod m20261203_000018_action_run_retention;
 mod m20261204_000019_quarantine;
+mod m20261205_000020_balance_history_indexes;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000014_reconciliation::Migration),
             Box::new(m20261203_000018_action_run_retention::Migration),
             Box::new(m20261204_000019_quarantine::Migration),
+            Box::new(m20261205_000020_balance_history_indexes::Migration),
         ]
     }
 }
