@@ -451,14 +451,13 @@ async fn main() {
             .text()
             .await
             .expect("metrics body");
-        let count = |result: &str| -> f64 {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("orrery_graphql_response_cache_total")
-                        && l.contains(&format!("result=\"{result}\""))
-                })
-                .and_then(|l| l.split_whitespace().last()?.parse().ok())
-                .unwrap_or(0.0)
+        let count = |result: &str| {
+            common::tokens::metric(
+                &text,
+                "orrery_graphql_response_cache_total",
+                ("result", result),
+            )
+            .unwrap_or(0.0)
         };
         (count("hit"), count("miss"))
     };

@@ -7,8 +7,7 @@ mod common;
 
 use chrono::Utc;
 use common::{base_env, Server, TestDb};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orrery_api::auth::{Claims, Role};
+use orrery_api::auth::Role;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde_json::{json, Value};
 
@@ -16,22 +15,7 @@ const SECRET: &str = "response-cache-test-secret-0123456";
 const QUERY: &str = r#"{ config(key: "sync.batch_size") { value } }"#;
 
 fn token(role: Role, sub: &str) -> String {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        sub: sub.into(),
-        role,
-        exp: (now + 600) as u64,
-        nbf: (now - 60) as u64,
-        iat: (now - 60) as u64,
-        iss: "orrery".into(),
-        aud: "orrery".into(),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::tokens::signed(SECRET, role, sub, 600)
 }
 
 fn start(db: &TestDb, cache_ms: u64) -> Server {
@@ -75,13 +59,12 @@ async fn value(server: &Server) -> String {
 /// `orrery_graphql_response_cache_total{result}`.
 async fn count(server: &Server, result: &str) -> f64 {
     let (_, text) = server.get("/metrics").await;
-    text.lines()
-        .find(|l| {
-            l.starts_with("orrery_graphql_response_cache_total")
-                && l.contains(&format!("result=\"{result}\""))
-        })
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or(0.0)
+    common::tokens::metric(
+        &text,
+        "orrery_graphql_response_cache_total",
+        ("result", result),
+    )
+    .unwrap_or(0.0)
 }
 
 /// Writes `sync.batch_size` straight into the database: no bus event, no mutation.

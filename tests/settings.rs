@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{base_env, Server, TestDb};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orrery_api::auth::{Claims, Role};
+use orrery_api::auth::Role;
 use orrery_devnet::stellar::request_log::limit_of;
 use orrery_devnet::{Devnet, DevnetConfig};
 use serde_json::{json, Value};
@@ -20,22 +19,7 @@ const FILE_PAGE_SIZE: u32 = 50;
 const FILE_BUDGET: u32 = 10_000_000;
 
 fn operator_token() -> String {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        sub: "settings-operator".into(),
-        role: Role::Operator,
-        exp: (now + 600) as u64,
-        nbf: (now - 60) as u64,
-        iat: (now - 60) as u64,
-        iss: "orrery".into(),
-        aud: "orrery".into(),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::tokens::signed(SECRET, Role::Operator, "settings-operator", 600)
 }
 
 fn env_for(db: &TestDb, horizon: &str) -> Vec<(String, String)> {

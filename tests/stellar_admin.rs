@@ -9,10 +9,8 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::{base_env, run_cli, Server, TestDb};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use orrery_api::auth::{Claims, Role};
+use orrery_api::auth::Role;
 use orrery_devnet::faults::Fault;
 use orrery_devnet::{Devnet, DevnetConfig};
 use orrery_entity::{
@@ -67,22 +65,7 @@ fn issue(env: &[(String, String)], role: &str, subject: &str) -> String {
 }
 
 fn expired_token() -> String {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        sub: "late-operator".into(),
-        role: Role::Operator,
-        exp: (now - 3600) as u64,
-        nbf: (now - 7200) as u64,
-        iat: (now - 7200) as u64,
-        iss: "orrery".into(),
-        aud: "orrery".into(),
-    };
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::tokens::signed(SECRET, Role::Operator, "late-operator", -3600)
 }
 
 async fn as_token(server: &Server, token: &str, query: &str, vars: Value) -> Value {

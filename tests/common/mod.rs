@@ -6,6 +6,7 @@
 pub mod fleet;
 pub mod services;
 pub mod stellar_balances;
+pub mod tokens;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
