@@ -19,18 +19,10 @@ fn token(role: Role, sub: &str) -> String {
 }
 
 fn start(db: &TestDb, cache_ms: u64) -> Server {
-    let dir = std::env::temp_dir().join(format!(
-        "orrery_rcache_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("orrery.toml");
-    std::fs::write(
-        &path,
-        format!("[graphql]\nresponse_cache_ms = {cache_ms}\n"),
-    )
-    .unwrap();
+    let path = common::config_file(
+        "orrery_rcache",
+        &format!("[graphql]\nresponse_cache_ms = {cache_ms}\n"),
+    );
     let mut env = base_env(db);
     env.push(("ORRERY_CONFIG".into(), path.display().to_string()));
     env.push(("JWT_SECRET".into(), SECRET.into()));

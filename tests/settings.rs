@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::{base_env, Server, TestDb};
 use orrery_api::auth::Role;
 use orrery_devnet::stellar::request_log::limit_of;
@@ -23,22 +22,14 @@ fn operator_token() -> String {
 }
 
 fn env_for(db: &TestDb, horizon: &str) -> Vec<(String, String)> {
-    let dir = std::env::temp_dir().join(format!(
-        "orrery_settings_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("orrery.toml");
-    std::fs::write(
-        &path,
-        format!(
+    let path = common::config_file(
+        "orrery_settings",
+        &format!(
             "[stellar]\nhorizon_url = \"{horizon}\"\nassets = [\"UBEC\"]\n\
              page_size = {FILE_PAGE_SIZE}\nrequests_per_hour = {FILE_BUDGET}\n\
              poll_interval_ms = 100\nstream = false\nreconcile = false\n"
         ),
-    )
-    .unwrap();
+    );
     let mut env = base_env(db);
     env.push(("ORRERY_CONFIG".into(), path.display().to_string()));
     env.push(("JWT_SECRET".into(), SECRET.into()));

@@ -395,6 +395,16 @@ pub fn run_cli(env: &[(String, String)], args: &[&str]) -> (i32, String, String)
 }
 
 /// Config for one EVM devnet chain with its three registries, `confirmations` behind the head.
+/// Writes `text` as `orrery.toml` in a fresh temporary directory (named after `prefix`) and
+/// returns its path, for `ORRERY_CONFIG`.
+pub fn config_file(prefix: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("orrery.toml");
+    std::fs::write(&path, text).expect("config file");
+    path
+}
+
 pub fn evm_chain_toml(ep: &orrery_devnet::EvmEndpoint, confirmations: u64) -> String {
     let mut s =
         String::from("[evm]\nmax_block_range = 10000\nconcurrency = 4\npoll_interval_ms = 200\n");
