@@ -93,6 +93,33 @@ fn writer_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         )
 }
 
+/// Turns on SQLite's query-planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) on a
+/// new connection: a prepared statement keeps its plan whatever values are bound. Without it,
+/// a statement with a bound `LIMIT ?` (every `.one()`, every page) or a bound value compared to
+/// an indexed column is marked expired by each new binding and re-prepared (parsed and planned
+/// again) on its next step, which made `sqlite3Reprepare` 10% of a point query's CPU time
+/// (BENCHMARKS.md). Orrery's statements do not depend on value-specific plans.
+async fn pin_plans(conn: &mut sea_orm::sqlx::SqliteConnection) -> Result<(), sea_orm::sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    // SAFETY: `raw` is this connection's open handle, locked for the duration of the call;
+    // SQLITE_DBCONFIG_ENABLE_QPSG takes an int and an int* (null: the old value is not read).
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            raw.as_ptr(),
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(sea_orm::sqlx::Error::Configuration(
+            format!("sqlite3_db_config(SQLITE_DBCONFIG_ENABLE_QPSG) failed with code {rc}").into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const POOL_PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 
@@ -138,6 +165,9 @@ async fn open_pool(url: &str, spec: PoolSpec) -> Result<DatabaseConnection, DbEr
         } else {
             server_pragmas
         });
+    }
+    if url.starts_with("sqlite:") {
+        opts.map_sqlx_sqlite_pool_opts(|o| o.after_connect(|conn, _| Box::pin(pin_plans(conn))));
     }
     let timeout = spec.connect_timeout;
     let connect = Database::connect(opts);
@@ -396,6 +426,35 @@ mod tests {
 
         writer.close().await.unwrap();
         read.close().await.unwrap();
+    }
+
+    /// Whether SQLITE_DBCONFIG_ENABLE_QPSG is on for a connection of `db`'s pool.
+    async fn plans_pinned(db: &DatabaseConnection) -> bool {
+        let mut conn = db.get_sqlite_connection_pool().acquire().await.unwrap();
+        let mut handle = conn.lock_handle().await.unwrap();
+        let raw = handle.as_raw_handle();
+        let mut on: std::ffi::c_int = -1;
+        // SAFETY: a locked live handle; -1 leaves the setting as is and writes it to `on`.
+        let rc = unsafe {
+            libsqlite3_sys::sqlite3_db_config(
+                raw.as_ptr(),
+                libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+                -1 as std::ffi::c_int,
+                &mut on as *mut std::ffi::c_int,
+            )
+        };
+        assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
+        on == 1
+    }
+
+    #[tokio::test]
+    async fn sqlite_statements_keep_their_plans() {
+        let dir = TempDir::new();
+        let config = config_for(format!("sqlite://{}", dir.0.join("orrery.db").display()));
+        let read = connect(&config).await.unwrap();
+        let writer = connect_writer(&config, &read).await.unwrap();
+        assert!(plans_pinned(&read).await, "read pool");
+        assert!(plans_pinned(&writer).await, "writer");
     }
 
     #[tokio::test]
