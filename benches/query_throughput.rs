@@ -196,11 +196,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn start_bare(body: String) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("bare runtime");
+        let rt = common::two_worker_runtime();
         rt.block_on(async move {
             let body: &'static str = Box::leak(body.into_boxed_str());
             let app = axum::Router::new().route(

@@ -183,11 +183,7 @@ fn serve_bare() {
     use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
     use axum::routing::{get, post};
     type Tx = tokio::sync::broadcast::Sender<(Instant, Arc<str>)>;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("bare runtime");
+    let rt = common::two_worker_runtime();
     rt.block_on(async move {
         let (tx, _) = tokio::sync::broadcast::channel::<(Instant, Arc<str>)>(16);
         let connected = Arc::new(AtomicU64::new(0));

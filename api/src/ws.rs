@@ -551,35 +551,13 @@ mod tests {
     use super::*;
 
     mod direct {
-        use async_graphql::{EmptyMutation, Object, Schema, Subscription};
-        use futures::Stream;
         use tokio::sync::broadcast;
-        use tokio_stream::wrappers::BroadcastStream;
 
         use super::*;
         use crate::ws_fanout::Fanout;
 
-        struct Q;
-
-        #[Object]
-        impl Q {
-            async fn ok(&self) -> bool {
-                true
-            }
-        }
-
-        struct S;
-
-        #[Subscription]
-        impl S {
-            async fn ticks(&self, ctx: &async_graphql::Context<'_>) -> impl Stream<Item = i32> {
-                let rx = ctx.data_unchecked::<broadcast::Sender<i32>>().subscribe();
-                BroadcastStream::new(rx).filter_map(|v| async move { v.ok() })
-            }
-        }
-
         fn direct(tx: broadcast::Sender<i32>) -> (Direct, mpsc::Receiver<Frame>) {
-            let schema = Schema::build(Q, EmptyMutation, S).data(tx).finish();
+            let schema = crate::ws_fanout::test_schema::schema(tx);
             let (ftx, frx) = mpsc::channel(16);
             let queue = Arc::new(FrameQueue {
                 tx: ftx,

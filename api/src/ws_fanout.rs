@@ -331,15 +331,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A small schema for the subscription tests here and in [`crate::ws`]: `ok` and
+/// `ticks(times = 1)`, the values sent on the schema's broadcast channel times `times`.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_schema {
     use async_graphql::{EmptyMutation, Object, Schema, Subscription};
-    use futures::Stream;
+    use futures::{Stream, StreamExt};
+    use tokio::sync::broadcast;
     use tokio_stream::wrappers::BroadcastStream;
 
-    use super::*;
-
-    struct Q;
+    pub(crate) struct Q;
 
     #[Object]
     impl Q {
@@ -348,23 +349,30 @@ mod tests {
         }
     }
 
-    struct S;
+    pub(crate) struct S;
 
     #[Subscription]
     impl S {
         async fn ticks(
             &self,
             ctx: &async_graphql::Context<'_>,
-            times: i32,
+            #[graphql(default = 1)] times: i32,
         ) -> impl Stream<Item = i32> {
             let rx = ctx.data_unchecked::<broadcast::Sender<i32>>().subscribe();
             BroadcastStream::new(rx).filter_map(move |v| async move { v.ok().map(|v| v * times) })
         }
     }
 
-    fn schema(tx: broadcast::Sender<i32>) -> Schema<Q, EmptyMutation, S> {
+    /// The schema, reading ticks from `tx`.
+    pub(crate) fn schema(tx: broadcast::Sender<i32>) -> Schema<Q, EmptyMutation, S> {
         Schema::build(Q, EmptyMutation, S).data(tx).finish()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_schema::schema;
+    use super::*;
 
     fn value(r: &Response) -> serde_json::Value {
         r.data.clone().into_json().unwrap()["ticks"].clone()

@@ -395,6 +395,16 @@ pub fn run_cli(env: &[(String, String)], args: &[&str]) -> (i32, String, String)
 }
 
 /// Config for one EVM devnet chain with its three registries, `confirmations` behind the head.
+/// A tokio runtime with 2 worker threads, as the server has on this machine (for a bare
+/// endpoint measured beside it).
+pub fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a 2-worker runtime")
+}
+
 /// Writes `text` as `orrery.toml` in a fresh temporary directory (named after `prefix`) and
 /// returns its path, for `ORRERY_CONFIG`.
 pub fn config_file(prefix: &str, text: &str) -> std::path::PathBuf {
