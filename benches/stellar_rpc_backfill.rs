@@ -11,9 +11,11 @@
 //! ORRERY_TEST_PG_URL=postgres://postgres:postgres@127.0.0.1:5432/postgres \
 //!   ORRERY_TEST_REDIS_URL=redis://127.0.0.1:6379 cargo bench --bench stellar_rpc_backfill
 //! ```
-//! `ORRERY_BENCH_CLASSIC_EVENTS=false` runs the fallback feed instead (a node without
-//! classic events: balances from ledger entry changes read with `getTransactions`, 200 per
-//! page; the devnet line is then a `getTransactions` sweep, counted in transactions).
+//! `ORRERY_BENCH_BATCH_EVENTS=N` sets `stellar.rpc_batch_events` (events per committed
+//! batch; default the server's). `ORRERY_BENCH_CLASSIC_EVENTS=false` runs the fallback feed
+//! instead (a node without classic events: balances from ledger entry changes read with
+//! `getTransactions`, 200 per page; the devnet line is then a `getTransactions` sweep,
+//! counted in transactions).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -151,9 +153,12 @@ async fn run(events: usize) -> String {
         &toml,
         format!(
             "[stellar]\nsource = \"rpc\"\nrpc_urls = [\"{}\"]\nassets = [{}]\n\
-             rpc_events_limit = 10000\npoll_interval_ms = 100\nreconcile = false\n",
+             rpc_events_limit = 10000\npoll_interval_ms = 100\nreconcile = false\n{}",
             urls.stellar_rpc,
-            list.join(", ")
+            list.join(", "),
+            std::env::var("ORRERY_BENCH_BATCH_EVENTS")
+                .map(|n| format!("rpc_batch_events = {n}\n"))
+                .unwrap_or_default()
         ),
     )
     .expect("config");

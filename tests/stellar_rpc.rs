@@ -130,7 +130,11 @@ async fn rpc_balances_are_exact_through_kill9_and_faults() {
     // 1,000 accounts; every operation is a transaction with a fee event (some charged twice
     // and refunded), and payments/creations add transfer/mint events.
     let d = devnet(1_000, 60_000, None).await;
-    let env = env_for(&db, &d, "rpc_events_limit = 1500\n");
+    let env = env_for(
+        &db,
+        &d,
+        "rpc_events_limit = 1500\nrpc_batch_events = 3000\n",
+    );
     let c = d.control();
     c.set_fault(
         "horizon:/rpc",

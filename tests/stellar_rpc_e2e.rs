@@ -177,7 +177,11 @@ async fn exact_through_kills(classic: bool) {
     let accounts = env_usize("ORRERY_E2E_RPC_ACCOUNTS", 1_000);
     let txs = env_usize("ORRERY_E2E_RPC_TXS", 50_000);
     let d = devnet(classic, accounts, txs, None).await;
-    let env = env_for(&db, &d, "rpc_events_limit = 1500\n");
+    let env = env_for(
+        &db,
+        &d,
+        "rpc_events_limit = 1500\nrpc_batch_events = 3000\n",
+    );
     faults(&d);
     let c = d.control();
     // Kill when committed history grew by a step of the expected total.

@@ -1,4 +1,11 @@
-//! glibc malloc settings for a long-running server.
+//! Allocator settings for a long-running server.
+//!
+//! The `orrery` binary allocates with mimalloc (its `#[global_allocator]`): with glibc's
+//! malloc, `malloc`/`free`/`malloc_consolidate` and the arena locks were 20-30% of the CPU
+//! time of a Stellar RPC backfill (the statements' values, decoded pages) and of uncached
+//! GraphQL queries (with in-memory statement journals, the backfill went from 23,100 to
+//! 36,200 events/s; BENCHMARKS.md). What still calls glibc's malloc is C code (SQLite's
+//! page cache and statements), tuned here:
 //!
 //! With glibc's defaults, a backfill's large short-lived buffers (decoded log pages, SQL
 //! statements of a few MB) raise the dynamic mmap threshold and then land in per-thread heap

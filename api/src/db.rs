@@ -91,6 +91,10 @@ fn writer_pragmas(opts: SqliteConnectOptions) -> SqliteConnectOptions {
             "wal_autocheckpoint",
             SQLITE_WAL_AUTOCHECKPOINT_PAGES.to_string(),
         )
+        // Statement journals (every multi-row upsert inside a transaction keeps one, a copy
+        // of each page it changes) in memory rather than in a temporary file: they were 12%
+        // of the writer thread's time in pwrite calls during a backfill.
+        .pragma("temp_store", "MEMORY")
 }
 
 /// Turns on SQLite's query-planner stability guarantee (`SQLITE_DBCONFIG_ENABLE_QPSG`) on a

@@ -183,6 +183,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "rpc_urls",
             "rpc_start_ledger",
             "rpc_events_limit",
+            "rpc_batch_events",
             "rpc_requests_per_hour",
             "horizon_url",
             "accounts",

@@ -558,7 +558,7 @@ pub fn rpc_config_file(d: &Devnet, tag: &str) -> PathBuf {
     let toml = format!(
         "[stellar]\nsource = \"rpc\"\nrpc_urls = [\"{}\"]\nassets = [{}]\n\
          poll_interval_ms = 200\nbreaker_recovery_secs = 1\nrequest_timeout_secs = 2\n\
-         rpc_events_limit = 500\n",
+         rpc_events_limit = 500\nrpc_batch_events = 500\n",
         d.urls().stellar_rpc,
         assets.join(", ")
     );

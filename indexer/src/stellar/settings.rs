@@ -75,6 +75,10 @@ pub struct StellarSettings {
     pub rpc_start_ledger: Option<u32>,
     /// `rpc_events_limit`: `getEvents` page size (1..=10000). Default 10000.
     pub rpc_events_limit: u32,
+    /// `rpc_batch_events`: `getEvents` pages are read into one batch (one database
+    /// transaction, with the cursor) until it holds this many events or the node has no
+    /// more; larger batches backfill faster, smaller ones hold less memory. Default 50000.
+    pub rpc_batch_events: usize,
     /// `rpc_requests_per_hour`: local RPC request budget (0 = none). Default 0.
     pub rpc_requests_per_hour: u32,
     /// `index_transactions`: with `source = "rpc"`, also follow `getTransactions` and store
@@ -167,6 +171,7 @@ impl Default for StellarSettings {
             rpc_urls: Vec::new(),
             rpc_start_ledger: None,
             rpc_events_limit: 10_000,
+            rpc_batch_events: 50_000,
             rpc_requests_per_hour: 0,
             index_transactions: false,
             datalake_url: None,

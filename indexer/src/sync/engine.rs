@@ -227,8 +227,8 @@ pub async fn run_source<S: Source>(
             Ok(false) => {}
             Err(e) => tracing::warn!(source = %id, error = %e, "cannot read the source row"),
         }
-        let exit = pipeline(
-            &mut source,
+        let (back, exit) = pipeline(
+            source,
             writer.as_ref(),
             &ctx,
             &config,
@@ -237,6 +237,7 @@ pub async fn run_source<S: Source>(
             &mut consecutive_errors,
         )
         .await;
+        source = back;
         match exit {
             PipeExit::Cancelled => return EngineExit::Cancelled,
             PipeExit::Stalled(msg) => return EngineExit::Stalled(msg),
@@ -387,48 +388,32 @@ async fn check_paused(ctx: &SyncContext) -> Result<bool, DbErr> {
     Ok(true)
 }
 
-/// Fetches and writes until an error, a pause, a stall or cancellation. Fetching runs up to
-/// `source.prefetch()` batches ahead of the writer (a semaphore bounds the batches in
-/// flight, so memory stays flat whatever the backlog).
+/// Fetches and writes until an error, a pause, a stall or cancellation; gives the source
+/// back with the reason. Fetching runs in its own task (so decoding the next batch uses
+/// another core while this one writes), up to `source.prefetch()` batches ahead of the
+/// writer (a semaphore bounds the batches in flight, so memory stays flat whatever the
+/// backlog).
 async fn pipeline<S: Source>(
-    source: &mut S,
+    source: S,
     writer: &dyn BatchWriter<S::Batch>,
     ctx: &SyncContext,
     config: &EngineConfig,
     cancel: &CancellationToken,
     state: &mut RunState,
     consecutive_errors: &mut u32,
-) -> PipeExit {
+) -> (S, PipeExit) {
     let in_flight = Arc::new(Semaphore::new(source.prefetch() + 1));
     let (tx, mut rx) = mpsc::unbounded_channel::<Item<S::Batch>>();
     let poll = source.poll_interval();
-    let fetcher = {
-        let in_flight = in_flight.clone();
-        async move {
-            loop {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    return;
-                };
-                let started = Instant::now();
-                let r = source.fetch(ctx).await;
-                tracing::trace!(source = %ctx.source.id, fetch_ms = started.elapsed().as_millis() as u64, "fetched");
-                let failed = r.is_err();
-                // Caught up (whatever was fetched): wait the poll interval before the next.
-                let idle = matches!(
-                    &r,
-                    Ok(Fetched::Idle(p) | Fetched::Batch { progress: p, .. }) if p.caught_up
-                );
-                if tx.send((r, permit)).is_err() || failed {
-                    return;
-                }
-                if idle {
-                    // Wait for the writer to record it, then for the poll interval.
-                    let _ = in_flight.acquire_many(source.prefetch() as u32 + 1).await;
-                    tokio::time::sleep(poll).await;
-                }
-            }
-        }
-    };
+    let stop = CancellationToken::new();
+    let fetcher = tokio::spawn(fetch_loop(
+        source,
+        ctx.clone(),
+        in_flight,
+        tx,
+        poll,
+        stop.clone(),
+    ));
     let writer_loop = async {
         let mut last_pause_check = Instant::now();
         loop {
@@ -480,13 +465,61 @@ async fn pipeline<S: Source>(
             }
         }
     };
-    tokio::pin!(fetcher);
-    tokio::pin!(writer_loop);
-    let mut fetch_done = false;
+    let exit = writer_loop.await;
+    // The fetch in progress is dropped (the source resumes from the stored row next).
+    stop.cancel();
+    drop(rx);
+    match fetcher.await {
+        Ok(source) => (source, exit),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the fetch task of {} was cancelled: {e}", ctx.source.id),
+    }
+}
+
+/// The fetch side of [`pipeline`]: fetches while permits last, sends each result, stops
+/// after a failure, when the writer is gone or when `stop` fires; returns the source.
+async fn fetch_loop<S: Source>(
+    mut source: S,
+    ctx: SyncContext,
+    in_flight: Arc<Semaphore>,
+    tx: mpsc::UnboundedSender<Item<S::Batch>>,
+    poll: Duration,
+    stop: CancellationToken,
+) -> S {
+    let ahead = source.prefetch() as u32 + 1;
     loop {
-        tokio::select! {
-            _ = &mut fetcher, if !fetch_done => fetch_done = true,
-            exit = &mut writer_loop => return exit,
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return source,
+            p = in_flight.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return source,
+            },
+        };
+        let started = Instant::now();
+        let r = tokio::select! {
+            _ = stop.cancelled() => return source,
+            r = source.fetch(&ctx) => r,
+        };
+        tracing::trace!(source = %ctx.source.id, fetch_ms = started.elapsed().as_millis() as u64, "fetched");
+        let failed = r.is_err();
+        // Caught up (whatever was fetched): wait the poll interval before the next.
+        let idle = matches!(
+            &r,
+            Ok(Fetched::Idle(p) | Fetched::Batch { progress: p, .. }) if p.caught_up
+        );
+        if tx.send((r, permit)).is_err() || failed {
+            return source;
+        }
+        if idle {
+            // Wait for the writer to record it, then for the poll interval.
+            let wait = async {
+                let _ = in_flight.acquire_many(ahead).await;
+                tokio::time::sleep(poll).await;
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return source,
+                () = wait => {}
+            }
         }
     }
 }

@@ -64,6 +64,17 @@ pub struct RpcBatch {
     rows: HashMap<(i64, String, AssetKey), usize>,
 }
 
+impl RpcBatch {
+    /// A batch of just these history rows (tests of the writer).
+    #[cfg(test)]
+    pub(crate) fn of_history(history: Vec<HistoryRow>) -> Self {
+        Self {
+            history,
+            ..Default::default()
+        }
+    }
+}
+
 /// Running balances and the rows they produce. `get` must be filled from the database
 /// (see [`Ledgerbook::missing`]) before events touching a holder are applied.
 #[derive(Debug, Default)]

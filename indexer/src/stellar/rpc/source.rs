@@ -542,6 +542,83 @@ impl RpcSource {
     }
 }
 
+/// What the pages of one fetch add up to.
+#[derive(Default)]
+struct PageAcc {
+    batch: RpcBatch,
+    quarantined: Vec<Quarantined>,
+    newest_at: Option<DateTime<Utc>>,
+}
+
+/// Batches fetched (and applied to the running balances) ahead of the writer.
+const PREFETCH_BATCHES: usize = 1;
+
+impl RpcSource {
+    /// Decodes one `getEvents` page (events at or before `after` are duplicates) and
+    /// applies it to the running balances, into `acc`.
+    async fn apply_page(
+        &mut self,
+        ctx: &SyncContext,
+        page: &EventsPage,
+        after: Option<&str>,
+        acc: &mut PageAcc,
+    ) -> Result<(), SourceError> {
+        let batch = &mut acc.batch;
+        let mut decoded = Vec::with_capacity(page.events.len());
+        for e in &page.events {
+            // Dedupe on the event id: nothing at or before the stored cursor again.
+            if let Some(c) = after {
+                if comparable(&e.id, c) && e.id.as_str() <= c {
+                    *batch.skipped.entry("duplicate").or_default() += 1;
+                    continue;
+                }
+            }
+            match classify(e, &self.by_contract, &self.sep11) {
+                Verdict::Apply(t, i) => decoded.push((t, i)),
+                Verdict::Skip(reason) => *batch.skipped.entry(reason).or_default() += 1,
+                Verdict::Fail(err) => {
+                    if !err.is_unknown_topic() {
+                        // A watched SAC's event that does not decode: a permanent data
+                        // error on that record.
+                        acc.quarantined.push(quarantine_event(e, &err));
+                    }
+                    *batch.skipped.entry(err.reason()).or_default() += 1;
+                }
+            }
+        }
+        let holders = self.book.missing(
+            decoded
+                .iter()
+                .flat_map(|(t, _)| t.movement.addresses().into_iter()),
+        );
+        if !holders.is_empty() {
+            let new = self.load_holders(ctx, holders).await?;
+            batch
+                .accounts
+                .extend(new.into_iter().map(|h| (h, DISCOVERED_VIA.to_string())));
+        }
+        for (t, i) in &decoded {
+            let raw = || page.events.iter().find(|e| e.id == t.id);
+            let Ok(at) = DateTime::parse_from_rfc3339(&t.closed_at).map(|d| d.with_timezone(&Utc))
+            else {
+                if let Some(e) = raw() {
+                    let why = format!("ledgerClosedAt {:?} is not RFC 3339", t.closed_at);
+                    acc.quarantined.push(quarantine_event(e, &why));
+                }
+                continue;
+            };
+            acc.newest_at = Some(at);
+            let key = &self.assets[*i].key;
+            if let Err(err) = self.book.apply(t, key, at, batch) {
+                if let Some(e) = raw() {
+                    acc.quarantined.push(quarantine_event(e, &err));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether two RPC ids/cursors have the `<19 digits>-<10 digits>` shape, so that string
 /// order is event order.
 fn comparable(a: &str, b: &str) -> bool {
@@ -596,91 +673,69 @@ impl Source for RpcSource {
             .settings
             .rpc_events_limit
             .clamp(1, super::client::MAX_EVENTS_LIMIT);
-        let page = self
-            .events_page(&start, limit)
-            .await
-            .map_err(source_error)?;
-
-        let mut batch = RpcBatch::default();
-        let mut quarantined = Vec::new();
-        let mut decoded = Vec::with_capacity(page.events.len());
-        for e in &page.events {
-            // Dedupe on the event id: nothing at or before the stored cursor again.
-            if let Some(c) = &self.cursor {
-                if comparable(&e.id, c) && e.id.as_str() <= c.as_str() {
-                    *batch.skipped.entry("duplicate").or_default() += 1;
-                    continue;
-                }
-            }
-            match classify(e, &self.by_contract, &self.sep11) {
-                Verdict::Apply(t, i) => decoded.push((t, i)),
-                Verdict::Skip(reason) => *batch.skipped.entry(reason).or_default() += 1,
-                Verdict::Fail(err) => {
-                    if !err.is_unknown_topic() {
-                        // A watched SAC's event that does not decode: a permanent data
-                        // error on that record.
-                        quarantined.push(quarantine_event(e, &err));
+        // Pages are read until the batch holds `rpc_batch_events` events or the node has
+        // nothing more: one transaction per batch, so a backfill commits (and rewrites the
+        // index pages it touches) a few times per 100,000 events instead of per page.
+        let target = self.settings.rpc_batch_events.max(1);
+        let mut page_start = start.clone();
+        let mut acc = PageAcc::default();
+        let mut read = 0usize;
+        // The last page applied: where the batch ends if a later page fails.
+        let mut last: Option<(String, i64, i64)> = None;
+        let (page_cursor, latest, scanned, caught_up) = loop {
+            let page = match self.events_page(&page_start, limit).await {
+                Ok(p) => p,
+                Err(e) => match last.take() {
+                    // What was read commits; the failing page is asked for again by the
+                    // next fetch (from this batch's cursor).
+                    Some((cursor, latest, scanned)) => {
+                        tracing::debug!(error = %e, "stellar rpc: batch ends before a failed page");
+                        self.prefetch = None;
+                        break (cursor, latest, scanned, false);
                     }
-                    *batch.skipped.entry(err.reason()).or_default() += 1;
-                }
-            }
-        }
-
-        let holders = self.book.missing(
-            decoded
-                .iter()
-                .flat_map(|(t, _)| t.movement.addresses().into_iter()),
-        );
-        if !holders.is_empty() {
-            let new = self.load_holders(ctx, holders).await?;
-            batch.accounts = new
-                .into_iter()
-                .map(|h| (h, DISCOVERED_VIA.to_string()))
-                .collect();
-        }
-        let mut newest_at = None;
-        for (t, i) in &decoded {
-            let raw = || page.events.iter().find(|e| e.id == t.id);
-            let Ok(at) = DateTime::parse_from_rfc3339(&t.closed_at).map(|d| d.with_timezone(&Utc))
-            else {
-                if let Some(e) = raw() {
-                    let why = format!("ledgerClosedAt {:?} is not RFC 3339", t.closed_at);
-                    quarantined.push(quarantine_event(e, &why));
-                }
-                continue;
+                    None => return Err(source_error(e)),
+                },
             };
-            newest_at = Some(at);
-            let key = self.assets[*i].key.clone();
-            if let Err(err) = self.book.apply(t, &key, at, &mut batch) {
-                if let Some(e) = raw() {
-                    quarantined.push(quarantine_event(e, &err));
-                }
+            read += page.events.len();
+            let after = match &page_start {
+                Start::Cursor(c) => Some(c.as_str()),
+                Start::Ledger(_) => None,
+            };
+            self.apply_page(ctx, &page, after, &mut acc).await?;
+            let scanned = cursor_ledger(&page.cursor)
+                .or(acc.batch.ledger)
+                .unwrap_or(i64::from(page.latest_ledger));
+            let latest = i64::from(page.latest_ledger);
+            let caught_up = scanned >= latest && page.events.len() < limit as usize;
+            if !caught_up {
+                // Backfilling: the next page is needed at once.
+                self.prefetch_after(&page.cursor, limit);
             }
-        }
+            if caught_up || read >= target {
+                break (page.cursor, latest, scanned, caught_up);
+            }
+            last = Some((page.cursor.clone(), latest, scanned));
+            page_start = Start::Cursor(page.cursor);
+        };
+        let PageAcc {
+            mut batch,
+            quarantined,
+            newest_at,
+        } = acc;
         self.book.finish(&mut batch);
         let skipped: u64 = batch.skipped.values().sum();
         if skipped > 0 {
             self.skipped_total += skipped;
             tracing::info!(skipped = ?batch.skipped, total = self.skipped_total, "stellar rpc: events skipped");
         }
-
-        let scanned = cursor_ledger(&page.cursor)
-            .or(batch.ledger)
-            .unwrap_or(i64::from(page.latest_ledger));
-        let latest = i64::from(page.latest_ledger);
-        let caught_up = scanned >= latest && page.events.len() < limit as usize;
-        if !caught_up {
-            // Backfilling: the next page is needed at once.
-            self.prefetch_after(&page.cursor, limit);
-        }
         if caught_up && self.settings.reconcile {
             self.reconcile(ctx, scanned.min(latest), &mut batch).await?;
         }
-        let moved = self.cursor.as_deref() != Some(page.cursor.as_str());
+        let moved = self.cursor.as_deref() != Some(page_cursor.as_str());
         let progress = Progress {
             head_height: Some(latest),
             indexed_height: Some(scanned.min(latest)),
-            cursor: Some(page.cursor.clone()),
+            cursor: Some(page_cursor.clone()),
             start_height: match start {
                 Start::Ledger(l) => Some(i64::from(l)),
                 Start::Cursor(_) => None,
@@ -690,7 +745,7 @@ impl Source for RpcSource {
             newest_item_at: newest_at,
             quarantined,
         };
-        self.cursor = Some(page.cursor);
+        self.cursor = Some(page_cursor);
         if !moved
             && batch.history.is_empty()
             && batch.accounts.is_empty()
@@ -699,6 +754,13 @@ impl Source for RpcSource {
             return Ok(Fetched::Idle(progress));
         }
         Ok(Fetched::Batch { batch, progress })
+    }
+
+    /// Batches are applied to the running balances as they are fetched, so fetching runs
+    /// ahead of the writer: a failed write resumes the source, which forgets the balances
+    /// and reloads them from what was committed.
+    fn prefetch(&self) -> usize {
+        PREFETCH_BATCHES
     }
 
     fn writer(&self) -> Arc<dyn BatchWriter<RpcBatch>> {
