@@ -157,6 +157,8 @@ async fn run(events: usize) -> String {
             urls.stellar_rpc,
             list.join(", "),
             std::env::var("ORRERY_BENCH_BATCH_EVENTS")
+                .ok()
+                .filter(|n| !n.is_empty())
                 .map(|n| format!("rpc_batch_events = {n}\n"))
                 .unwrap_or_default()
         ),

@@ -53,7 +53,7 @@ impl BatchWriter<RpcBatch> for RpcWriter {
 }
 
 /// History rows per bulk statement. A batch's rows travel as one JSON text parameter
-/// (`json_each` on SQLite, `json_array_elements` on PostgreSQL) instead of eight bound values
+/// (`jsonb_each` on SQLite, `json_array_elements` on PostgreSQL) instead of eight bound values
 /// per row: building and binding those values was most of the writer's CPU time.
 const BULK_ROWS: usize = 10_000;
 
@@ -70,9 +70,11 @@ const HISTORY_CONFLICT: &str = "ON CONFLICT (account_id, asset_code, asset_issue
 /// The bulk history insert for `backend`, reading the rows from `$1`.
 fn history_sql(backend: DbBackend) -> Result<String, DbErr> {
     let select = match backend {
-        // `WHERE true`: an upsert's SELECT needs a WHERE clause in SQLite's grammar.
+        // `jsonb_each`: each row's array stays in SQLite's binary JSON (`json_each` renders
+        // it as text, which `->>` then parses again). `WHERE true`: an upsert's SELECT
+        // needs a WHERE clause in SQLite's grammar.
         DbBackend::Sqlite => "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, \
-            value->>5, value->>6, value->>7 FROM json_each(?) WHERE true"
+            value->>5, value->>6, value->>7 FROM jsonb_each(?) WHERE true"
             .to_string(),
         DbBackend::Postgres => "SELECT e->>0, e->>1, e->>2, (e->>3)::bigint, (e->>4)::bigint, \
             (e->>5)::timestamptz, (e->>6)::bigint, (e->>7)::bigint \
