@@ -13,6 +13,8 @@
 //! backlog (measured: 185 MB after 100k logs, 197 MB after 400k). Fixing the mmap and trim
 //! thresholds at 128 KiB (large buffers are mapped and returned on free) and capping the
 //! arenas at two keeps the peak flat (154 MB and 142 MB in the same benchmark; BENCHMARKS.md).
+//! Those figures were measured when glibc served every allocation; the EVM backfill's peak
+//! RSS has not been measured again with mimalloc (the RPC backfill's has: BENCHMARKS.md).
 
 /// Applies the settings; a no-op outside Linux with glibc.
 pub fn tune_for_server() {
