@@ -17,6 +17,12 @@
 //! `getTransactions`, 200 per page; the devnet line is then a `getTransactions` sweep,
 //! counted in transactions).
 
+/// devnet runs in this process: the allocator of the `orrery` binary, so that its serving rate
+/// is the one `orrery devnet` has (with glibc's allocator devnet spent half its time in
+/// `malloc`/`free`, on the cores the measured server also needs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -77,7 +77,7 @@ pub struct StellarSettings {
     pub rpc_events_limit: u32,
     /// `rpc_batch_events`: `getEvents` pages are read into one batch (one database
     /// transaction, with the cursor) until it holds this many events or the node has no
-    /// more; larger batches backfill faster, smaller ones hold less memory. Default 50000.
+    /// more; larger batches backfill faster, smaller ones hold less memory. Default 100000.
     pub rpc_batch_events: usize,
     /// `rpc_requests_per_hour`: local RPC request budget (0 = none). Default 0.
     pub rpc_requests_per_hour: u32,
@@ -171,7 +171,7 @@ impl Default for StellarSettings {
             rpc_urls: Vec::new(),
             rpc_start_ledger: None,
             rpc_events_limit: 10_000,
-            rpc_batch_events: 50_000,
+            rpc_batch_events: 100_000,
             rpc_requests_per_hour: 0,
             index_transactions: false,
             datalake_url: None,

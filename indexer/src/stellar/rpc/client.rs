@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::types::{
@@ -176,8 +178,8 @@ impl RpcClient {
         if !params.is_null() {
             body["params"] = params;
         }
-        let answer: Value = self.upstream.post_json("", &body).await?;
-        decode_answer(method, answer)
+        let answer: Box<RawValue> = self.upstream.post_json("", &body).await?;
+        decode_raw_answer(method, &answer)
     }
 
     /// `getHealth`.
@@ -330,11 +332,41 @@ pub fn decode_answer<T: DeserializeOwned>(
     method: &'static str,
     answer: Value,
 ) -> Result<T, RpcError> {
+    let raw = serde_json::value::to_raw_value(&answer).map_err(|e| RpcError::Shape {
+        method,
+        error: e.to_string(),
+    })?;
+    decode_raw_answer(method, &raw)
+}
+
+/// A JSON-RPC answer with its `result` left as text, so that it is decoded once, straight
+/// into the method's type (through a [`Value`] tree, a 10,000-event `getEvents` page cost
+/// a map and a string per field before being decoded again).
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    /// Present (even `null`) or absent.
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    error: Option<Value>,
+}
+
+/// `Some` for any value, `null` included (only an absent field is `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// [`decode_answer`] of an answer as received.
+pub fn decode_raw_answer<T: DeserializeOwned>(
+    method: &'static str,
+    answer: &RawValue,
+) -> Result<T, RpcError> {
     let shape = |error: String| RpcError::Shape { method, error };
-    let Value::Object(mut obj) = answer else {
+    if !answer.get().trim_start().starts_with('{') {
         return Err(shape("not a JSON object".into()));
-    };
-    if let Some(err) = obj.remove("error") {
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_str(answer.get()).map_err(|e| shape(e.to_string()))?;
+    if let Some(err) = envelope.error {
         let code = err.get("code").and_then(Value::as_i64);
         let message = err
             .get("message")
@@ -353,10 +385,10 @@ pub fn decode_answer<T: DeserializeOwned>(
             None => shape(format!("error without a code: {err}")),
         });
     }
-    let result = obj
-        .remove("result")
+    let result = envelope
+        .result
         .ok_or_else(|| shape("neither result nor error".into()))?;
-    serde_json::from_value(result).map_err(|e| shape(e.to_string()))
+    serde_json::from_str(result.get()).map_err(|e| shape(e.to_string()))
 }
 
 #[cfg(test)]
@@ -404,6 +436,41 @@ mod tests {
         assert!(matches!(
             decode_answer::<Value>("getHealth", json!([1])),
             Err(RpcError::Shape { .. })
+        ));
+        assert!(matches!(
+            decode_answer::<Value>("getHealth", json!({"jsonrpc": "2.0", "id": 1})),
+            Err(RpcError::Shape { error, .. }) if error == "neither result nor error"
+        ));
+        // A `null` result is a result (of the wrong shape for a page), not a missing one.
+        assert_eq!(
+            decode_answer::<Value>("getHealth", json!({"result": null})),
+            Ok(Value::Null)
+        );
+        assert!(matches!(
+            decode_answer::<EventsPage>("getEvents", json!({"result": null})),
+            Err(RpcError::Shape { error, .. }) if error.contains("null")
+        ));
+    }
+
+    #[test]
+    fn raw_answers_decode_straight_into_the_result_type() {
+        let raw = |text: &str| RawValue::from_string(text.to_string()).unwrap();
+        let page: EventsPage = decode_raw_answer(
+            "getEvents",
+            &raw(
+                r#" {"jsonrpc":"2.0","id":7,"result":{"events":[],"latestLedger":9,"cursor":"c"}}"#,
+            ),
+        )
+        .unwrap();
+        assert_eq!((page.latest_ledger, page.cursor.as_str()), (9, "c"));
+        let err = decode_raw_answer::<EventsPage>(
+            "getEvents",
+            &raw(r#"{"error":{"code":-32602,"message":"bad"},"result":{}}"#),
+        );
+        assert!(matches!(err, Err(RpcError::InvalidParams { message, .. }) if message == "bad"));
+        assert!(matches!(
+            decode_raw_answer::<EventsPage>("getEvents", &raw("\"text\"")),
+            Err(RpcError::Shape { error, .. }) if error == "not a JSON object"
         ));
         assert_eq!(
             range_in("startLedger must be within the ledger range: 1000 - 121000"),

@@ -682,8 +682,13 @@ impl Source for RpcSource {
         let mut read = 0usize;
         // The last page applied: where the batch ends if a later page fails.
         let mut last: Option<(String, i64, i64)> = None;
+        // Time waiting for pages (request, download, JSON) and applying them (XDR, balances).
+        let (mut waited, mut applied, mut pages) = (Duration::ZERO, Duration::ZERO, 0u32);
         let (page_cursor, latest, scanned, caught_up) = loop {
-            let page = match self.events_page(&page_start, limit).await {
+            let asked = std::time::Instant::now();
+            let page = self.events_page(&page_start, limit).await;
+            waited += asked.elapsed();
+            let page = match page {
                 Ok(p) => p,
                 Err(e) => match last.take() {
                     // What was read commits; the failing page is asked for again by the
@@ -701,14 +706,23 @@ impl Source for RpcSource {
                 Start::Cursor(c) => Some(c.as_str()),
                 Start::Ledger(_) => None,
             };
+            let latest = i64::from(page.latest_ledger);
+            let full = page.events.len() >= limit as usize;
+            // Backfilling: the next page is needed at once. When the cursor says so, it is
+            // requested before this page is applied, so that it downloads meanwhile.
+            let ahead = full || cursor_ledger(&page.cursor).is_some_and(|l| l < latest);
+            if ahead {
+                self.prefetch_after(&page.cursor, limit);
+            }
+            let started = std::time::Instant::now();
             self.apply_page(ctx, &page, after, &mut acc).await?;
+            applied += started.elapsed();
+            pages += 1;
             let scanned = cursor_ledger(&page.cursor)
                 .or(acc.batch.ledger)
-                .unwrap_or(i64::from(page.latest_ledger));
-            let latest = i64::from(page.latest_ledger);
-            let caught_up = scanned >= latest && page.events.len() < limit as usize;
-            if !caught_up {
-                // Backfilling: the next page is needed at once.
+                .unwrap_or(latest);
+            let caught_up = scanned >= latest && !full;
+            if !caught_up && !ahead {
                 self.prefetch_after(&page.cursor, limit);
             }
             if caught_up || read >= target {
@@ -723,6 +737,13 @@ impl Source for RpcSource {
             newest_at,
         } = acc;
         self.book.finish(&mut batch);
+        tracing::debug!(
+            pages,
+            events = read,
+            wait_ms = waited.as_millis() as u64,
+            apply_ms = applied.as_millis() as u64,
+            "stellar rpc: batch fetched"
+        );
         let skipped: u64 = batch.skipped.values().sum();
         if skipped > 0 {
             self.skipped_total += skipped;

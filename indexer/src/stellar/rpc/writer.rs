@@ -27,11 +27,16 @@ impl BatchWriter<RpcBatch> for RpcWriter {
     async fn write(&self, txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<Written, DbErr> {
         // Holders found in events are stored with `watched = false`: their operations are
         // not indexed (a Horizon source running beside this one must not take them up).
+        let mut lap = Laps::start();
         crate::stellar::store::ensure_accounts(txn, &batch.accounts, false).await?;
+        let accounts_ms = lap.ms();
         insert_history(txn, batch).await?;
+        let history_ms = lap.ms();
         upsert_balances(txn, batch).await?;
+        let balances_ms = lap.ms();
         mark_synced(txn, batch).await?;
         store_reconciliation(txn, batch).await?;
+        let synced_ms = lap.ms();
         // The committed rows (limits and ledgers as stored), read back in the transaction.
         let keys = batch
             .balances
@@ -39,6 +44,16 @@ impl BatchWriter<RpcBatch> for RpcWriter {
             .map(|b| (b.account.clone(), b.asset.clone()))
             .collect();
         let events = crate::stellar::balance_events::balance_events(txn, &keys).await?;
+        tracing::debug!(
+            history = batch.history.len(),
+            balances = batch.balances.len(),
+            accounts_ms,
+            history_ms,
+            balances_ms,
+            synced_ms,
+            read_back_ms = lap.ms(),
+            "stellar rpc: batch written"
+        );
         Ok(Written {
             items: vec![("token_event", batch.applied)],
             events,
@@ -49,6 +64,23 @@ impl BatchWriter<RpcBatch> for RpcWriter {
     /// Ledgers are final: the source never reverts.
     async fn revert(&self, _txn: &DatabaseTransaction, _to: i64) -> Result<Reverted, DbErr> {
         Ok(Reverted::default())
+    }
+}
+
+/// Milliseconds between successive calls (the writer's phases, in its debug line).
+struct Laps(std::time::Instant);
+
+impl Laps {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Milliseconds since the previous call (or the start).
+    fn ms(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let ms = (now - self.0).as_millis() as u64;
+        self.0 = now;
+        ms
     }
 }
 
@@ -67,8 +99,19 @@ const HISTORY_CONFLICT: &str = "ON CONFLICT (account_id, asset_code, asset_issue
     DO UPDATE SET delta_stroops = stellar_balance_history.delta_stroops + excluded.delta_stroops, \
     balance_stroops = excluded.balance_stroops";
 
+/// How a bulk history insert treats a row whose key is stored already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnStored {
+    /// Merge into it ([`HISTORY_CONFLICT`]).
+    Merge,
+    /// Skip it (SQLite `INSERT OR IGNORE`, PostgreSQL `DO NOTHING`); the caller counts
+    /// the rows written. With no constraint left that can abort it, SQLite keeps no
+    /// statement journal (a copy of every page the statement changes) for it.
+    Skip,
+}
+
 /// The bulk history insert for `backend`, reading the rows from `$1`.
-fn history_sql(backend: DbBackend) -> Result<String, DbErr> {
+fn history_sql(backend: DbBackend, on_stored: OnStored) -> Result<String, DbErr> {
     let select = match backend {
         // `jsonb_each`: each row's array stays in SQLite's binary JSON (`json_each` renders
         // it as text, which `->>` then parses again). `WHERE true`: an upsert's SELECT
@@ -86,15 +129,24 @@ fn history_sql(backend: DbBackend) -> Result<String, DbErr> {
             )))
         }
     };
-    Ok(format!(
-        "INSERT INTO stellar_balance_history ({HISTORY_COLUMNS}) {select} {HISTORY_CONFLICT}"
-    ))
+    let table = "stellar_balance_history";
+    Ok(match (on_stored, backend) {
+        (OnStored::Merge, _) => {
+            format!("INSERT INTO {table} ({HISTORY_COLUMNS}) {select} {HISTORY_CONFLICT}")
+        }
+        (OnStored::Skip, DbBackend::Sqlite) => {
+            format!("INSERT OR IGNORE INTO {table} ({HISTORY_COLUMNS}) {select}")
+        }
+        (OnStored::Skip, _) => {
+            format!("INSERT INTO {table} ({HISTORY_COLUMNS}) {select} ON CONFLICT DO NOTHING")
+        }
+    })
 }
 
 /// `rows` as a JSON array of `[account, code, issuer, toid, ledger, at, delta, balance]`;
 /// `at` is written as sqlx writes a `DateTime<Utc>` to SQLite (RFC 3339, `+00:00`), which
 /// PostgreSQL reads as a `timestamptz`.
-fn history_json(rows: &[HistoryRow]) -> Result<String, DbErr> {
+fn history_json(rows: &[&HistoryRow]) -> Result<String, DbErr> {
     let mut out = Vec::with_capacity(rows.len() * 200);
     out.push(b'[');
     let mut at: Option<(DateTime<Utc>, String)> = None;
@@ -123,13 +175,36 @@ fn history_json(rows: &[HistoryRow]) -> Result<String, DbErr> {
     String::from_utf8(out).map_err(|e| DbErr::Custom(format!("stellar rpc: history JSON: {e}")))
 }
 
-/// Inserts the batch's history rows (see [`HISTORY_CONFLICT`]).
+/// Inserts the batch's history rows. Only rows of the batch's first TOID can be stored
+/// already (its events began in the previous batch when a page ended inside the operation):
+/// those are merged ([`HISTORY_CONFLICT`]). Every other row is new, since the stored cursor
+/// commits with the rows; one that is not fails the batch instead of being counted twice.
 async fn insert_history(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
-    let sql = history_sql(backend)?;
-    for chunk in batch.history.chunks(BULK_ROWS) {
-        let stmt = Statement::from_sql_and_values(backend, &sql, [history_json(chunk)?.into()]);
+    let first = batch.history.iter().map(|r| r.toid).min();
+    let (merged, fresh): (Vec<&HistoryRow>, Vec<&HistoryRow>) =
+        batch.history.iter().partition(|r| Some(r.toid) == first);
+    let merge_sql = history_sql(backend, OnStored::Merge)?;
+    for chunk in merged.chunks(BULK_ROWS) {
+        let stmt =
+            Statement::from_sql_and_values(backend, &merge_sql, [history_json(chunk)?.into()]);
         txn.execute_raw(stmt).await?;
+    }
+    let skip_sql = history_sql(backend, OnStored::Skip)?;
+    for chunk in fresh.chunks(BULK_ROWS) {
+        let stmt =
+            Statement::from_sql_and_values(backend, &skip_sql, [history_json(chunk)?.into()]);
+        let written = txn.execute_raw(stmt).await?.rows_affected();
+        if written != chunk.len() as u64 {
+            return Err(DbErr::Custom(format!(
+                "stellar rpc: {} of {} balance history rows (TOIDs {}..={}) are stored already, \
+                 although the stored cursor is before them; not writing them twice",
+                chunk.len() as u64 - written,
+                chunk.len(),
+                chunk.first().map_or(0, |r| r.toid),
+                chunk.last().map_or(0, |r| r.toid),
+            )));
+        }
     }
     Ok(())
 }
@@ -277,12 +352,38 @@ mod tests {
                 ("GA", "UBEC", issuer, 6 << 32, Some(6), t2, -10, Some(-110)),
             ]
         );
+        // A row past the batch's first TOID that is stored already is refused, not merged.
+        let again = RpcBatch::of_history(vec![
+            row("GC", 7 << 32, 1, 1, t2),
+            row("GA", 8 << 32, 2, -108, t2),
+            row("GB", 8 << 32, 5, 105, t2),
+        ]);
+        let txn = db.begin().await.unwrap();
+        insert_history(&txn, &again).await.unwrap();
+        txn.commit().await.unwrap();
+        let twice = RpcBatch::of_history(vec![
+            row("GD", 7 << 32, 1, 1, t2),
+            row("GB", 8 << 32, 5, 110, t2),
+        ]);
+        let txn = db.begin().await.unwrap();
+        let err = insert_history(&txn, &twice).await.unwrap_err().to_string();
+        assert!(err.contains("1 of 1 balance history rows"), "{err}");
+        txn.rollback().await.unwrap();
+        let b = stellar_balance_history::Entity::find()
+            .filter(stellar_balance_history::Column::AccountId.eq("GB"))
+            .filter(stellar_balance_history::Column::OperationId.eq(8i64 << 32))
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.delta_stroops, b.balance_stroops), (5, Some(105)));
     }
 
     #[test]
     fn history_json_has_one_array_per_row() {
         let at = Utc::now();
-        let json = history_json(&[row("GA", 1, 2, 3, at), row("GB", 4, 5, 6, at)]).unwrap();
+        let rows = [row("GA", 1, 2, 3, at), row("GB", 4, 5, 6, at)];
+        let json = history_json(&rows.iter().collect::<Vec<_>>()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v.as_array().map(Vec::len), Some(2));
         assert_eq!(v[1][0], "GB");
