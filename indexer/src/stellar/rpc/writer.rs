@@ -105,8 +105,8 @@ enum OnStored {
     /// Merge into it ([`HISTORY_CONFLICT`]).
     Merge,
     /// Skip it (SQLite `INSERT OR IGNORE`, PostgreSQL `DO NOTHING`); the caller counts
-    /// the rows written. With no constraint left that can abort it, SQLite keeps no
-    /// statement journal (a copy of every page the statement changes) for it.
+    /// the rows written and refuses a batch with a skipped one. (The writer still keeps a
+    /// statement journal with this form: no speed gain was measured, see BENCHMARKS.md.)
     Skip,
 }
 
