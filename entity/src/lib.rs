@@ -37,6 +37,7 @@ pub mod stellar_account;
 pub mod stellar_account_operation;
 pub mod stellar_balance;
 pub mod stellar_balance_history;
+pub mod stellar_holding;
 pub mod stellar_operation;
 pub mod stellar_sync_state;
 pub mod stellar_transaction;

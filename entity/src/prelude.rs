@@ -22,6 +22,7 @@ pub use super::stellar_account::Entity as StellarAccount;
 pub use super::stellar_account_operation::Entity as StellarAccountOperation;
 pub use super::stellar_balance::Entity as StellarBalance;
 pub use super::stellar_balance_history::Entity as StellarBalanceHistory;
+pub use super::stellar_holding::Entity as StellarHolding;
 pub use super::stellar_operation::Entity as StellarOperation;
 pub use super::stellar_sync_state::Entity as StellarSyncState;
 pub use super::stellar_transaction::Entity as StellarTransaction;

@@ -1,4 +1,5 @@
-//! `stellar_balance_history`: balance changes, one per account, asset and operation.
+//! `stellar_balance_history`: balance changes, one per holding (account and asset) and
+//! operation.
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,8 @@ pub struct Model {
     /// Auto-increment id.
     #[sea_orm(primary_key)]
     pub id: i64,
+    /// The `(account, asset)` pair: `stellar_holding.id` (unique with `operation_id`).
+    pub holding_id: i64,
     /// Account whose balance changed.
     #[sea_orm(column_type = "Text")]
     pub account_id: String,

@@ -30,6 +30,7 @@ mod m20261203_000014_reconciliation;
 mod m20261203_000018_action_run_retention;
 mod m20261204_000019_quarantine;
 mod m20261205_000020_balance_history_indexes;
+mod m20261206_000021_balance_holdings;
 
 /// The ordered list of Orrery's migrations.
 pub struct Migrator;
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000018_action_run_retention::Migration),
             Box::new(m20261204_000019_quarantine::Migration),
             Box::new(m20261205_000020_balance_history_indexes::Migration),
+            Box::new(m20261206_000021_balance_holdings::Migration),
         ]
     }
 }

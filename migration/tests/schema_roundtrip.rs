@@ -14,7 +14,7 @@ use serde_json::json;
 use std::panic::AssertUnwindSafe;
 
 /// Every table the migrations create.
-const TABLES: [&str; 22] = [
+const TABLES: [&str; 23] = [
     "source",
     "config_entry",
     "audit_log",
@@ -26,6 +26,7 @@ const TABLES: [&str; 22] = [
     "stellar_account_operation",
     "stellar_balance",
     "stellar_balance_history",
+    "stellar_holding",
     "distribution",
     "distribution_recipient",
     "distribution_event",
@@ -271,8 +272,23 @@ async fn stellar_rows(db: &DatabaseConnection) {
         "duplicate balance accepted"
     );
 
-    roundtrip!(auto db, stellar_balance_history, stellar_balance_history::Model {
+    let holding = roundtrip!(auto db, stellar_holding, stellar_holding::Model {
         id: 0,
+        account_id: account.into(),
+        asset_code: "XLM".into(),
+        asset_issuer: String::new(),
+    });
+    // UNIQUE (account_id, asset_code, asset_issuer).
+    let mut duplicate = stellar_holding::ActiveModel::from(holding.clone()).reset_all();
+    duplicate.id = NotSet;
+    assert!(
+        duplicate.insert(db).await.is_err(),
+        "duplicate holding accepted"
+    );
+
+    let history = roundtrip!(auto db, stellar_balance_history, stellar_balance_history::Model {
+        id: 0,
+        holding_id: holding.id,
         account_id: account.into(),
         asset_code: "XLM".into(),
         asset_issuer: String::new(),
@@ -282,6 +298,13 @@ async fn stellar_rows(db: &DatabaseConnection) {
         delta_stroops: -BEYOND_F64,
         balance_stroops: Some(0),
     });
+    // UNIQUE (holding_id, operation_id).
+    let mut duplicate = stellar_balance_history::ActiveModel::from(history).reset_all();
+    duplicate.id = NotSet;
+    assert!(
+        duplicate.insert(db).await.is_err(),
+        "duplicate balance history row accepted"
+    );
 }
 
 async fn distribution_rows(db: &DatabaseConnection) {
@@ -534,7 +557,70 @@ async fn assert_postgres_types(db: &DatabaseConnection) {
 }
 
 /// The whole scenario, against one empty database.
+/// History stored before `stellar_holding` existed gets one holding per `(account, asset)`
+/// and each row its holding's id; the new unique key holds.
+async fn holdings_backfill(db: &DatabaseConnection) {
+    let before = Migrator::migrations().len() as u32 - 1;
+    Migrator::up(db, Some(before)).await.unwrap();
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_string(
+        backend,
+        format!(
+            "INSERT INTO stellar_balance_history (account_id, asset_code, asset_issuer, \
+             operation_id, ledger, at, delta_stroops, balance_stroops) VALUES \
+             ('GB', 'XLM', '', 1, 1, '{t}', 5, 5), ('GA', 'XLM', '', 1, 1, '{t}', -5, 95), \
+             ('GA', 'UBEC', 'GI', 2, 1, '{t}', 7, 7), ('GA', 'XLM', '', 3, 1, '{t}', 1, 96)",
+            t = "2025-03-14T15:09:26+00:00"
+        ),
+    ))
+    .await
+    .unwrap();
+    Migrator::up(db, None).await.unwrap();
+    let holdings = stellar_holding::Entity::find().all(db).await.unwrap();
+    let key = |h: &stellar_holding::Model| {
+        (
+            h.account_id.clone(),
+            h.asset_code.clone(),
+            h.asset_issuer.clone(),
+        )
+    };
+    let mut keys: Vec<_> = holdings.iter().map(key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("GA".into(), "UBEC".into(), "GI".into()),
+            ("GA".into(), "XLM".into(), String::new()),
+            ("GB".into(), "XLM".into(), String::new()),
+        ]
+    );
+    let history = stellar_balance_history::Entity::find()
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 4);
+    for row in &history {
+        let holding = holdings
+            .iter()
+            .find(|h| h.id == row.holding_id)
+            .unwrap_or_else(|| panic!("row {} has no holding", row.id));
+        assert_eq!(
+            key(holding),
+            (
+                row.account_id.clone(),
+                row.asset_code.clone(),
+                row.asset_issuer.clone()
+            )
+        );
+    }
+    let mut duplicate = stellar_balance_history::ActiveModel::from(history[0].clone()).reset_all();
+    duplicate.id = NotSet;
+    assert!(duplicate.insert(db).await.is_err(), "new unique key");
+    Migrator::down(db, None).await.unwrap();
+}
+
 async fn exercise(db: &DatabaseConnection) {
+    holdings_backfill(db).await;
     migrate_up_down_up(db).await;
     core_rows(db).await;
     stellar_rows(db).await;

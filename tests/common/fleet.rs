@@ -409,7 +409,7 @@ pub async fn snapshot(conn: &DatabaseConnection) -> BTreeMap<&'static str, Rows>
     );
     s.insert(
         "stellar_balance_history",
-        rows::<stellar_balance_history::Entity>(conn, &["id"]).await,
+        rows::<stellar_balance_history::Entity>(conn, &["id", "holding_id"]).await,
     );
     s.insert(
         "stellar_account",

@@ -17,6 +17,7 @@ pub mod batch;
 pub mod datalake;
 pub mod dex;
 pub mod distributions;
+pub mod holdings;
 pub mod horizon;
 pub mod reconciliation;
 pub mod resync;

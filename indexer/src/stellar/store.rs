@@ -14,6 +14,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, Set,
 };
 
+use super::holdings;
 use super::horizon::{ledger_of, AccountSnapshot, AssetKey, BalanceLine, DecodedOp};
 use super::resync::{ResyncMode, REQUESTED};
 
@@ -91,7 +92,9 @@ pub async fn ensure_accounts<C: ConnectionTrait>(
 /// Replayed balances of `account`: the latest history row per asset.
 pub async fn load_running<C: ConnectionTrait>(db: &C, account: &str) -> Result<Running, DbErr> {
     let rows = stellar_balance_history::Entity::find()
-        .filter(stellar_balance_history::Column::AccountId.eq(account))
+        .filter(
+            stellar_balance_history::Column::HoldingId.in_subquery(holdings::of_holders([account])),
+        )
         .order_by_asc(stellar_balance_history::Column::OperationId)
         .all(db)
         .await?;
@@ -278,25 +281,29 @@ pub async fn insert_history<C: ConnectionTrait>(
     db: &C,
     rows: &[HistoryRow<'_>],
 ) -> Result<(), DbErr> {
+    let ids =
+        holdings::resolve(db, rows.iter().map(|(account, c, _)| (*account, &c.asset))).await?;
     for chunk in rows.chunks(CHUNK) {
         let models = chunk
             .iter()
-            .map(|(account, c, at)| stellar_balance_history::ActiveModel {
-                account_id: Set(account.to_string()),
-                asset_code: Set(c.asset.code.clone()),
-                asset_issuer: Set(c.asset.issuer.clone()),
-                operation_id: Set(c.operation_id),
-                ledger: Set(Some(ledger_of(c.operation_id))),
-                at: Set(*at),
-                delta_stroops: Set(c.delta),
-                balance_stroops: Set(Some(c.balance)),
-                ..Default::default()
-            });
+            .map(|(account, c, at)| {
+                Ok(stellar_balance_history::ActiveModel {
+                    holding_id: Set(ids.id(account, &c.asset)?),
+                    account_id: Set(account.to_string()),
+                    asset_code: Set(c.asset.code.clone()),
+                    asset_issuer: Set(c.asset.issuer.clone()),
+                    operation_id: Set(c.operation_id),
+                    ledger: Set(Some(ledger_of(c.operation_id))),
+                    at: Set(*at),
+                    delta_stroops: Set(c.delta),
+                    balance_stroops: Set(Some(c.balance)),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<Vec<_>, DbErr>>()?;
         stellar_balance_history::Entity::insert_many(models)
             .on_conflict_do_nothing_on([
-                stellar_balance_history::Column::AccountId,
-                stellar_balance_history::Column::AssetCode,
-                stellar_balance_history::Column::AssetIssuer,
+                stellar_balance_history::Column::HoldingId,
                 stellar_balance_history::Column::OperationId,
             ])
             .exec_without_returning(db)
@@ -418,7 +425,10 @@ pub async fn delete_account_histories<C: ConnectionTrait>(
             .exec(db)
             .await?;
         stellar_balance_history::Entity::delete_many()
-            .filter(stellar_balance_history::Column::AccountId.is_in(chunk.iter().copied()))
+            .filter(
+                stellar_balance_history::Column::HoldingId
+                    .in_subquery(holdings::of_holders(chunk.iter().copied())),
+            )
             .exec(db)
             .await?;
     }

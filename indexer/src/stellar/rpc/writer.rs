@@ -13,6 +13,7 @@ use sea_orm::{
 };
 
 use super::batch::{HistoryRow, RpcBatch};
+use crate::stellar::holdings::{self, Holdings};
 use crate::sync::{BatchWriter, Reverted, Written};
 
 /// Rows per multi-row statement (SQLite's bound-variable limit).
@@ -91,11 +92,11 @@ const BULK_ROWS: usize = 10_000;
 
 /// The history columns, in the order of a row's JSON array.
 const HISTORY_COLUMNS: &str = "account_id, asset_code, asset_issuer, operation_id, ledger, at, \
-    delta_stroops, balance_stroops";
+    delta_stroops, balance_stroops, holding_id";
 
-/// A row whose `(account, asset, toid)` exists (the TOID's events were split over two
-/// batches) adds its delta and takes the newer balance.
-const HISTORY_CONFLICT: &str = "ON CONFLICT (account_id, asset_code, asset_issuer, operation_id) \
+/// A row whose `(holding, toid)` exists (the TOID's events were split over two batches)
+/// adds its delta and takes the newer balance.
+const HISTORY_CONFLICT: &str = "ON CONFLICT (holding_id, operation_id) \
     DO UPDATE SET delta_stroops = stellar_balance_history.delta_stroops + excluded.delta_stroops, \
     balance_stroops = excluded.balance_stroops";
 
@@ -117,10 +118,10 @@ fn history_sql(backend: DbBackend, on_stored: OnStored) -> Result<String, DbErr>
         // it as text, which `->>` then parses again). `WHERE true`: an upsert's SELECT
         // needs a WHERE clause in SQLite's grammar.
         DbBackend::Sqlite => "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, \
-            value->>5, value->>6, value->>7 FROM jsonb_each(?) WHERE true"
+            value->>5, value->>6, value->>7, value->>8 FROM jsonb_each(?) WHERE true"
             .to_string(),
         DbBackend::Postgres => "SELECT e->>0, e->>1, e->>2, (e->>3)::bigint, (e->>4)::bigint, \
-            (e->>5)::timestamptz, (e->>6)::bigint, (e->>7)::bigint \
+            (e->>5)::timestamptz, (e->>6)::bigint, (e->>7)::bigint, (e->>8)::bigint \
             FROM json_array_elements($1::json) AS e"
             .to_string(),
         other => {
@@ -143,10 +144,11 @@ fn history_sql(backend: DbBackend, on_stored: OnStored) -> Result<String, DbErr>
     })
 }
 
-/// `rows` as a JSON array of `[account, code, issuer, toid, ledger, at, delta, balance]`;
+/// `rows` as a JSON array of `[account, code, issuer, toid, ledger, at, delta, balance,
+/// holding]`;
 /// `at` is written as sqlx writes a `DateTime<Utc>` to SQLite (RFC 3339, `+00:00`), which
 /// PostgreSQL reads as a `timestamptz`.
-fn history_json(rows: &[&HistoryRow]) -> Result<String, DbErr> {
+fn history_json(rows: &[&HistoryRow], holdings: &Holdings) -> Result<String, DbErr> {
     let mut out = Vec::with_capacity(rows.len() * 200);
     out.push(b'[');
     let mut at: Option<(DateTime<Utc>, String)> = None;
@@ -167,6 +169,7 @@ fn history_json(rows: &[&HistoryRow]) -> Result<String, DbErr> {
             text,
             r.delta,
             r.balance,
+            holdings.id(&r.account, &r.asset)?,
         );
         serde_json::to_writer(&mut out, &row)
             .map_err(|e| DbErr::Custom(format!("stellar rpc: history row as JSON: {e}")))?;
@@ -182,18 +185,29 @@ fn history_json(rows: &[&HistoryRow]) -> Result<String, DbErr> {
 async fn insert_history(txn: &DatabaseTransaction, batch: &RpcBatch) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
     let first = batch.history.iter().map(|r| r.toid).min();
+    let holdings = holdings::resolve(
+        txn,
+        batch.history.iter().map(|r| (r.account.as_str(), &r.asset)),
+    )
+    .await?;
     let (merged, fresh): (Vec<&HistoryRow>, Vec<&HistoryRow>) =
         batch.history.iter().partition(|r| Some(r.toid) == first);
     let merge_sql = history_sql(backend, OnStored::Merge)?;
     for chunk in merged.chunks(BULK_ROWS) {
-        let stmt =
-            Statement::from_sql_and_values(backend, &merge_sql, [history_json(chunk)?.into()]);
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            &merge_sql,
+            [history_json(chunk, &holdings)?.into()],
+        );
         txn.execute_raw(stmt).await?;
     }
     let skip_sql = history_sql(backend, OnStored::Skip)?;
     for chunk in fresh.chunks(BULK_ROWS) {
-        let stmt =
-            Statement::from_sql_and_values(backend, &skip_sql, [history_json(chunk)?.into()]);
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            &skip_sql,
+            [history_json(chunk, &holdings)?.into()],
+        );
         let written = txn.execute_raw(stmt).await?.rows_affected();
         if written != chunk.len() as u64 {
             return Err(DbErr::Custom(format!(
@@ -379,11 +393,16 @@ mod tests {
         assert_eq!((b.delta_stroops, b.balance_stroops), (5, Some(105)));
     }
 
-    #[test]
-    fn history_json_has_one_array_per_row() {
+    #[tokio::test]
+    async fn history_json_has_one_array_per_row() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, None).await.unwrap();
         let at = Utc::now();
         let rows = [row("GA", 1, 2, 3, at), row("GB", 4, 5, 6, at)];
-        let json = history_json(&rows.iter().collect::<Vec<_>>()).unwrap();
+        let ids = holdings::resolve(&db, rows.iter().map(|r| (r.account.as_str(), &r.asset)))
+            .await
+            .unwrap();
+        let json = history_json(&rows.iter().collect::<Vec<_>>(), &ids).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v.as_array().map(Vec::len), Some(2));
         assert_eq!(v[1][0], "GB");
@@ -392,6 +411,10 @@ mod tests {
             v[0][5].as_str(),
             Some(at.to_rfc3339_opts(SecondsFormat::AutoSi, false).as_str())
         );
-        assert_eq!(history_json(&[]).unwrap(), "[]");
+        assert_eq!(v[1][8], ids.id("GB", &rows[1].asset).unwrap());
+        let unresolved = [row("GC", 7, 1, 1, at)];
+        let err = history_json(&unresolved.iter().collect::<Vec<_>>(), &ids).unwrap_err();
+        assert!(err.to_string().contains("GC"), "{err}");
+        assert_eq!(history_json(&[], &ids).unwrap(), "[]");
     }
 }
