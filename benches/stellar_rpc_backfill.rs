@@ -201,11 +201,19 @@ async fn run(events: usize) -> String {
         let _ = std::fs::write(path, server.logs());
     }
     let rss = server.pid().and_then(peak_rss_kb);
-    use sea_orm::{EntityTrait, PaginatorTrait};
-    let rows = orrery_entity::stellar_balance_history::Entity::find()
-        .count(&conn)
+    // A plain count (not through the entity), so builds with another history schema can be
+    // measured with this bench binary (A/B runs swap the `orrery` binary).
+    use sea_orm::ConnectionTrait;
+    let rows: i64 = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM stellar_balance_history",
+        ))
         .await
-        .expect("count");
+        .expect("count")
+        .expect("a count row")
+        .try_get("", "n")
+        .expect("count value");
     let backend = if common::pg_admin_url().is_some() {
         "PostgreSQL"
     } else {

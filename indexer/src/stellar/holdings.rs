@@ -5,7 +5,7 @@
 //! The ids are read and, for new pairs, assigned inside the writer's transaction, so a batch
 //! that rolls back takes its new holdings with it and nothing is cached across transactions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use orrery_entity::stellar_holding;
 use sea_orm::sea_query::{OnConflict, Query, SelectStatement};
@@ -72,19 +72,15 @@ fn asset_label(asset: &AssetKey) -> String {
 
 /// The holding ids of `pairs` (holder, asset; repeats allowed), storing the pairs that have
 /// none yet, in the order they first appear.
-pub async fn resolve<C: ConnectionTrait>(
+pub async fn resolve<'a, C: ConnectionTrait>(
     db: &C,
-    pairs: impl IntoIterator<Item = (&str, &AssetKey)>,
+    pairs: impl IntoIterator<Item = (&'a str, &'a AssetKey)>,
 ) -> Result<Holdings, DbErr> {
     let mut wanted: Vec<(&str, &AssetKey)> = Vec::new();
-    let mut seen = Holdings::default();
-    for (holder, asset) in pairs {
-        if !seen.contains(holder, asset) {
-            seen.0
-                .entry(asset.clone())
-                .or_default()
-                .insert(holder.to_string(), 0);
-            wanted.push((holder, asset));
+    let mut seen: HashSet<(&str, &AssetKey)> = HashSet::new();
+    for pair in pairs {
+        if seen.insert(pair) {
+            wanted.push(pair);
         }
     }
     let mut out = Holdings::default();
