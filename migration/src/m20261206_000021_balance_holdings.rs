@@ -82,49 +82,13 @@ impl MigrationTrait for Migration {
             )
             .await?;
         }
-        manager
-            .create_index(
-                Index::create()
-                    .name(NEW_UNIQUE)
-                    .table(StellarBalanceHistory::Table)
-                    .col(StellarBalanceHistory::HoldingId)
-                    .col(StellarBalanceHistory::OperationId)
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name(OLD_UNIQUE)
-                    .table(StellarBalanceHistory::Table)
-                    .to_owned(),
-            )
-            .await
+        manager.create_index(new_unique()).await?;
+        manager.drop_index(drop_history_index(OLD_UNIQUE)).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_index(
-                Index::create()
-                    .name(OLD_UNIQUE)
-                    .table(StellarBalanceHistory::Table)
-                    .col(StellarBalanceHistory::AccountId)
-                    .col(StellarBalanceHistory::AssetCode)
-                    .col(StellarBalanceHistory::AssetIssuer)
-                    .col(StellarBalanceHistory::OperationId)
-                    .unique()
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name(NEW_UNIQUE)
-                    .table(StellarBalanceHistory::Table)
-                    .to_owned(),
-            )
-            .await?;
+        manager.create_index(old_unique()).await?;
+        manager.drop_index(drop_history_index(NEW_UNIQUE)).await?;
         manager
             .alter_table(
                 Table::alter()
@@ -137,6 +101,38 @@ impl MigrationTrait for Migration {
             .drop_table(Table::drop().table(StellarHolding::Table).to_owned())
             .await
     }
+}
+
+/// The text-keyed unique index on history (before this migration).
+fn old_unique() -> IndexCreateStatement {
+    Index::create()
+        .name(OLD_UNIQUE)
+        .table(StellarBalanceHistory::Table)
+        .col(StellarBalanceHistory::AccountId)
+        .col(StellarBalanceHistory::AssetCode)
+        .col(StellarBalanceHistory::AssetIssuer)
+        .col(StellarBalanceHistory::OperationId)
+        .unique()
+        .to_owned()
+}
+
+/// The integer-keyed unique index on history (after it).
+fn new_unique() -> IndexCreateStatement {
+    Index::create()
+        .name(NEW_UNIQUE)
+        .table(StellarBalanceHistory::Table)
+        .col(StellarBalanceHistory::HoldingId)
+        .col(StellarBalanceHistory::OperationId)
+        .unique()
+        .to_owned()
+}
+
+/// Drops the history index `name`.
+fn drop_history_index(name: &str) -> IndexDropStatement {
+    Index::drop()
+        .name(name)
+        .table(StellarBalanceHistory::Table)
+        .to_owned()
 }
 
 #[derive(DeriveIden)]
