@@ -31,7 +31,7 @@ impl Holdings {
             .ok_or_else(|| {
                 DbErr::Custom(format!(
                     "stellar: no stellar_holding id resolved for {holder} in {}",
-                    asset_label(asset)
+                    asset.canonical()
                 ))
             })
     }
@@ -52,21 +52,9 @@ impl Holdings {
     }
 
     /// Number of pairs resolved.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.values().map(HashMap::len).sum()
-    }
-
-    /// Whether no pair is resolved.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-fn asset_label(asset: &AssetKey) -> String {
-    if asset.issuer.is_empty() {
-        asset.code.clone()
-    } else {
-        format!("{}:{}", asset.code, asset.issuer)
     }
 }
 
@@ -195,7 +183,7 @@ mod tests {
         let after = resolve(&db, [("GB", &xlm)]).await.unwrap();
         assert_eq!(after.id("GB", &xlm).unwrap(), b);
         let err = after.id("GC", &xlm).unwrap_err().to_string();
-        assert!(err.contains("GC in XLM"), "{err}");
+        assert!(err.contains("GC in native"), "{err}");
         let err = after.id("GB", &ubec).unwrap_err().to_string();
         assert!(err.contains("GB in UBEC:GISSUER"), "{err}");
         assert_eq!(
